@@ -1,0 +1,41 @@
+"""Builds the C++/CUDA operators in csrc/ into ``ssl_bench._C``.
+
+The C++ (CPU) kernels are always built. The CUDA kernels are built when nvcc and a CUDA
+build of torch are present; ``SSL_BENCH_CUDA=1`` forces them (failing if impossible) and
+``SSL_BENCH_CUDA=0`` disables them. ``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures
+(default here: 8.0 and 9.0, plus PTX).
+"""
+
+import glob
+import os
+
+from setuptools import setup
+
+
+def extensions():
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    if not sources:
+        return [], {}
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+    cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
+    want = os.environ.get("SSL_BENCH_CUDA", "auto").lower()
+    possible = CUDA_HOME is not None and torch.version.cuda is not None and bool(cuda_sources)
+    if want in ("1", "true", "yes") and not possible:
+        raise RuntimeError("SSL_BENCH_CUDA=1 but nvcc or a CUDA build of torch is missing")
+    use_cuda = possible and want not in ("0", "false", "no")
+    cxx = ["-O3", "-std=c++17"] + (["-fopenmp"] if os.name != "nt" else [])
+    if use_cuda:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+        ext = CUDAExtension("ssl_bench._C", sources + cuda_sources, include_dirs=[os.path.abspath("csrc")],
+                            define_macros=[("SSL_BENCH_WITH_CUDA", None)], extra_link_args=["-fopenmp"],
+                            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]})
+    else:
+        ext = CppExtension("ssl_bench._C", sources, include_dirs=[os.path.abspath("csrc")],
+                           extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = extensions()
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

@@ -1,0 +1,200 @@
+"""The types plugins build and return: datasets, experiences, methods, strategies, evaluators.
+
+A plugin author needs only this module, :mod:`ssl_bench.hookspecs` and
+:data:`ssl_bench.hookimpl`. Everything here is plain data or a base class with
+do-nothing defaults, so a plugin overrides just what it changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ssl_bench.engine import Run
+
+
+@dataclass
+class ImageSet:
+    """Images of one split, all in memory (or memory-mapped) as uint8 ``[N, 3, H, W]``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor  #: int64 [N], index into ``Dataset.classes``
+    domains: torch.Tensor  #: int64 [N], index into ``Dataset.domains``
+    ids: list[str] | None = None  #: stable sample ids (file names), for manifests
+
+    def __post_init__(self):
+        n = len(self.images)
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
+        if len(self.labels) != n or len(self.domains) != n:
+            raise ValueError("images, labels and domains must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class Dataset:
+    """A dataset: a train and a test split plus the names of its classes and domains."""
+
+    name: str
+    train: ImageSet
+    test: ImageSet
+    classes: list[str]  #: class ids (e.g. WordNet ids ``n01443537``) or names
+    domains: list[str] = field(default_factory=lambda: ["default"])
+    class_names: list[str] | None = None  #: human-readable names, when they differ from ids
+    #: optional hierarchy: class id -> list of ancestors, nearest first (used by distant streams)
+    hierarchy: dict[str, list[str]] | None = None
+
+    @property
+    def resolution(self) -> int:
+        return int(self.train.images.shape[-1])
+
+
+@dataclass
+class Experience:
+    """One experience of a stream: what is trained on, and the held-out data to evaluate it."""
+
+    index: int
+    train_idx: np.ndarray  #: int64 indices into ``dataset.train``
+    test_idx: np.ndarray  #: int64 indices into ``dataset.test``
+    classes: list[int]  #: class indices present
+    domains: list[int]  #: domain indices present
+    name: str = ""
+
+
+@dataclass
+class Phase:
+    """One training phase planned by a strategy: which experiences' data, and how many steps.
+
+    Sequential training has one phase per experience; joint training has one phase over
+    all experiences with as many steps as the sequential run has in total.
+    """
+
+    name: str
+    experiences: list[int]
+    steps: int
+
+
+@dataclass
+class Batch:
+    """A training batch before augmentation: uint8 images and their labels, on the run's device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    domains: torch.Tensor
+    index: torch.Tensor  #: indices into ``dataset.train``
+
+
+class Method(nn.Module):
+    """Base class of a method. Subclasses set up their heads and implement :meth:`loss`.
+
+    The evaluators only ever see ``self.backbone``: heads (projectors, predictors, momentum
+    encoders) are the method's own business.
+    """
+
+    #: how many augmented views of each image :meth:`loss` receives
+    n_views: int = 2
+    #: whether :meth:`loss` uses labels (only supervised baselines do)
+    uses_labels: bool = False
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.backbone.feature_dim)
+
+    def loss(self, views: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """Return the scalar training loss for ``views`` (float, normalised images)."""
+        raise NotImplementedError
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding that distillation strategies match (default: the projector's output)."""
+        projector = getattr(self, "projector", None)
+        h = self.backbone(x)
+        return projector(h) if projector is not None else h
+
+    def after_step(self, progress: float) -> None:
+        """Called after every optimiser step; ``progress`` runs from 0 to 1 over the run (momentum updates)."""
+
+
+class Strategy:
+    """Base class of a continual strategy; the defaults are plain sequential fine-tuning.
+
+    The engine calls, in order: :meth:`plan` once; then per phase :meth:`before_phase`,
+    per step :meth:`batch` → augmentation → :meth:`views` → method loss + :meth:`loss` →
+    backward → :meth:`after_backward` → optimiser step; then :meth:`after_phase`.
+    """
+
+    name: str = "sequential"
+
+    def plan(self, experiences: list[Experience], steps: list[int]) -> list[Phase] | None:
+        """Return the training phases, or None to keep the default (one per experience).
+
+        ``steps[i]`` is the number of steps the protocol gives experience ``i``.
+        """
+        return None
+
+    def setup(self, run: Run) -> None:
+        """Called once the method and optimiser exist."""
+
+    def before_phase(self, run: Run, phase: Phase) -> None:
+        """Called before a phase trains."""
+
+    def batch(self, run: Run, batch: Batch) -> Batch:
+        """Change a batch before augmentation (replay mixes in stored samples here)."""
+        return batch
+
+    def views(self, run: Run, views: list[torch.Tensor], batch: Batch) -> list[torch.Tensor]:
+        """Change the augmented views (mixup-style strategies work here)."""
+        return views
+
+    def loss(self, run: Run, views: list[torch.Tensor], batch: Batch) -> torch.Tensor | None:
+        """Return an extra loss term to add to the method's loss, or None."""
+        return None
+
+    def after_backward(self, run: Run) -> None:
+        """Called after ``loss.backward()``, before the optimiser step (may add to ``.grad``)."""
+
+    def after_phase(self, run: Run, phase: Phase) -> None:
+        """Called after a phase has trained, before it is evaluated."""
+
+    def record(self) -> dict[str, Any]:
+        """Return what the strategy did (numbers or arrays) for the result file, so runs can be audited."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to checkpoint (buffers, importances, anchors) so an interrupted run can resume."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+@dataclass
+class Features:
+    """Frozen-backbone features of the evaluation samples of every experience."""
+
+    train: list[torch.Tensor]  #: per experience: [n_j, D] features of its probe-training samples
+    train_labels: list[torch.Tensor]
+    test: list[torch.Tensor]  #: per experience: [m_j, D] features of its held-out samples
+    test_labels: list[torch.Tensor]
+
+
+class Evaluator:
+    """Base class of an evaluator: measures the frozen backbone after a phase or at the end."""
+
+    name: str = "evaluator"
+    #: "phase": after every training phase (and once at initialisation); "end": once after training
+    when: str = "phase"
+
+    def evaluate(self, run: Run, features: Features, previous: Features | None) -> dict[str, Any]:
+        """Return ``{key: number or array}``. ``previous`` holds the features of the phase before (or None)."""
+        raise NotImplementedError

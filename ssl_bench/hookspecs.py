@@ -1,0 +1,103 @@
+"""Hook specifications: everything a plugin can contribute to ssl-bench or observe.
+
+A plugin is a module (or any object) with functions named after these hooks and decorated
+with :data:`ssl_bench.hookimpl`. It implements only the hooks it needs. The factory hooks
+return a dict ``{name: factory}``; the names are what users type after ``--method``,
+``--stream`` and so on. The types the factories return are documented in :mod:`ssl_bench.api`.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("ssl_bench")
+
+
+@hookspec
+def ssl_bench_methods():
+    """Return ``{name: factory}`` of self-supervised (or supervised) methods.
+
+    ``factory(backbone, **options)`` returns an :class:`ssl_bench.api.Method` that trains
+    ``backbone`` (an ``nn.Module`` with a ``feature_dim`` attribute). ``options`` come from
+    ``--method-opt key=value`` and should all have defaults from the method's paper.
+    """
+
+
+@hookspec
+def ssl_bench_streams():
+    """Return ``{name: factory}`` of streams, which cut a dataset into experiences.
+
+    ``factory(dataset, n_experiences, seed, **options)`` returns a list of
+    :class:`ssl_bench.api.Experience`; each carries indices into ``dataset.train`` and
+    ``dataset.test``. The same seed must give the same split.
+    """
+
+
+@hookspec
+def ssl_bench_strategies():
+    """Return ``{name: factory}`` of continual strategies.
+
+    ``factory(**options)`` returns an :class:`ssl_bench.api.Strategy`. Strategies can be
+    combined on the command line with ``+`` (``--strategy replay+mas``).
+    """
+
+
+@hookspec
+def ssl_bench_datasets():
+    """Return ``{name: factory}`` of datasets.
+
+    ``factory(root, resolution, seed, download, **options)`` returns an
+    :class:`ssl_bench.api.Dataset` whose images are uint8 tensors at ``resolution``.
+    ``root`` is a folder (or None for generated data); a dataset that is missing and
+    cannot be downloaded raises :class:`ssl_bench.errors.UserError` saying where to put it.
+    """
+
+
+@hookspec
+def ssl_bench_backbones():
+    """Return ``{name: factory}`` of backbones (feature extractors).
+
+    ``factory(**options)`` returns an ``nn.Module`` that maps a float image batch
+    ``[N, 3, H, W]`` to features ``[N, D]`` and has an integer attribute ``feature_dim == D``.
+    """
+
+
+@hookspec
+def ssl_bench_evaluators():
+    """Return ``{name: factory}`` of evaluators, which measure the frozen backbone.
+
+    ``factory(**options)`` returns an :class:`ssl_bench.api.Evaluator`.
+    """
+
+
+@hookspec
+def ssl_bench_run_start(run):
+    """Called once a run is set up, before the first training step.
+
+    ``run`` is the :class:`ssl_bench.engine.Run` (protocol, dataset, experiences,
+    method, strategy, device). Observers must not change it.
+    """
+
+
+@hookspec
+def ssl_bench_experience_start(run, phase):
+    """Called before a training phase (one experience for sequential training) starts.
+
+    ``phase`` is the :class:`ssl_bench.api.Phase` about to be trained.
+    """
+
+
+@hookspec
+def ssl_bench_step_end(run, step, loss):
+    """Called after every optimisation step with the global step number and the loss (a float)."""
+
+
+@hookspec
+def ssl_bench_experience_end(run, phase, metrics):
+    """Called after a training phase has been trained and evaluated.
+
+    ``metrics`` maps ``"<evaluator>/<key>"`` to what the evaluators measured for this phase.
+    """
+
+
+@hookspec
+def ssl_bench_run_end(run, path):
+    """Called after the result file has been written to ``path``."""

@@ -1,0 +1,168 @@
+"""Protocols: versioned TOML files that fix everything a comparison must hold constant.
+
+A protocol names the dataset, resolution, backbone, augmentations, training budget,
+optimiser, evaluation and seeds. It is validated strictly (unknown keys and wrong types
+are errors) and hashed over its canonical content, so results made under different
+protocols are never compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ssl_bench.errors import UserError, did_you_mean
+
+#: keys that describe a protocol but do not change its results, so they are not hashed
+UNHASHED = ("description", "defaults")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class DatasetSpec(_Strict):
+    name: str
+    resolution: int = Field(gt=0, description="side of the square images, in pixels")
+    seed: int = Field(0, description="seed of generated data (fixed, so all runs see the same images)")
+    root: str | None = Field(None, description="default data folder; --data-root overrides it")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class StreamSpec(_Strict):
+    n_experiences: int = Field(ge=1)
+    #: per-stream options, keyed by stream name: {"class": {...}}
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class BackboneSpec(_Strict):
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AugmentSpec(_Strict):
+    recipe: str = Field("simclr", description="named set of views, see ssl_bench.augment.RECIPES")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Stage(_Strict):
+    """One stage of the S3L resolution schedule: train at ``resolution`` for ``fraction`` of the steps."""
+
+    resolution: int = Field(gt=0)
+    fraction: float = Field(gt=0, le=1)
+
+
+class TrainSpec(_Strict):
+    epochs_per_experience: float = Field(gt=0)
+    batch_size: int = Field(gt=1)
+    optimizer: Literal["sgd", "adamw", "lars"] = "sgd"
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    #: S3L: e.g. [{resolution = 16, fraction = 0.8}, {resolution = 32, fraction = 0.2}] within every phase
+    stages: list[Stage] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _stages_sum_to_one(self):
+        if self.stages and abs(sum(s.fraction for s in self.stages) - 1) > 1e-6:
+            raise ValueError("train.stages fractions must add up to 1")
+        return self
+
+
+class EvalSpec(_Strict):
+    evaluators: list[str] = Field(default_factory=lambda: ["linear"])
+    #: evaluator whose per-experience "acc" becomes metrics/acc_matrix
+    primary: str = "linear"
+    #: labelled samples per experience that the probes are trained on (0 = all)
+    probe_train_per_experience: int = Field(1000, ge=0)
+    batch_size: int = Field(256, gt=0)
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class Defaults(_Strict):
+    method: str = "simclr"
+    stream: str = "instance"
+    strategy: str = "sequential"
+
+
+class Protocol(_Strict):
+    name: str
+    version: int = Field(ge=1)
+    description: str = ""
+    dataset: DatasetSpec
+    stream: StreamSpec
+    backbone: BackboneSpec
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    train: TrainSpec
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    seeds: list[int] = Field(min_length=1)
+    defaults: Defaults = Field(default_factory=Defaults)
+
+    @property
+    def hash(self) -> str:
+        """sha256 of the canonical JSON of everything that changes results."""
+        content = self.model_dump(mode="json", exclude=set(UNHASHED))
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}-v{self.version}"
+
+
+def shipped() -> list[str]:
+    """Names of the protocols that ship inside the package."""
+    folder = resources.files("ssl_bench") / "protocols"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load(name_or_path: str) -> Protocol:
+    """Load a shipped protocol by name, or a protocol file by path."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") or path.is_file():
+        if not path.is_file():
+            raise UserError(f"protocol file '{name_or_path}' does not exist")
+        text, where = path.read_text(), str(path)
+    else:
+        if name_or_path not in shipped():
+            raise UserError(f"unknown protocol '{name_or_path}'." + did_you_mean(name_or_path, shipped())
+                            + " Give a shipped name or a path to a .toml file.")
+        text = (resources.files("ssl_bench") / "protocols" / f"{name_or_path}.toml").read_text()
+        where = f"protocol '{name_or_path}'"
+    return parse(text, where)
+
+
+def parse(text: str, where: str = "protocol") -> Protocol:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{where} is not valid TOML: {err}") from None
+    try:
+        return Protocol.model_validate(data)
+    except ValidationError as err:
+        raise UserError(f"{where}: {_explain(err)}") from None
+
+
+def _explain(err: ValidationError) -> str:
+    """One line for the first problem: which key, what is wrong, what is allowed."""
+    first = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        model = Protocol
+        for part in first["loc"][:-1]:
+            field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+            model = field.annotation if field is not None else None
+        known = list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+        return f"unknown key '{loc}'." + did_you_mean(str(first["loc"][-1]), known)
+    if first["type"] == "missing":
+        return f"missing key '{loc}'"
+    got = first.get("input")
+    return f"'{loc}': {first['msg']} (got {got!r})"
