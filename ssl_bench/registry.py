@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import importlib.util
+import inspect
 import logging
 import pkgutil
 import sys
@@ -152,12 +153,19 @@ class Registry:
         # catch misspelt hooks before pluggy does, with a message that names the plugin
         for attr in dir(module):
             fn = getattr(module, attr, None)
-            if callable(fn) and hasattr(fn, "ssl_bench_impl") and attr not in HOOK_NAMES:
+            if not (callable(fn) and hasattr(fn, "ssl_bench_impl")):
+                continue
+            if attr not in HOOK_NAMES:
                 raise UserError(f"'{attr}' is not an ssl-bench hook." + did_you_mean(attr, HOOK_NAMES))
+            allowed = list(inspect.signature(getattr(hookspecs, attr)).parameters)
+            extra = [a for a in inspect.signature(fn).parameters if a not in allowed]
+            if extra:
+                raise UserError(f"hook {attr} has the wrong signature: it takes {', '.join(extra)}, "
+                                f"but the hook passes only ({', '.join(allowed)})")
         try:
             self.pm.register(module, name=f"{info.source}:{info.name}")
         except pluggy.PluginValidationError as err:
-            raise UserError(f"a hook has the wrong signature: {err}") from None
+            raise UserError(f"a hook has the wrong signature: {' '.join(str(err).split())}") from None
         try:
             found = self._collect(module)
         except Exception:

@@ -133,5 +133,5 @@ def _decode(value):
 
 def result_name(protocol_label: str, method: str, stream: str, strategy: str, seed: int) -> str:
     """The file name of a run: the same run always gets the same name (so a crashed run can resume)."""
-    safe = lambda s: "".join(c if c.isalnum() or c in "-_." else "_" for c in s)  # noqa: E731
+    safe = lambda s: "".join(c if c.isalnum() or c in "-_.+" else "_" for c in s)  # noqa: E731
     return f"{safe(protocol_label)}__{safe(method)}__{safe(stream)}__{safe(strategy)}__s{seed}.h5"

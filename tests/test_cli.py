@@ -1,0 +1,153 @@
+"""End-to-end: the ssl-bench command as a user runs it, on a tiny protocol."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ssl_bench import results
+from ssl_bench.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args):
+    """Run the real command in a subprocess; return (exit status, stdout, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "ssl_bench.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_run_writes_a_valid_result_file(tiny_protocol, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["-q", "run", "--protocol", str(tiny_protocol), "--out", str(out)]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path.parent == out and path.is_file()
+    r = results.Result(path)
+    for key in ("schema_version", "protocol", "protocol_hash", "method", "stream", "strategy", "seed",
+                "ssl_bench_version", "torch_version", "device", "git_commit"):
+        assert key in r.attrs, key
+    assert (r.attrs["method"], r.attrs["stream"], r.attrs["strategy"], r.attrs["seed"]) == ("simclr", "instance", "sequential", 0)
+    acc = r.acc_matrix
+    assert acc.shape == (2, 2) and np.all((acc >= 0) & (acc <= 1))
+    assert r.config["protocol_hash"] == r.attrs["protocol_hash"] and r.config["method"] == "simclr"
+    assert len(r["train/loss"]) == int(r["phases/steps"].sum()) == r.attrs["steps"]
+    assert np.isfinite(r["train/loss"]).all()
+    assert r.summary["final_avg_acc"] == pytest.approx(acc[-1].mean())
+    assert not list(out.glob(".*"))  # no temporary or checkpoint files left behind
+
+    assert main(["show", str(path)]) == 0
+    shown = capsys.readouterr().out
+    assert "accuracy matrix" in shown and "simclr" in shown
+    assert main(["leaderboard", "--results", str(out)]) == 0
+    assert "| simclr | instance | sequential |" in capsys.readouterr().out
+
+
+def test_example_plugin_runs_with_plugin_flag(tiny_protocol, tmp_path, capsys):
+    example = ROOT / "examples" / "my_method.py"
+    assert main(["-q", "run", "--plugin", str(example), "--protocol", str(tiny_protocol), "--out", str(tmp_path)]) == 0
+    r = results.Result(capsys.readouterr().out.strip())
+    assert r.attrs["method"] == "align-uniform"
+    assert "my_method" in r.attrs["plugins"]
+
+
+def test_joint_is_compute_matched_with_sequential(tiny_protocol, tmp_path, capsys):
+    paths = {}
+    for strategy in ("sequential", "joint"):
+        assert main(["-q", "run", "--protocol", str(tiny_protocol), "--strategy", strategy, "--out", str(tmp_path)]) == 0
+        paths[strategy] = results.Result(capsys.readouterr().out.strip())
+    seq, joint = paths["sequential"], paths["joint"]
+    assert seq.attrs["steps"] == joint.attrs["steps"]
+    assert seq.acc_matrix.shape == (2, 2) and joint.acc_matrix.shape == (1, 2)
+
+
+def test_crashed_run_leaves_no_result_and_resumes(tiny_protocol, tmp_path, monkeypatch, capsys):
+    crash = tmp_path / "crash_plugin.py"
+    crash.write_text(textwrap.dedent("""
+        import os
+        from ssl_bench import hookimpl
+
+        @hookimpl
+        def ssl_bench_experience_start(run, phase):
+            if os.environ.get("CRASH_AT") == phase.name:
+                raise RuntimeError("simulated crash")
+    """))
+    out = tmp_path / "runs"
+    args = ["-q", "run", "--plugin", str(crash), "--protocol", str(tiny_protocol), "--out", str(out)]
+    monkeypatch.setenv("CRASH_AT", "experience 1")
+    assert main(args) == 1
+    assert "simulated crash" in capsys.readouterr().err
+    assert not list(out.glob("*.h5"))
+    assert len(list(out.glob(".*.ckpt"))) == 1
+    monkeypatch.delenv("CRASH_AT")
+    assert main(args) == 0
+    r = results.Result(capsys.readouterr().out.strip())
+    assert r.acc_matrix.shape == (2, 2) and len(r["train/loss"]) == r.attrs["steps"]
+    assert not list(out.glob(".*.ckpt"))
+
+
+def test_resumed_run_equals_uninterrupted_run(tiny_protocol, tmp_path, monkeypatch, capsys):
+    crash = tmp_path / "crash2.py"
+    crash.write_text("import os\nfrom ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_experience_start(run, phase):\n"
+                     "    if os.environ.get('CRASH_AT') == phase.name:\n        raise KeyboardInterrupt\n")
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    base = ["-q", "run", "--plugin", str(crash), "--protocol", str(tiny_protocol)]
+    assert main(base + ["--out", str(whole)]) == 0
+    a = results.Result(capsys.readouterr().out.strip())
+    monkeypatch.setenv("CRASH_AT", "experience 1")
+    assert main(base + ["--out", str(parts)]) == 130
+    monkeypatch.delenv("CRASH_AT")
+    assert main(base + ["--out", str(parts)]) == 0
+    b = results.Result(capsys.readouterr().out.strip())
+    np.testing.assert_allclose(a["train/loss"], b["train/loss"], rtol=1e-4)
+    np.testing.assert_allclose(a.acc_matrix, b.acc_matrix, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["missing_plugin", "misspelt_method", "bad_signature", "unknown_key", "wrong_type", "unwritable_out"])
+def test_bad_input_one_line_exit_2_no_result(case, tiny_protocol, tmp_path):
+    out = tmp_path / "runs"
+    args = ["run", "--protocol", tiny_protocol, "--out", out]
+    if case == "missing_plugin":
+        args += ["--plugin", "no_such_plugin_anywhere"]
+        expect = "no plugin named 'no_such_plugin_anywhere'"
+    elif case == "misspelt_method":
+        args += ["--method", "simclrr"]
+        expect = "Did you mean 'simclr'"
+    elif case == "bad_signature":
+        bad = tmp_path / "badsig.py"
+        bad.write_text("from ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_methods(config):\n    return {}\n")
+        args += ["--plugin", bad]
+        expect = "wrong signature"
+    elif case in ("unknown_key", "wrong_type"):
+        text = tiny_protocol.read_text()
+        text = text.replace("lr = 0.05", "lr = 0.05\nlr_decay = 1") if case == "unknown_key" else text.replace("batch_size = 32", "batch_size = 3.5")
+        tiny_protocol.write_text(text)
+        expect = "unknown key 'train.lr_decay'" if case == "unknown_key" else "'train.batch_size'"
+    else:
+        blocker = tmp_path / "a_file"
+        blocker.write_text("")
+        args[-1] = out = blocker / "runs"
+        expect = "cannot write results to --out"
+    code, stdout, stderr = run_cli(*args)
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0] and lines[0].startswith("ssl-bench: error:")
+    assert "Traceback" not in stderr
+    assert not (out.exists() and list(out.rglob("*.h5")))
+
+
+def test_list_shows_plugins_with_source_and_version(capsys):
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    assert "simclr" in text and "builtin" in text and "smoke" in text
+
+
+def test_help_lists_commands():
+    code, stdout, _ = run_cli("--help")
+    assert code == 0
+    for command in ("run", "list", "show", "leaderboard"):
+        assert command in stdout

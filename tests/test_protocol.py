@@ -1,0 +1,54 @@
+import pytest
+
+from ssl_bench import protocol
+from ssl_bench.errors import UserError
+from tests.conftest import TINY
+
+
+def test_shipped_smoke_protocol_loads():
+    p = protocol.load("smoke")
+    assert p.name == "smoke" and p.version >= 1
+    assert p.dataset.name == "synthetic" and p.seeds
+    assert len(p.hash) == 64
+
+
+def test_hash_is_canonical_and_ignores_descriptions():
+    a = protocol.parse(TINY)
+    reordered = protocol.parse(TINY.replace('name = "tiny"\nversion = 1', 'version = 1\nname = "tiny"'))
+    described = protocol.parse('description = "words"\n' + TINY)
+    assert a.hash == reordered.hash == described.hash
+    changed = protocol.parse(TINY.replace("lr = 0.05", "lr = 0.06"))
+    assert changed.hash != a.hash
+
+
+def test_defaults_are_filled_and_hashed():
+    a = protocol.parse(TINY)
+    explicit = protocol.parse(TINY.replace("lr = 0.05", "lr = 0.05\noptimizer = \"sgd\""))
+    assert a.train.optimizer == "sgd" and a.hash == explicit.hash
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("lr = 0.05", "lr = 0.05\nlearning_rate = 1"), "unknown key 'train.learning_rate'"),
+    (("epochs_per_experience = 1", "epochs_per_experiance = 1"), "Did you mean 'epochs_per_experience'"),
+    (("batch_size = 32", 'batch_size = "32"'), "'train.batch_size'"),
+    (("lr = 0.05", "lr = -1.0"), "'train.lr'"),
+    (("[stream]\nn_experiences = 2", ""), "missing key 'stream'"),
+    (("seeds = [0, 1]", "seeds = [0, 1"), "not valid TOML"),
+])
+def test_bad_protocols_get_one_line_errors(edit, message):
+    with pytest.raises(UserError) as err:
+        protocol.parse(TINY.replace(*edit), "tiny.toml")
+    text = str(err.value)
+    assert message in text and "\n" not in text and text.startswith("tiny.toml")
+
+
+def test_unknown_protocol_name_suggests(tmp_path):
+    with pytest.raises(UserError, match="Did you mean 'smoke'"):
+        protocol.load("smok")
+    with pytest.raises(UserError, match="does not exist"):
+        protocol.load(str(tmp_path / "none.toml"))
+
+
+def test_stages_must_sum_to_one():
+    with pytest.raises(UserError, match="fractions must add up to 1"):
+        protocol.parse(TINY.replace("lr = 0.05", "lr = 0.05\nstages = [{resolution = 8, fraction = 0.5}]"))
