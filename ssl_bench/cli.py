@@ -43,26 +43,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(debug=False, quiet=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, parents=[common])
+    def command(name: str, help: str, parents=()) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[common, *parents])
 
-    run = command("run", help="train and evaluate one run under a protocol, write a result file")
-    run.add_argument("--plugin", action="append", default=[], metavar="NAME_OR_PATH",
-                     help="load a plugin: installed entry-point name, importable module, or .py file (repeatable)")
-    run.add_argument("--protocol", default="smoke", help="shipped protocol name or .toml path (default: smoke)")
+    shared = argparse.ArgumentParser(add_help=False)  # options of both run and sweep
+    shared.add_argument("--plugin", action="append", default=[], metavar="NAME_OR_PATH",
+                        help="load a plugin: installed entry-point name, importable module, or .py file (repeatable)")
+    shared.add_argument("--protocol", default="smoke", help="shipped protocol name or .toml path (default: smoke)")
+    shared.add_argument("--out", default="runs", type=Path, help="folder for result files (default: runs)")
+    shared.add_argument("--method-opt", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                        help="method option, e.g. temperature=0.2 (repeatable)")
+    shared.add_argument("--strategy-opt", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                        help="strategy option; with several strategies prefix the name: replay.buffer_size=500")
+    shared.add_argument("--data-root", help="folder holding the protocol's dataset")
+    shared.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    shared.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: auto)")
+
+    run = command("run", help="train and evaluate one run under a protocol, write a result file", parents=[shared])
     run.add_argument("--method", help="method name (default: the --plugin's only method, else the protocol's default)")
     run.add_argument("--stream", help="stream name (default: the protocol's default)")
     run.add_argument("--strategy", help="strategy name, or several joined by '+' (default: the protocol's default)")
     run.add_argument("--seed", type=int, help="seed (default: the protocol's first seed)")
-    run.add_argument("--out", default="runs", type=Path, help="folder for result files (default: runs)")
-    run.add_argument("--method-opt", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                     help="method option, e.g. temperature=0.2 (repeatable)")
-    run.add_argument("--strategy-opt", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                     help="strategy option; with several strategies prefix the name: replay.buffer_size=500")
-    run.add_argument("--data-root", help="folder holding the protocol's dataset")
-    run.add_argument("--download", action="store_true", help="download the dataset if it is missing")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: auto)")
     run.add_argument("--restart", action="store_true", help="ignore a checkpoint left by an interrupted run")
+
+    sweep = command("sweep", help="run every combination of methods, streams, strategies and seeds", parents=[shared])
+    sweep.add_argument("--methods", help="comma-separated method names (default: as for run)")
+    sweep.add_argument("--streams", help="comma-separated stream names (default: the protocol's default)")
+    sweep.add_argument("--strategies", help="comma-separated strategies, each possibly 'a+b' (default: the protocol's default)")
+    sweep.add_argument("--seeds", default="all", help="'all' (the protocol's seeds, default) or e.g. 0,1,2")
+    sweep.add_argument("--jobs", type=int, default=1, help="runs at the same time (default: 1)")
+    sweep.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit-local"],
+                       help="local process pool (default), or submitit: SLURM or its local executor")
+    sweep.add_argument("--slurm", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                       help="submitit parameter for the slurm launcher, e.g. slurm_partition=gpu, gpus_per_node=1")
 
     lst = command("list", help="list discovered plugins and what they provide, and the shipped protocols")
     lst.add_argument("--plugin", action="append", default=[], metavar="NAME_OR_PATH", help="also load this plugin")
@@ -75,29 +88,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config(args, registry, proto, **chosen):
+    """A RunConfig from the shared options, with method/stream/strategy defaults filled in."""
+    from ssl_bench.engine import RunConfig
+
+    def pick(kind: str) -> str:
+        return chosen.get(kind) or registry.default_for(kind) or getattr(proto.defaults, kind)
+
+    config = RunConfig(protocol=proto, method=pick("method"), stream=pick("stream"), strategy=pick("strategy"),
+                       seed=proto.seeds[0] if chosen.get("seed") is None else chosen["seed"], out=args.out,
+                       method_options=dict(args.method_opt), strategy_options=dict(args.strategy_opt),
+                       data_root=args.data_root, download=args.download, device=args.device,
+                       plugins=list(args.plugin), progress=not args.quiet)
+    _validate(registry, [config.method], [config.stream], [config.strategy])
+    return config
+
+
+def _validate(registry, methods, streams, strategies) -> None:
+    """Unknown names fail here, before any data is loaded."""
+    for strategy in strategies:
+        for part in strategy.split("+"):
+            registry.get("strategy", part)
+    for method in methods:
+        registry.get("method", method)
+    for stream in streams:
+        registry.get("stream", stream)
+
+
 def cmd_run(args) -> int:
-    from ssl_bench.engine import RunConfig, execute
+    from ssl_bench.engine import execute
     from ssl_bench.registry import Registry
 
     proto = protocols.load(args.protocol)
     registry = Registry.discover(args.plugin)
-
-    def default(kind: str, given: str | None) -> str:
-        return given or registry.default_for(kind) or getattr(proto.defaults, kind)
-
-    seed = proto.seeds[0] if args.seed is None else args.seed
-    config = RunConfig(protocol=proto, method=default("method", args.method), stream=default("stream", args.stream),
-                       strategy=default("strategy", args.strategy), seed=seed, out=args.out,
-                       method_options=dict(args.method_opt), strategy_options=dict(args.strategy_opt),
-                       data_root=args.data_root, download=args.download, device=args.device,
-                       plugins=list(args.plugin), progress=not args.quiet)
-    for part in config.strategy.split("+"):
-        registry.get("strategy", part)
-    registry.get("method", config.method)
-    registry.get("stream", config.stream)
-    path = execute(config, registry, resume=not args.restart)
-    print(path)
+    config = _config(args, registry, proto, method=args.method, stream=args.stream, strategy=args.strategy, seed=args.seed)
+    print(execute(config, registry, resume=not args.restart))
     return 0
+
+
+def cmd_sweep(args) -> int:
+    from ssl_bench import sweep
+    from ssl_bench.engine import check_writable
+    from ssl_bench.registry import Registry
+
+    proto = protocols.load(args.protocol)
+    registry = Registry.discover(args.plugin)
+    split = lambda text: [x for x in (text or "").split(",") if x]  # noqa: E731
+    base = _config(args, registry, proto)
+    methods, streams = split(args.methods) or [base.method], split(args.streams) or [base.stream]
+    strategies = split(args.strategies) or [base.strategy]
+    _validate(registry, methods, streams, strategies)
+    configs = sweep.expand(base, methods, streams, strategies, sweep.seeds_from(args.seeds, proto))
+    check_writable(args.out)
+    paths, failures = sweep.run(configs, jobs=max(1, args.jobs), launcher=args.launcher, slurm=dict(args.slurm))
+    for path in paths:
+        print(path)
+    for failure in failures:
+        print(f"ssl-bench: failed: {failure}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def cmd_list(args) -> int:
@@ -156,7 +204,7 @@ def _table(header, rows) -> None:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "show": cmd_show, "leaderboard": cmd_leaderboard}
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "show": cmd_show, "leaderboard": cmd_leaderboard}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -151,3 +151,30 @@ def test_help_lists_commands():
     assert code == 0
     for command in ("run", "list", "show", "leaderboard"):
         assert command in stdout
+
+
+def test_sweep_runs_every_combination_and_skips_finished_ones(tiny_protocol, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["-q", "sweep", "--protocol", str(tiny_protocol), "--strategies", "sequential,joint", "--seeds", "all",
+            "--jobs", "2", "--out", str(out)]
+    assert main(args) == 0
+    paths = capsys.readouterr().out.split()
+    runs = {(r.attrs["strategy"], r.attrs["seed"]) for r in map(results.Result, paths)}
+    assert runs == {("sequential", 0), ("sequential", 1), ("joint", 0), ("joint", 1)}
+    stamp = {p: Path(p).stat().st_mtime_ns for p in paths}
+    assert main(args) == 0  # everything exists: nothing is re-run
+    assert {p: Path(p).stat().st_mtime_ns for p in capsys.readouterr().out.split()} == stamp
+
+
+def test_sweep_through_submitit(tiny_protocol, tmp_path, capsys):
+    pytest.importorskip("submitit")
+    out = tmp_path / "sweep"
+    assert main(["-q", "sweep", "--protocol", str(tiny_protocol), "--seeds", "1", "--launcher", "submitit-local",
+                 "--out", str(out)]) == 0
+    (path,) = capsys.readouterr().out.split()
+    assert results.Result(path).attrs["seed"] == 1
+
+
+def test_sweep_rejects_unknown_names_before_running(tiny_protocol, tmp_path):
+    code, _, stderr = run_cli("sweep", "--protocol", tiny_protocol, "--methods", "simclr,bogus", "--out", tmp_path)
+    assert code == 2 and "unknown method 'bogus'" in stderr
