@@ -115,6 +115,10 @@ class Method(nn.Module):
         """Return the scalar training loss for ``views`` (float, normalised images)."""
         raise NotImplementedError
 
+    def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Same as :meth:`loss`; the engine calls the method (possibly wrapped in DDP) this way."""
+        return self.loss(views, labels)
+
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """The embedding that distillation strategies match (default: the projector's output)."""
         projector = getattr(self, "projector", None)

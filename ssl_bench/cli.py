@@ -40,7 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-bench", description="Benchmark self-supervised pre-training on streaming data.",
                                      parents=[common])
     parser.add_argument("--version", action="version", version=f"ssl-bench {ssl_bench.__version__}")
-    parser.set_defaults(debug=False, quiet=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help: str, parents=()) -> argparse.ArgumentParser:
@@ -122,7 +121,9 @@ def cmd_run(args) -> int:
     proto = protocols.load(args.protocol)
     registry = Registry.discover(args.plugin)
     config = _config(args, registry, proto, method=args.method, stream=args.stream, strategy=args.strategy, seed=args.seed)
-    print(execute(config, registry, resume=not args.restart))
+    path = execute(config, registry, resume=not args.restart)
+    if path is not None:  # None on the other ranks under torchrun
+        print(path)
     return 0
 
 
@@ -210,6 +211,7 @@ COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "show": cmd_sh
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.debug, args.quiet = getattr(args, "debug", False), getattr(args, "quiet", False)  # flags go before or after COMMAND
     if args.command is None:
         parser.print_help()
         return 0

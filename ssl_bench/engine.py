@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 import ssl_bench
-from ssl_bench import augment, continual, results
+from ssl_bench import augment, continual, distributed, results
 from ssl_bench.api import Batch, Dataset, Evaluator, Experience, Features, Method, Phase, Strategy
 from ssl_bench.errors import UserError
 from ssl_bench.optim import lr_at, make_optimizer
@@ -140,10 +140,11 @@ class Run:
         self.protocol = protocol = config.protocol
         self.registry = registry
         self.seed = config.seed
-        self.device = torch.device(_pick_device(config.device))
+        self.device = torch.device(_pick_device(distributed.setup(config.device)))
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed + 1_000_003 * self.rank)
 
         ds = protocol.dataset
         log.info("loading dataset %s at %d px", ds.name, ds.resolution)
@@ -157,6 +158,7 @@ class Run:
 
         backbone = _construct(registry.get("backbone", protocol.backbone.name), **protocol.backbone.options)
         self.method: Method = _construct(registry.get("method", config.method), backbone, **config.method_options).to(self.device)
+        self.model = distributed.wrap(self.method)  #: what training calls: the method, or DDP around it
         self.strategy: Strategy = self._make_strategy(config.strategy, config.strategy_options)
         self.evaluators: list[Evaluator] = [_construct(registry.get("evaluator", name), **protocol.eval.options.get(name, {}))
                                             for name in protocol.eval.evaluators]
@@ -235,13 +237,13 @@ class Run:
         for k in range(phase.steps):
             if pos + tr.batch_size > len(perm):  # a new epoch: reshuffle (the last partial batch is dropped)
                 perm, pos = torch.randperm(len(pool), generator=order), 0
-            index = pool[perm[pos:pos + min(tr.batch_size, len(pool))]]
+            index = pool[perm[pos:pos + min(tr.batch_size, len(pool))]][self.rank::self.world_size]
             pos += tr.batch_size
             batch = self.strategy.batch(self, self.batch_of(index))
             views = self.strategy.views(self, self.views(batch.images, self.resolution_at(k, phase.steps)), batch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, self.total_steps, tr)
-            loss = self.method.loss(views, batch.labels if self.method.uses_labels else None)
+            loss = self.model(views, batch.labels if self.method.uses_labels else None)
             extra = self.strategy.loss(self, views, batch)
             total = loss if extra is None else loss + extra
             if not torch.isfinite(total):
@@ -337,8 +339,8 @@ def check_writable(out: Path) -> None:
         raise UserError(f"cannot write results to --out '{out}': {err.strerror or err}; choose a writable folder") from None
 
 
-def execute(config: RunConfig, registry: Registry, resume: bool = True) -> Path:
-    """Train and evaluate one run; return the path of its result file."""
+def execute(config: RunConfig, registry: Registry, resume: bool = True) -> Path | None:
+    """Train and evaluate one run; return the path of its result file (None on ranks other than 0)."""
     check_writable(config.out)
     run = Run(config, registry)
     hook = registry.observers()
@@ -354,14 +356,15 @@ def execute(config: RunConfig, registry: Registry, resume: bool = True) -> Path:
         else:
             log.warning("ignoring checkpoint %s: it belongs to a different configuration", ckpt_path)
     t0 = time.time()
+    main = distributed.is_main()  # under torchrun, only rank 0 evaluates and writes
     hook.ssl_bench_run_start(run=run)
     log.info("run: protocol %s, method %s, stream %s (%d experiences), strategy %s, seed %d, device %s; %d steps",
              config.protocol.label, config.method, config.stream, len(run.experiences), run.strategy.name, config.seed,
              run.device, run.total_steps)
-    if start_phase == 0:
+    if start_phase == 0 and main:
         previous = run.features()
         run.init_metrics = run.evaluate("phase", previous, None)
-    disable = not config.progress or not sys.stderr.isatty()
+    disable = not config.progress or not sys.stderr.isatty() or not main
     with tqdm(total=run.total_steps, initial=run.step, desc="training", unit="step", disable=disable, dynamic_ncols=True) as bar:
         for i in range(start_phase, len(run.phases)):
             phase = run.phases[i]
@@ -371,6 +374,9 @@ def execute(config: RunConfig, registry: Registry, resume: bool = True) -> Path:
             run.strategy.before_phase(run, phase)
             run.train_phase(phase, bar)
             run.strategy.after_phase(run, phase)
+            if not main:
+                distributed.barrier()  # wait for rank 0's evaluation and checkpoint
+                continue
             feats = run.features()
             measured = run.evaluate("phase", feats, previous)
             for k, v in measured.items():
@@ -381,6 +387,9 @@ def execute(config: RunConfig, registry: Registry, resume: bool = True) -> Path:
             if primary is not None:
                 log.info("after %s: mean accuracy %.3f over %d experiences", phase.name, float(np.mean(primary)), len(primary))
             _checkpoint(run, ckpt_path, fingerprint, i + 1, previous)
+            distributed.barrier()
+    if not main:
+        return None
     run.end_metrics = run.evaluate("end", previous, None)
     path = _write_result(run, time.time() - t0)
     ckpt_path.unlink(missing_ok=True)
@@ -448,7 +457,7 @@ def _write_result(run: Run, seconds: float) -> Path:
         "ssl_bench_version": ssl_bench.__version__, "torch_version": torch.__version__,
         "python_version": platform.python_version(), "device": _device_name(run.device),
         "git_commit": _git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 2),
-        "steps": run.step, "dataset": protocol.dataset.name,
+        "steps": run.step, "dataset": protocol.dataset.name, "world_size": run.world_size,
         "plugins": {p.name: p.version for p in run.registry.plugins.values() if not p.error},
     }
     return results.write(cfg.result_path, attrs, arrays, {"summary": summary})
