@@ -1,0 +1,87 @@
+"""A generic folder of images: ``root/<class>/*.jpg`` (any image format Pillow reads).
+
+When ``root`` holds ``train/`` and ``test/`` (or ``val/``) folders, each with one folder per
+class, those are the two splits. Otherwise a fixed ``test_fraction`` (default 0.2, at least
+one image) of every class is held out; which images are held out depends only on their file
+names (the lowest CRC-32 of the relative path), never on the seed, so every run evaluates on
+the same images and adding files moves few of them. Images are decoded once into the uint8
+cache (:mod:`ssl_bench.imagecache`); option ``on_corrupt`` = ``"skip"`` (default: skip and count
+undecodable files, with a warning) or ``"error"``.
+"""
+
+import zlib
+from pathlib import Path
+
+from ssl_bench import hookimpl, imagecache
+from ssl_bench.api import Dataset
+from ssl_bench.errors import UserError
+
+__version__ = "0.1.0"
+__license__ = "Apache-2.0"
+__paper__ = None
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder`` or below it, sorted."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and imagecache.is_image(p))
+
+
+def class_folders(folder: Path, what: str) -> list[Path]:
+    if not folder.is_dir():
+        raise UserError(f"{what}: {folder} is not a folder")
+    found = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        raise UserError(f"{what}: no class folders in {folder} (expected {folder}/<class>/<image files>)")
+    return found
+
+
+def held_out(files: list[Path], root: Path, fraction: float) -> tuple[list[Path], list[Path]]:
+    """Split one class's files into (train, test) by the CRC-32 of their relative paths."""
+    ranked = sorted(files, key=lambda p: (zlib.crc32(p.relative_to(root).as_posix().encode()), p))
+    n_test = max(1, round(fraction * len(files)))
+    test = set(ranked[:n_test])
+    return [f for f in files if f not in test], [f for f in files if f in test]
+
+
+def check_fraction(what: str, fraction) -> float:
+    if not 0 < float(fraction) < 1:
+        raise UserError(f"{what}: test_fraction must be between 0 and 1, got {fraction}")
+    return float(fraction)
+
+
+def imagefolder(root=None, resolution=64, seed=0, download=False, test_fraction=0.2, on_corrupt="skip"):
+    """Images in ``root/<class>/`` (or ``root/train/<class>/`` and ``root/test/<class>/``)."""
+    if root is None:
+        raise UserError("imagefolder needs --data-root: a folder with one sub-folder of images per class")
+    if download:
+        raise UserError("imagefolder reads your own folder; there is nothing to --download")
+    root = Path(root).expanduser()
+    fraction = check_fraction("imagefolder", test_fraction)
+    test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
+    presplit = (root / "train").is_dir() and test_dir is not None
+    classes = [p.name for p in class_folders(root / "train" if presplit else root, "imagefolder")]
+    splits = {"train": ([], []), "test": ([], [])}
+    for c, name in enumerate(classes):
+        if presplit:
+            parts = {"train": image_files(root / "train" / name), "test": image_files(test_dir / name)}
+        else:
+            files = image_files(root / name)
+            if len(files) < 2:
+                raise UserError(f"imagefolder: class '{name}' has {len(files)} images in {root / name}; "
+                                "each class needs at least 2 (one is held out)")
+            parts = dict(zip(("train", "test"), held_out(files, root, fraction)))
+        for split, files in parts.items():
+            if not files:
+                raise UserError(f"imagefolder: class '{name}' has no {split} images "
+                                f"in {(root / split if split == 'train' else test_dir) / name if presplit else root / name}")
+            splits[split][0].extend(files)
+            splits[split][1].extend([c] * len(files))
+    sets = {split: imagecache.image_set(f"imagefolder/{root.name}/{split}", files, labels, [0] * len(files), root,
+                                        resolution, on_corrupt=on_corrupt)
+            for split, (files, labels) in splits.items()}
+    return Dataset("imagefolder", sets["train"], sets["test"], classes=classes, domains=["default"])
+
+
+@hookimpl
+def ssl_bench_datasets():
+    return {"imagefolder": imagefolder}
