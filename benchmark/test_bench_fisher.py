@@ -1,0 +1,91 @@
+"""Per-sample Fisher diagonal: fisher_diagonal (hooks + ssl_bench::fisher_* kernels) against one ordinary
+forward+backward and against torch.func vmap(grad), batch 256, a small ResNet-style conv net at 32 px.
+
+Goals (issue 7): Fisher <= 1.5x the time of one ordinary backward (here: forward + backward, since
+fisher_diagonal runs the forward too; asserted on every device), and >= 10x faster than vmap(grad)
+(asserted on CUDA; on the CPU, where vmap(grad) of this net costs only ~3-4 forward+backward passes, no
+method that needs a backward pass can be 10x faster, so the ratio is reported only). Run:
+    pytest benchmark/test_bench_fisher.py -s
+"""
+
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssl_bench.ops.fisher import fisher_diagonal, fisher_diagonal_vmap
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = nn.Conv2d(cin, cout, 1, stride, bias=False) if (stride != 1 or cin != cout) else nn.Identity()
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(h)) + self.short(x))
+
+
+def small_resnet(width=16, classes=10):
+    return nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                         Block(width, width, 1), Block(width, 2 * width, 2), Block(2 * width, 4 * width, 2),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, classes))
+
+
+def median_time(fn, device, repeats, warmup=True):
+    if warmup:
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fisher_vs_backward_and_vmap(benchmark, device):
+    torch.manual_seed(0)
+    batch = 256
+    model = small_resnet().to(device).eval()
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+
+    def loss_fn():
+        return F.cross_entropy(model(x), y, reduction="sum")
+
+    def backward():
+        model.zero_grad(set_to_none=True)
+        loss_fn().backward()
+
+    reps = 3 if device == "cpu" else 20
+    t_backward = median_time(backward, device, reps)
+    t_kernel = median_time(lambda: fisher_diagonal(model, loss_fn, use_kernel=True), device, reps)
+    slow = {"repeats": 1, "warmup": False} if device == "cpu" else {"repeats": 5}  # keep the CPU run modest
+    t_hooks_ref = median_time(lambda: fisher_diagonal(model, loss_fn, use_kernel=False), device, **slow)
+    t_vmap = median_time(lambda: fisher_diagonal_vmap(model, lambda o, t: F.cross_entropy(o, t, reduction="sum"), x, y),
+                         device, **slow)
+    benchmark.pedantic(lambda: fisher_diagonal(model, loss_fn, use_kernel=True), rounds=reps, iterations=1)
+    ratio_bw, speedup_vmap = t_kernel / t_backward, t_vmap / t_kernel
+    benchmark.extra_info.update(batch=batch, t_forward_backward=t_backward, t_fisher_kernel=t_kernel,
+                                t_fisher_reference_reductions=t_hooks_ref, t_vmap_grad=t_vmap,
+                                ratio_to_backward=ratio_bw, speedup_vs_vmap=speedup_vmap)
+    print(f"\n[fisher {device.upper()}] small ResNet 32px batch {batch}, {sum(p.numel() for p in model.parameters())} params: "
+          f"forward+backward {t_backward * 1e3:.1f} ms | fisher_diagonal (kernels) {t_kernel * 1e3:.1f} ms "
+          f"= {ratio_bw:.2f}x backward | with reference reductions {t_hooks_ref * 1e3:.1f} ms | "
+          f"vmap(grad) {t_vmap * 1e3:.1f} ms = {speedup_vmap:.1f}x slower than the kernel")
+    assert ratio_bw <= 1.5, f"Fisher takes {ratio_bw:.2f}x one forward+backward (goal <= 1.5x)"
+    if device == "cuda":  # on the CPU vmap(grad) is itself within a few x of one backward: reported only
+        assert speedup_vmap >= 10, f"Fisher only {speedup_vmap:.1f}x faster than vmap(grad) (goal >= 10x)"

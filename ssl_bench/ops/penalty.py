@@ -1,0 +1,105 @@
+"""EWC / MAS quadratic penalty ``0.5 * lam * sum_i imp_i * (p_i - a_i)**2`` and its gradient.
+
+``quadratic_penalty_(params, anchors, importances, lam)`` returns the penalty as a 0-dim tensor on
+the parameters' device (no host synchronisation) and ADDS its gradient ``lam * imp * (p - a)`` into
+every ``p.grad`` (allocated as zeros when None), in one multi-tensor pass: the compiled op
+``ssl_bench::quadratic_penalty_`` (CPU: OpenMP over chunks of every tensor; CUDA: one launch over
+all tensors through a chunk table) when the extension is built, else ``quadratic_penalty_reference``
+(the per-parameter Python loop). ``backend()`` says which one is used; the choice is logged once.
+
+Call it after ``loss.backward()`` (or instead of adding the penalty to the loss): the returned value
+carries no autograd graph.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ssl_bench.errors import UserError
+
+log = logging.getLogger(__name__)
+_logged = set()
+
+
+def _kernels(device=None):
+    """``torch.ops.ssl_bench`` when the compiled extension (with a kernel for ``device``) is in use, else None."""
+    from ssl_bench.ops import _ext
+
+    if not _ext.use_compiled():
+        return None
+    if device is not None and torch.device(device).type == "cuda" and not _ext.has_cuda():
+        return None
+    return torch.ops.ssl_bench
+
+
+def backend() -> str:
+    """'kernel' when the compiled penalty op is used, 'reference' otherwise."""
+    return "kernel" if _kernels() is not None else "reference"
+
+
+def _check(params, anchors, importances):
+    params, anchors, importances = list(params), list(anchors), list(importances)
+    if not (len(params) == len(anchors) == len(importances)):
+        raise UserError(f"quadratic_penalty_: got {len(params)} params, {len(anchors)} anchors and "
+                        f"{len(importances)} importances; pass one anchor and one importance per parameter")
+    for i, (p, a, w) in enumerate(zip(params, anchors, importances)):
+        if p.shape != a.shape or p.shape != w.shape:
+            raise UserError(f"quadratic_penalty_: tensor {i}: param {tuple(p.shape)}, anchor {tuple(a.shape)} "
+                            f"and importance {tuple(w.shape)} must have the same shape")
+    return params, anchors, importances
+
+
+def _grads(params):
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    return [p.grad for p in params]
+
+
+@torch.no_grad()
+def quadratic_penalty_reference(params, anchors, importances, lam: float) -> torch.Tensor:
+    """The per-parameter Python loop (oracle and fallback)."""
+    params, anchors, importances = _check(params, anchors, importances)
+    if not params:
+        return torch.zeros(())
+    total = torch.zeros((), dtype=params[0].dtype, device=params[0].device)
+    for p, g, a, w in zip(params, _grads(params), anchors, importances):
+        d = p - a
+        g.add_(w * d, alpha=lam)
+        total += (w * d * d).sum()
+    return total * (0.5 * lam)
+
+
+@torch.no_grad()
+def quadratic_penalty_(params, anchors, importances, lam: float, use_kernel: bool | None = None) -> torch.Tensor:
+    """Penalty value (0-dim device tensor) and its gradient added into every ``p.grad``.
+
+    ``use_kernel``: None = the compiled op when built; False = the reference loop; True = require the
+    compiled op (UserError if the extension is not built).
+    """
+    params, anchors, importances = _check(params, anchors, importances)
+    ops = _kernels(params[0].device if params else None)
+    if use_kernel and ops is None:
+        raise UserError("quadratic_penalty_(use_kernel=True) needs the compiled extension ssl_bench._C; "
+                        "install with `pip install --no-build-isolation -e .`")
+    kernel = ops is not None and use_kernel is not False and bool(params)
+    name = "kernel" if kernel else "reference"
+    if name not in _logged:
+        _logged.add(name)
+        log.info("ssl_bench.ops.penalty: using the %s implementation", name)
+    if not kernel:
+        return quadratic_penalty_reference(params, anchors, importances, lam)
+    grads = _grads(params)
+    dtype, device = params[0].dtype, params[0].device
+    for t in params + grads + anchors + importances:
+        if t.dtype != dtype or t.device != device:
+            raise UserError("quadratic_penalty_: params, grads, anchors and importances must share one dtype "
+                            f"and device (got {t.dtype} on {t.device}, expected {dtype} on {device})")
+    contig = [t if t.is_contiguous() else t.contiguous() for t in params + anchors + importances]
+    n = len(params)
+    bad = [i for i, g in enumerate(grads) if not g.is_contiguous()]
+    if bad:  # the op writes into .grad in place: it must be dense
+        raise UserError(f"quadratic_penalty_: .grad of parameter {bad[0]} is not contiguous")
+    return ops.quadratic_penalty_(contig[:n], grads, contig[n : 2 * n], contig[2 * n :], float(lam))
