@@ -1,0 +1,89 @@
+"""Representation similarity (linear CKA) of the backbone across phases and to the joint model.
+
+On a fixed subset of the held-out samples (``n_samples`` of them, chosen from the pooled
+test indices with a fixed seed, so every run of the same protocol and stream uses the same
+ones), after every phase:
+
+- ``prev``: linear CKA between the features after this phase and after the one before
+  (the first phase is compared with the random-init backbone);
+- ``features`` (float16, [n, D]) and ``index`` (their test indices): stored per phase, so
+  that CKA between any two phases, or with another run, can be computed from the files
+  (``ssl-bench plot`` draws the phase x phase matrix; ``ssl_bench.continual.cka_to_joint``).
+
+At the end of the run, if the joint run of the same protocol, method, stream and seed is
+already in ``--out``, ``end/cka/joint`` is the CKA between the two final backbones.
+"""
+
+import dataclasses
+import logging
+
+import h5py
+import numpy as np
+import torch
+
+from ssl_bench import hookimpl
+from ssl_bench.api import Evaluator
+from ssl_bench.errors import UserError
+from ssl_bench_plugins.linear_probe import held_out
+
+__version__ = "0.1.0"
+__license__ = "Apache-2.0"
+__paper__ = "Kornblith et al., Similarity of Neural Network Representations Revisited, ICML 2019"
+
+log = logging.getLogger(__name__)
+
+
+def linear_cka(x, y) -> float:
+    """``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)`` with Xc, Yc centred per column (same rows)."""
+    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    x, y = x - x.mean(0), y - y.mean(0)
+    norm = torch.linalg.norm(x.T @ x) * torch.linalg.norm(y.T @ y)
+    return float(torch.linalg.norm(y.T @ x) ** 2 / norm) if norm > 0 else float("nan")
+
+
+class CKA(Evaluator):
+    name = "cka"
+    when = "phase"
+
+    def __init__(self, n_samples: int = 256, seed: int = 0):
+        if not isinstance(n_samples, int) or n_samples < 2:
+            raise UserError(f"cka: n_samples must be an integer >= 2, got {n_samples!r}")
+        self.n_samples, self.seed = n_samples, seed
+
+    def subset(self, run, features):
+        idx, x, _ = held_out(run, features)
+        if len(idx) > self.n_samples:
+            keep = np.sort(np.random.default_rng(self.seed).choice(len(idx), self.n_samples, replace=False))
+            idx, x = idx[keep], x[torch.from_numpy(keep)]
+        return idx, x
+
+    def evaluate(self, run, features, previous):
+        idx, x = self.subset(run, features)
+        out = {"features": x.half().numpy(), "index": idx.astype(np.int64)}
+        if previous is not None:
+            out["prev"] = linear_cka(x, self.subset(run, previous)[1])
+        return out
+
+    def finish(self, run, features):
+        cfg = run.config
+        if cfg.strategy == "joint":
+            return {}
+        path = dataclasses.replace(cfg, strategy="joint").result_path
+        if not path.is_file():
+            log.info("cka: no joint run %s in %s; CKA to joint is left to `ssl-bench plot`", path.name, cfg.out)
+            return {}
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("protocol_hash") != cfg.protocol.hash or "metrics/cka/features" not in f:
+                log.warning("cka: %s has another protocol or no stored CKA features; not compared", path)
+                return {}
+            joint_x, joint_idx = f["metrics/cka/features"][-1], f["metrics/cka/index"][-1]
+        idx, x = self.subset(run, features)
+        if not np.array_equal(idx, joint_idx):
+            log.warning("cka: %s stored features of other samples; not compared", path)
+            return {}
+        return {"joint": linear_cka(x.half(), joint_x)}  # both sides as stored (float16)
+
+
+@hookimpl
+def ssl_bench_evaluators():
+    return {"cka": CKA}
