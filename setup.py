@@ -3,7 +3,7 @@
 The C++ (CPU) kernels are always built. The CUDA kernels are built when nvcc and a CUDA
 build of torch are present; ``SSL_BENCH_CUDA=1`` forces them (failing if impossible) and
 ``SSL_BENCH_CUDA=0`` disables them. ``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures
-(default here: 8.0 and 9.0, plus PTX).
+(default here: 8.0 and 9.0, i.e. A100 and H100).
 """
 
 import glob
@@ -16,6 +16,10 @@ def extensions():
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     if not sources:
         return [], {}
+    if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")) and os.path.isdir("/usr/local/cuda/lib64"):
+        # torch would take CUDA_HOME from the nvcc on PATH; when that is a wrapper script
+        # (as in /usr/local/bin), its parent has no CUDA libraries to link against.
+        os.environ["CUDA_HOME"] = "/usr/local/cuda"
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
@@ -25,12 +29,12 @@ def extensions():
     if want in ("1", "true", "yes") and not possible:
         raise RuntimeError("SSL_BENCH_CUDA=1 but nvcc or a CUDA build of torch is missing")
     use_cuda = possible and want not in ("0", "false", "no")
-    cxx = ["-O3", "-std=c++17"] + (["-fopenmp"] if os.name != "nt" else [])
+    cxx = ["-O3", "-g0"] + (["-fopenmp"] if os.name != "nt" else [])
     if use_cuda:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         ext = CUDAExtension("ssl_bench._C", sources + cuda_sources, include_dirs=[os.path.abspath("csrc")],
                             define_macros=[("SSL_BENCH_WITH_CUDA", None)], extra_link_args=["-fopenmp"],
-                            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]})
+                            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-lineinfo"]})
     else:
         ext = CppExtension("ssl_bench._C", sources, include_dirs=[os.path.abspath("csrc")],
                            extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])

@@ -4,6 +4,8 @@ Compute-matched: the single phase gets as many optimisation steps as the sequent
 takes over all experiences together, so the comparison is fair.
 """
 
+import numpy as np
+
 from ssl_bench import hookimpl
 from ssl_bench.api import Phase, Strategy
 
@@ -16,10 +18,12 @@ class Joint(Strategy):
     name = "joint"
 
     def plan(self, experiences, steps):
+        self.sequential_steps = list(steps)
         return [Phase(name="joint", experiences=[e.index for e in experiences], steps=sum(steps))]
 
     def record(self):
-        return {"compute_matched": 1}
+        # the steps the sequential run would give each experience; the joint phase takes their sum
+        return {"compute_matched": 1, "sequential_steps_per_experience": np.asarray(self.sequential_steps, np.int64)}
 
 
 @hookimpl

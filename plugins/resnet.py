@@ -1,14 +1,18 @@
 """ResNet backbones with the S3L small-image options: small stem, width multiplier, conv5 removed.
 
 The small-image stem (a 3x3 stride-1 convolution and no max-pool) keeps 32-64 px inputs
-from being downsampled to nothing; the standard stem (7x7 stride 2 + max-pool) is
-torchvision's, for larger images.
+from being downsampled to nothing; the standard stem (``small_stem=False``: 7x7 stride 2 +
+max-pool) is torchvision's, for larger images, and with it the network is torchvision's
+ResNet without its classifier (same layers, same parameter order). ``width`` multiplies every
+stage's channels (S3L's small architectures: 0.25, 0.5, 1); ``drop_conv5`` removes the last
+stage (S3L's conv5-removed variant), so the features are those of conv4.
+Registered with :func:`ssl_bench.backbones.register_backbone`.
 """
 
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from ssl_bench import hookimpl
+from ssl_bench.backbones import register_backbone
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"
@@ -53,14 +57,11 @@ class ResNet(nn.Module):
         return self.pool(self.stages(self.stem(x))).flatten(1)
 
 
+@register_backbone
 def resnet18(width: float = 1.0, small_stem: bool = True, drop_conv5: bool = False) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], width, small_stem, drop_conv5)
 
 
+@register_backbone
 def resnet50(width: float = 1.0, small_stem: bool = True, drop_conv5: bool = False) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], width, small_stem, drop_conv5)
-
-
-@hookimpl
-def ssl_bench_backbones():
-    return {"resnet18": resnet18, "resnet50": resnet50}

@@ -1,5 +1,7 @@
 """Sequential fine-tuning: train on each experience in turn, with no protection against forgetting."""
 
+import numpy as np
+
 from ssl_bench import hookimpl
 from ssl_bench.api import Strategy
 
@@ -12,6 +14,12 @@ class Sequential(Strategy):
     """One phase per experience; everything else is the base class's default."""
 
     name = "sequential"
+
+    def setup(self, run):
+        self.steps = [p.steps for p in run.phases]
+
+    def record(self):
+        return {"steps_per_experience": np.asarray(self.steps, np.int64)}
 
 
 @hookimpl

@@ -19,9 +19,7 @@ trained (BatchNorm on batch statistics); the buffers (BatchNorm running statisti
 restored before every loss call and afterwards, so measuring changes nothing.
 """
 
-import contextlib
 import logging
-import os
 
 import numpy as np
 import torch
@@ -29,31 +27,13 @@ import torch
 from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
 from ssl_bench.errors import UserError
-from ssl_bench.ops import sharpness
+from ssl_bench.ops import reference_ops, sharpness
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"
 __paper__ = "Hu et al., How Well Does Self-Supervised Pre-Training Perform with Streaming Data?, ICLR 2022"
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def reference_ops():
-    """Run the ops' plain-PyTorch references (``SSL_BENCH_OPS=reference``) inside the block.
-
-    The fused contrastive kernel has a first derivative only; Hessian-vector products need
-    the second, which the reference (ordinary autograd) has.
-    """
-    old = os.environ.get("SSL_BENCH_OPS")
-    os.environ["SSL_BENCH_OPS"] = "reference"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["SSL_BENCH_OPS"]
-        else:
-            os.environ["SSL_BENCH_OPS"] = old
 
 
 class Sharpness(Evaluator):

@@ -63,9 +63,12 @@ class Experience:
     index: int
     train_idx: np.ndarray  #: int64 indices into ``dataset.train``
     test_idx: np.ndarray  #: int64 indices into ``dataset.test``
-    classes: list[int]  #: class indices present
-    domains: list[int]  #: domain indices present
+    classes: list[int]  #: class indices present, in the order the stream chose them
+    domains: list[int]  #: domain indices present, in the order the stream chose them
     name: str = ""
+    #: what the stream wants recorded about this experience (numbers, arrays, strings); the engine
+    #: writes each entry to the result file as ``stream/experience_<index>/info/<key>`` and logs it
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -199,6 +202,14 @@ class Evaluator:
     #: "phase": after every training phase (and once at initialisation); "end": once after training
     when: str = "phase"
 
+    def setup(self, run: Run) -> None:
+        """Called once the run is built, before any training: check options and load data here, so that a
+        mistake (a missing downstream dataset) stops the run at its start, not after hours."""
+
     def evaluate(self, run: Run, features: Features, previous: Features | None) -> dict[str, Any]:
         """Return ``{key: number or array}``. ``previous`` holds the features of the phase before (or None)."""
         raise NotImplementedError
+
+    def finish(self, run: Run, features: Features) -> dict[str, Any]:
+        """Per-phase evaluators only: end-of-run extras (stored as ``end/<name>/<key>``); ``features`` are the last phase's."""
+        return {}

@@ -1,7 +1,12 @@
-"""Batched SSL augmentations on tensors: every op works on a whole uint8/float batch at once.
+"""Batched SSL augmentations on tensors: every op works on a whole float batch at once.
 
-Each sample gets its own random parameters, drawn from a ``torch.Generator`` so runs are
-reproducible. The ops run on whatever device the batch is on (the GPU when there is one).
+Each sample gets its own random parameters (crop, flip, jitter factors and their order, grayscale,
+blur sigma, solarisation), drawn from a ``torch.Generator`` so runs are reproducible. The ops follow
+torchvision's definitions (``transforms.v2``: RandomResizedCrop, RandomHorizontalFlip, ColorJitter in a
+random order, RandomGrayscale, GaussianBlur, RandomSolarize), so a view here is distributed like the
+same view made image by image with torchvision, and run on whatever device the batch is on.
+On the CPU an op that applies to a random subset of the batch computes only that subset; on a GPU it
+computes the whole batch and selects, so that no step waits for the host.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from ssl_bench.errors import UserError
 
 MEAN = torch.tensor([0.5, 0.5, 0.5])
 STD = torch.tensor([0.25, 0.25, 0.25])
+#: ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
+LUMA = (0.2989, 0.587, 0.114)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -36,91 +43,186 @@ def prepare(images: torch.Tensor, size: int | None = None) -> torch.Tensor:
     return normalize(x)
 
 
-def _uniform(n, low, high, gen, device):
-    return torch.rand(n, generator=gen, device=device) * (high - low) + low
+def _uniform(shape, low, high, gen, device):
+    return torch.rand(shape, generator=gen, device=device) * (high - low) + low
 
 
 def _coin(n, p, gen, device):
     return torch.rand(n, generator=gen, device=device) < p
 
 
-def random_resized_crop(x, size, scale, ratio, flip_p, gen):
-    """Crop a random area fraction in ``scale`` with aspect ratio in ``ratio``, resize to ``size``, maybe flip."""
-    n, device = x.shape[0], x.device
-    area = _uniform(n, scale[0], scale[1], gen, device)
-    log_r = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), gen, device)
-    r = torch.exp(log_r)
-    w = torch.sqrt(area * r).clamp(max=1.0)
-    h = torch.sqrt(area / r).clamp(max=1.0)
+def _apply(x: torch.Tensor, mask: torch.Tensor, fn, *params: torch.Tensor) -> torch.Tensor:
+    """``fn(x, *params)`` for the samples where ``mask`` holds; the others are returned unchanged."""
+    if x.is_cuda:  # compute all, select: no host synchronisation
+        return torch.where(mask.view(-1, 1, 1, 1), fn(x, *params), x)
+    idx = mask.nonzero().squeeze(1)
+    if len(idx) == 0:
+        return x
+    if len(idx) == len(x):
+        return fn(x, *params)
+    return x.index_copy(0, idx, fn(x[idx], *(p[idx] for p in params)))
+
+
+# ----------------------------------------------------------------------------- geometry
+def crop_params(n: int, scale, ratio, gen, device, tries: int = 10):
+    """Per-sample crop width, height (fractions of the image side) and centre (in [-1, 1] coordinates).
+
+    As torchvision's RandomResizedCrop: area fraction uniform in ``scale``, log aspect ratio uniform
+    in ``log(ratio)``, up to ``tries`` draws until the crop fits the image, else the whole image
+    (torchvision's fallback for a square image); the position is uniform over where it fits.
+    """
+    area = _uniform((n, tries), scale[0], scale[1], gen, device)
+    r = torch.exp(_uniform((n, tries), math.log(ratio[0]), math.log(ratio[1]), gen, device))
+    w, h = torch.sqrt(area * r), torch.sqrt(area / r)
+    fits = (w <= 1) & (h <= 1)
+    first = fits.float().argmax(dim=1, keepdim=True)  # first draw that fits (0 when none)
+    ok = fits.any(dim=1)
+    w = torch.where(ok, w.gather(1, first).squeeze(1), torch.ones_like(ok, dtype=w.dtype))
+    h = torch.where(ok, h.gather(1, first).squeeze(1), torch.ones_like(ok, dtype=h.dtype))
     cx = (torch.rand(n, generator=gen, device=device) * 2 - 1) * (1 - w)
     cy = (torch.rand(n, generator=gen, device=device) * 2 - 1) * (1 - h)
+    return w, h, cx, cy
+
+
+def random_resized_crop(x, size, scale, ratio, flip_p, gen):
+    """Crop a random area fraction in ``scale`` with aspect ratio in ``ratio``, resize to ``size``, maybe flip.
+
+    Bilinear sampling; when the crop is larger than ``size`` pixels it is supersampled
+    (``ceil(H / size)`` samples per output pixel and side, averaged) so that downscaling does not alias.
+    """
+    n, c, hgt, _ = x.shape
+    device = x.device
+    w, h, cx, cy = crop_params(n, scale, ratio, gen, device)
     flip = torch.where(_coin(n, flip_p, gen, device), -1.0, 1.0)
     theta = torch.zeros(n, 2, 3, device=device)
     theta[:, 0, 0] = w * flip
     theta[:, 0, 2] = cx
     theta[:, 1, 1] = h
     theta[:, 1, 2] = cy
-    grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    ss = max(1, math.ceil(hgt / size))
+    grid = F.affine_grid(theta, [n, c, size * ss, size * ss], align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.avg_pool2d(out, ss) if ss > 1 else out
 
 
-def _gray(x):
-    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+# ----------------------------------------------------------------------------- colour
+def grayscale(x):
+    return LUMA[0] * x[:, 0:1] + LUMA[1] * x[:, 1:2] + LUMA[2] * x[:, 2:3]
+
+
+def _per_sample(f):
+    return f.view(-1, 1, 1, 1)
+
+
+def adjust_brightness(x, f):
+    return (x * _per_sample(f)).clamp_(0, 1)
+
+
+def adjust_contrast(x, f):
+    f = _per_sample(f)
+    m = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+    return (x * f + m * (1 - f)).clamp_(0, 1)
+
+
+def adjust_saturation(x, f):
+    f = _per_sample(f)
+    return (x * f + grayscale(x) * (1 - f)).clamp_(0, 1)
+
+
+def adjust_hue(x, f):
+    """Shift the HSV hue by ``f`` (a fraction of the colour circle, in [-0.5, 0.5]), as torchvision's adjust_hue.
+
+    With v = max(r, g, b), c = v - min(r, g, b) and the hue h (in sixths of the circle), channel n of
+    the result (n = 5, 3, 1 for R, G, B) is v - c * clamp(min(k, 4 - k), 0, 1), k = (n + h + 6 f) mod 6:
+    saturation and value are unchanged, as in a shift through HSV, in fewer passes over the batch.
+    """
+    r, g, b = x.unbind(1)
+    v = x.amax(1)
+    c = v - x.amin(1)
+    safe = c.clamp_min(1e-12)  # grey pixels (c = 0) come out as v whatever their hue
+    h = torch.where(v == r, (g - b).div_(safe),
+                    torch.where(v == g, (b - r).div_(safe).add_(2), (r - g).div_(safe).add_(4)))
+    h.add_(f.view(-1, 1, 1), alpha=6)
+    k = (h.unsqueeze(1) + _HUE_OFFSETS.to(x.device, x.dtype)).remainder_(6)
+    return v.unsqueeze(1) - c.unsqueeze(1) * torch.minimum(k, 4 - k).clamp_(0, 1)
+
+
+_HUE_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
+
+COLOR_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
+def jitter_params(n, brightness, contrast, saturation, hue, gen, device):
+    """Per-sample factors (as torchvision's ColorJitter: [max(0, 1-s), 1+s], hue in [-h, h]) and op order."""
+    factors = [_uniform(n, max(0.0, 1 - s), 1 + s, gen, device) for s in (brightness, contrast, saturation)]
+    factors.append(_uniform(n, -hue, hue, gen, device))
+    order = torch.rand(n, 4, generator=gen, device=device).argsort(dim=1)
+    return factors, order
 
 
 def color_jitter(x, brightness, contrast, saturation, hue, p, gen):
-    """Brightness, contrast, saturation and hue jitter, applied together to a random ``p`` of the batch."""
+    """ColorJitter applied to a random ``p`` of the batch: the four ops in a random order per sample."""
     n, device = x.shape[0], x.device
-    apply = _coin(n, p, gen, device).view(n, 1, 1, 1)
-    out = x
-    if brightness:
-        b = _uniform(n, 1 - brightness, 1 + brightness, gen, device).view(n, 1, 1, 1)
-        out = out * b
-    if contrast:
-        c = _uniform(n, 1 - contrast, 1 + contrast, gen, device).view(n, 1, 1, 1)
-        m = _gray(out).mean(dim=(1, 2, 3), keepdim=True)
-        out = (out - m) * c + m
-    if saturation:
-        s = _uniform(n, 1 - saturation, 1 + saturation, gen, device).view(n, 1, 1, 1)
-        g = _gray(out)
-        out = (out - g) * s + g
-    if hue:
-        # rotate the chroma plane of YIQ by an angle of hue * 2pi
-        ang = _uniform(n, -hue, hue, gen, device) * 2 * math.pi
-        yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=device)
-        rgb = torch.linalg.inv(yiq)
-        cos, sin = torch.cos(ang), torch.sin(ang)
-        rot = torch.zeros(n, 3, 3, device=device)
-        rot[:, 0, 0] = 1
-        rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-        m = rgb @ rot @ yiq  # [n, 3, 3]
-        out = torch.einsum("nij,njhw->nihw", m, out)
-    out = out.clamp(0, 1)
-    return torch.where(apply, out, x)
+    apply = _coin(n, p, gen, device)
+    factors, order = jitter_params(n, brightness, contrast, saturation, hue, gen, device)
+    active = (brightness, contrast, saturation, hue)
+    if x.is_cuda:  # no host synchronisation: every op on the whole batch in every slot, then select
+        for slot in range(4):
+            for k, op in enumerate(COLOR_OPS):
+                if active[k]:
+                    x = torch.where((apply & (order[:, slot] == k)).view(-1, 1, 1, 1), op(x, factors[k]), x)
+        return x
+    # CPU: group the samples by their order (24 groups at most) and run each op once per group
+    code = (order * torch.tensor([64, 16, 4, 1], device=device)).sum(1).masked_fill(~apply, 256)
+    sort = code.argsort()
+    counts = torch.bincount(code, minlength=257).tolist()
+    xs, fs = x[sort], [f[sort] for f in factors]
+    start = 0
+    for c, count in enumerate(counts[:256]):
+        if count:
+            seg, end = xs[start:start + count], start + count
+            for k in (c >> 6, (c >> 4) & 3, (c >> 2) & 3, c & 3):
+                if active[k]:
+                    seg = COLOR_OPS[k](seg, fs[k][start:end])
+            xs[start:end] = seg
+            start = end
+    out = torch.empty_like(x)
+    out[sort] = xs
+    return out
 
 
 def random_grayscale(x, p, gen):
-    apply = _coin(x.shape[0], p, gen, x.device).view(-1, 1, 1, 1)
-    return torch.where(apply, _gray(x).expand_as(x), x)
+    return _apply(x, _coin(x.shape[0], p, gen, x.device), lambda y: grayscale(y).expand_as(y).contiguous())
+
+
+def gaussian_kernel(sigma: torch.Tensor, k: int) -> torch.Tensor:
+    """[n, k] normalised 1-d Gaussian kernels, one per sigma (torchvision's definition)."""
+    t = torch.arange(k, device=sigma.device, dtype=sigma.dtype) - (k - 1) / 2
+    kern = torch.exp(-0.5 * (t.view(1, -1) / sigma.view(-1, 1)) ** 2)
+    return kern / kern.sum(dim=1, keepdim=True)
+
+
+def blur(x, sigma, k):
+    """Separable Gaussian blur with per-sample ``sigma`` and odd kernel size ``k``, reflect padding."""
+    n, c, hgt, wid = x.shape
+    kern = gaussian_kernel(sigma.to(x.dtype), k).repeat_interleave(c, dim=0)  # [n*c, k]
+    y = F.pad(x.reshape(1, n * c, hgt, wid), (k // 2, k // 2, k // 2, k // 2), mode="reflect")
+    y = F.conv2d(y, kern.view(n * c, 1, 1, k), groups=n * c)
+    y = F.conv2d(y, kern.view(n * c, 1, k, 1), groups=n * c)
+    return y.view(n, c, hgt, wid)
+
+
+def blur_kernel_size(size: int, frac: float = 0.1) -> int:
+    """SimCLR's kernel: about 10% of the image side, odd, at least 3."""
+    return max(3, int(frac * size) // 2 * 2 + 1)
 
 
 def gaussian_blur(x, sigma, p, gen, kernel_frac=0.1):
-    """Blur a random ``p`` of the batch with a per-sample sigma in ``sigma`` (separable, grouped conv)."""
-    n, c, hgt, wid = x.shape
+    """Blur a random ``p`` of the batch with a per-sample sigma uniform in ``sigma`` (pixels)."""
+    n = x.shape[0]
     apply = _coin(n, p, gen, x.device)
-    if not bool(apply.any()):
-        return x
-    k = max(3, int(kernel_frac * hgt) // 2 * 2 + 1)
     s = _uniform(n, sigma[0], sigma[1], gen, x.device)
-    t = torch.arange(k, device=x.device, dtype=x.dtype) - k // 2
-    kern = torch.exp(-(t.view(1, -1) ** 2) / (2 * s.view(-1, 1) ** 2))
-    kern = kern / kern.sum(dim=1, keepdim=True)  # [n, k]
-    kern = kern.repeat_interleave(c, dim=0)  # [n*c, k]
-    y = x.reshape(1, n * c, hgt, wid)
-    y = F.pad(y, (k // 2, k // 2, k // 2, k // 2), mode="reflect")
-    y = F.conv2d(y, kern.view(n * c, 1, 1, k), groups=n * c)
-    y = F.conv2d(y, kern.view(n * c, 1, k, 1), groups=n * c)
-    return torch.where(apply.view(n, 1, 1, 1), y.view(n, c, hgt, wid), x)
+    return _apply(x, apply, lambda y, s: blur(y, s, blur_kernel_size(x.shape[-1], kernel_frac)), s)
 
 
 def solarize(x, p, gen, threshold=0.5):
@@ -130,7 +232,7 @@ def solarize(x, p, gen, threshold=0.5):
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """Parameters of one augmented view (the defaults are SimCLR's)."""
+    """Parameters of one augmented view (the defaults are SimCLR's for small images)."""
 
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -144,8 +246,10 @@ class ViewSpec:
 
     def apply(self, x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
         x = random_resized_crop(x, size, self.scale, self.ratio, self.flip_p, gen)
-        x = color_jitter(x, *self.jitter, p=self.jitter_p, gen=gen)
-        x = random_grayscale(x, self.gray_p, gen)
+        if self.jitter_p:
+            x = color_jitter(x, *self.jitter, p=self.jitter_p, gen=gen)
+        if self.gray_p:
+            x = random_grayscale(x, self.gray_p, gen)
         if self.blur_p:
             x = gaussian_blur(x, self.blur_sigma, self.blur_p, gen)
         if self.solarize_p:
@@ -155,7 +259,11 @@ class ViewSpec:
 
 #: named view recipes: a tuple of ViewSpecs, used cyclically for as many views as a method wants
 RECIPES: dict[str, tuple[ViewSpec, ...]] = {
+    # SimCLR (Chen et al. 2020) for small images (their CIFAR-10 setting): colour strength 0.5, no blur
     "simclr": (ViewSpec(),),
+    # SimCLR's ImageNet setting: colour strength 1, blur with probability 0.5
+    "simclr-imagenet": (ViewSpec(jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5),),
+    # BYOL (Grill et al. 2020, Table 6): asymmetric blur (1.0 / 0.1) and solarisation (0 / 0.2)
     "byol": (ViewSpec(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=1.0),
              ViewSpec(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1, solarize_p=0.2)),
     "none": (ViewSpec(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, jitter=(0, 0, 0, 0), jitter_p=0.0, gray_p=0.0),),

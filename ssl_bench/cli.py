@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     shared.add_argument("--method-opt", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
                         help="method option, e.g. temperature=0.2 (repeatable)")
     shared.add_argument("--strategy-opt", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                        help="strategy option; with several strategies prefix the name: replay.buffer_size=500")
+                        help="strategy option; with several strategies prefix the name: replay.size=500")
     shared.add_argument("--data-root", help="folder holding the protocol's dataset")
     shared.add_argument("--download", action="store_true", help="download the dataset if it is missing")
     shared.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: auto)")
@@ -64,6 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", help="strategy name, or several joined by '+' (default: the protocol's default)")
     run.add_argument("--seed", type=int, help="seed (default: the protocol's first seed)")
     run.add_argument("--restart", action="store_true", help="ignore a checkpoint left by an interrupted run")
+    stream_opt = dict(action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                      help="stream option, e.g. path=split.json for --stream manifest (repeatable)")
+    run.add_argument("--stream-opt", **stream_opt)
+
+    export = command("stream-export", help="write a stream's split as a manifest file (reload it with --stream manifest)")
+    export.add_argument("-o", "--output", required=True, type=Path, help="manifest file to write (.json or .toml)")
+    export.add_argument("--stream", help="stream name (default: the protocol's default)")
+    export.add_argument("--seed", type=int, help="seed (default: the protocol's first seed)")
+    export.add_argument("--stream-opt", **stream_opt)
+    export.add_argument("--plugin", action="append", default=[], metavar="NAME_OR_PATH", help="also load this plugin")
+    export.add_argument("--protocol", default="smoke", help="shipped protocol name or .toml path (default: smoke)")
+    export.add_argument("--data-root", help="folder holding the protocol's dataset")
+    export.add_argument("--download", action="store_true", help="download the dataset if it is missing")
 
     sweep = command("sweep", help="run every combination of methods, streams, strategies and seeds", parents=[shared])
     sweep.add_argument("--methods", help="comma-separated method names (default: as for run)")
@@ -82,8 +95,33 @@ def build_parser() -> argparse.ArgumentParser:
     show = command("show", help="print a readable summary of a result file")
     show.add_argument("result", type=Path)
 
-    board = command("leaderboard", help="markdown tables from result files, one per protocol")
-    board.add_argument("--results", default="leaderboard", type=Path, help="folder searched for .h5 files (default: leaderboard)")
+    plot = command("plot", help="PNG figures (accuracy matrix, curves, spectra, CKA) of one or several result files")
+    plot.add_argument("results", nargs="+", type=Path, metavar="RESULT.h5")
+    plot.add_argument("--out", default="plots", type=Path, help="folder for the PNG files (default: plots)")
+
+    board = command("leaderboard", help="leaderboard tables from result files, one per protocol hash")
+    board.add_argument("--results", default=Path("leaderboard") / "results", type=Path,
+                       help="folder searched for .h5 files (default: leaderboard/results)")
+    board.add_argument("--format", choices=["md", "html", "csv", "json"],
+                       help="md (default), html (one self-contained page), csv or json; default: from -o's suffix")
+    board.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+
+    check = command("check", help="a contributor's pre-flight: load, validate and run every thing a plugin provides")
+    check.add_argument("--plugin", required=True, metavar="NAME_OR_PATH", help="the plugin to check")
+    check.add_argument("--protocol", default="smoke", help="protocol to run under (default: smoke)")
+    check.add_argument("--report", default=Path("ssl-bench-check.md"), type=Path,
+                       help="markdown block for the pull request (default: ssl-bench-check.md)")
+    check.add_argument("--out", type=Path, help="keep the check runs' result files here (default: a temporary folder)")
+    check.add_argument("--data-root", help="folder holding the protocol's dataset")
+    check.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    check.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default: auto)")
+
+    submit = command("submit", help="validate result files and copy them into the leaderboard")
+    submit.add_argument("results", nargs="+", type=Path, metavar="RESULT.h5")
+    submit.add_argument("--to", default=Path("leaderboard") / "results", type=Path,
+                        help="leaderboard results folder (default: leaderboard/results)")
+    submit.add_argument("--check", action="store_true", help="validate only, copy nothing (what CI runs)")
+    submit.add_argument("--replace", action="store_true", help="overwrite a different file already submitted for the same run")
     return parser
 
 
@@ -97,6 +135,7 @@ def _config(args, registry, proto, **chosen):
     config = RunConfig(protocol=proto, method=pick("method"), stream=pick("stream"), strategy=pick("strategy"),
                        seed=proto.seeds[0] if chosen.get("seed") is None else chosen["seed"], out=args.out,
                        method_options=dict(args.method_opt), strategy_options=dict(args.strategy_opt),
+                       stream_options=dict(getattr(args, "stream_opt", [])),
                        data_root=args.data_root, download=args.download, device=args.device,
                        plugins=list(args.plugin), progress=not args.quiet)
     _validate(registry, [config.method], [config.stream], [config.strategy])
@@ -149,6 +188,25 @@ def cmd_sweep(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_stream_export(args) -> int:
+    from ssl_bench import manifest
+    from ssl_bench.engine import RunConfig, load_data
+    from ssl_bench.registry import Registry
+
+    proto = protocols.load(args.protocol)
+    registry = Registry.discover(args.plugin)
+    stream = args.stream or registry.default_for("stream") or proto.defaults.stream
+    registry.get("stream", stream)
+    seed = proto.seeds[0] if args.seed is None else args.seed
+    config = RunConfig(protocol=proto, method=proto.defaults.method, stream=stream, strategy=proto.defaults.strategy,
+                       seed=seed, out=Path("."), stream_options=dict(args.stream_opt), data_root=args.data_root,
+                       download=args.download, plugins=list(args.plugin), progress=not args.quiet)
+    dataset, experiences = load_data(config, registry)
+    source = {"stream": stream, "seed": seed, "protocol": proto.label, "protocol_hash": proto.hash}
+    print(manifest.write(args.output, manifest.describe(dataset, experiences, source)))
+    return 0
+
+
 def cmd_list(args) -> int:
     from ssl_bench.registry import KINDS, Registry
 
@@ -175,8 +233,10 @@ def cmd_show(args) -> int:
     print(f"  run        method={a['method']} stream={a['stream']} strategy={a['strategy']} seed={a['seed']}")
     print(f"  made with  ssl-bench {a['ssl_bench_version']}, torch {a['torch_version']}, {a['device']}, "
           f"commit {a.get('git_commit') or 'unknown'}, {a.get('seconds', '?')} s, {a.get('steps', '?')} steps")
+    definitions = r.group_attrs.get("summary_definitions", {})
     for key, value in sorted(r.summary.items()):
-        print(f"  {key:<24} {value:.4f}" if isinstance(value, float) else f"  {key:<24} {value}")
+        text = f"  {key:<24} {value:.4f}" if isinstance(value, float) else f"  {key:<24} {value}"
+        print(f"{text}   {definitions[key]}" if key in definitions else text)
     acc = r.acc_matrix
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in r.get("phases/names", [])]
     print("\n  accuracy matrix (row: after phase, column: evaluated on experience)")
@@ -187,15 +247,75 @@ def cmd_show(args) -> int:
         label = names[i] if i < len(names) else str(i)
         print("  " + f"{label[:22]:<22}" + "".join(f"{v:8.3f}" for v in row))
     others = sorted(k for k in r.arrays if k.startswith(("metrics/", "end/")) and k not in ("metrics/acc_matrix", "metrics/acc_init"))
+    series = [k for k in others if k.startswith("metrics/") and np.ndim(r[k]) == 1 and len(r[k]) == len(acc)]
+    if series:  # one number per phase (collapse AUC, CKA to the previous phase, few-shot accuracy, ...)
+        print("\n  per-phase metrics (column: after phase)")
+        print("  " + " " * 30 + "".join(f"{'init':>10}" + "".join(f"{'phase ' + str(i):>10}" for i in range(len(acc)))))
+        for k in series:
+            init = r.get("init/" + k.split("/", 1)[1])
+            cells = f"{float(init):10.4f}" if init is not None and np.ndim(init) == 0 else f"{'':>10}"
+            print("  " + f"{k.split('/', 1)[1][:30]:<30}" + cells + "".join(f"{float(v):10.4f}" for v in r[k]))
+    ends = [k for k in others if k.startswith("end/") and np.ndim(r[k]) == 0 and not isinstance(r[k], str)]
+    for k in ends:
+        print(f"  {k:<40} {float(r[k]):.4f}")
     if others:
         print("\n  stored metrics: " + ", ".join(f"{k} {tuple(np.shape(r[k]))}" for k in others))
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from ssl_bench import plot
+
+    for path in plot.plot(args.results, args.out):
+        print(path)
     return 0
 
 
 def cmd_leaderboard(args) -> int:
     from ssl_bench import leaderboard
 
-    print(leaderboard.markdown(leaderboard.collect(args.results)), end="")
+    fmt = leaderboard.format_for(args.output, args.format)
+    text = leaderboard.render(leaderboard.build(leaderboard.collect(args.results)), fmt)
+    if args.output is None:
+        print(text, end="")
+        return 0
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise UserError(f"cannot write '{args.output}': {err.strerror or err}") from None
+    log.info("wrote %s (%s)", args.output, fmt)
+    return 0
+
+
+def cmd_check(args) -> int:
+    from ssl_bench import check
+
+    report = check.run_checks(args.plugin, protocol=args.protocol, out=args.out, data_root=args.data_root,
+                              download=args.download, device=args.device, progress=not args.quiet)
+    block = report.markdown()
+    print(report.text())
+    try:
+        args.report.write_text(block, encoding="utf-8")
+        where = f"also written to {args.report}"
+    except OSError as err:
+        where = f"could not write {args.report}: {err.strerror or err}"
+    print(f"\nPaste this into your pull request ({where}):\n\n{block}")
+    return 0 if report.passed else 1
+
+
+def cmd_submit(args) -> int:
+    from ssl_bench import submit
+
+    accepted = submit.submit(args.results, to=args.to, check_only=args.check, replace=args.replace)
+    verb = "valid" if args.check else "submitted"
+    for item in accepted:
+        d = submit.describe(item)
+        print(f"{verb}: {d['file']}  ({d['method']} / {d['stream']} / {d['strategy']}, seed {d['seed']}, "
+              f"final acc {100 * d['final_avg_acc']:.1f}%)")
+    if not args.check:
+        print(f"next: ssl-bench leaderboard --results {args.to} -o {args.to.parent / 'README.md'} "
+              f"and --format html -o {args.to.parent / 'index.html'}, then open a pull request")
     return 0
 
 
@@ -205,7 +325,8 @@ def _table(header, rows) -> None:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "show": cmd_show, "leaderboard": cmd_leaderboard}
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "show": cmd_show, "plot": cmd_plot, "leaderboard": cmd_leaderboard,
+            "stream-export": cmd_stream_export, "check": cmd_check, "submit": cmd_submit}
 
 
 def main(argv: list[str] | None = None) -> int:

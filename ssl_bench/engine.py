@@ -47,6 +47,7 @@ class RunConfig:
     out: Path
     method_options: dict[str, Any] = field(default_factory=dict)
     strategy_options: dict[str, Any] = field(default_factory=dict)  #: "name.key" or "key" -> value
+    stream_options: dict[str, Any] = field(default_factory=dict)  #: over the protocol's [stream.options.<name>]
     data_root: str | None = None
     download: bool = False
     device: str = "auto"
@@ -132,6 +133,26 @@ class Composite(Strategy):
             p.load_state_dict(state.get(p.name, {}))
 
 
+def load_data(config: RunConfig, registry: Registry) -> tuple[Dataset, list[Experience]]:
+    """The protocol's dataset and the chosen stream's experiences (also used by ``ssl-bench stream-export``)."""
+    protocol = config.protocol
+    ds = protocol.dataset
+    log.info("loading dataset %s at %d px", ds.name, ds.resolution)
+    dataset = _construct(registry.get("dataset", ds.name), root=config.data_root or ds.root,
+                         resolution=ds.resolution, seed=ds.seed, download=config.download, **ds.options)
+    stream_opts = {**protocol.stream.options.get(config.stream, {}), **config.stream_options}
+    experiences = _construct(registry.get("stream", config.stream), dataset,
+                             n_experiences=protocol.stream.n_experiences, seed=config.seed, **stream_opts)
+    if not experiences or any(len(e.train_idx) == 0 or len(e.test_idx) == 0 for e in experiences):
+        raise UserError(f"stream '{config.stream}' produced an empty experience; use fewer experiences or more data")
+    for e in experiences:
+        if e.info:
+            log.info("stream %s, experience %d: %s", config.stream, e.index,
+                     ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in e.info.items()
+                               if np.ndim(v) == 0))
+    return dataset, experiences
+
+
 class Run:
     """Everything one run holds. Plugins receive it in their hooks and strategy callbacks."""
 
@@ -146,15 +167,9 @@ class Run:
         np.random.seed(config.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + 1_000_003 * self.rank)
 
-        ds = protocol.dataset
-        log.info("loading dataset %s at %d px", ds.name, ds.resolution)
-        self.dataset: Dataset = _construct(registry.get("dataset", ds.name), root=config.data_root or ds.root,
-                                           resolution=ds.resolution, seed=ds.seed, download=config.download, **ds.options)
-        stream_opts = protocol.stream.options.get(config.stream, {})
-        self.experiences: list[Experience] = _construct(registry.get("stream", config.stream), self.dataset,
-                                                        n_experiences=protocol.stream.n_experiences, seed=config.seed, **stream_opts)
-        if not self.experiences or any(len(e.train_idx) == 0 or len(e.test_idx) == 0 for e in self.experiences):
-            raise UserError(f"stream '{config.stream}' produced an empty experience; use fewer experiences or more data")
+        self.dataset: Dataset
+        self.experiences: list[Experience]
+        self.dataset, self.experiences = load_data(config, registry)
 
         backbone = _construct(registry.get("backbone", protocol.backbone.name), **protocol.backbone.options)
         self.method: Method = _construct(registry.get("method", config.method), backbone, **config.method_options).to(self.device)
@@ -182,6 +197,8 @@ class Run:
         self.end_metrics: dict[str, Any] = {}
         self._eval_index = self._probe_indices()
         self.strategy.setup(self)
+        for ev in self.evaluators:  # evaluators check their options and data now, not after training
+            ev.setup(self)
 
     def _make_strategy(self, spec: str, options: dict[str, Any]) -> Strategy:
         names = [s for s in spec.split("+") if s]
@@ -203,7 +220,9 @@ class Run:
         """The training samples at ``index`` (indices into dataset.train) as a Batch on the device."""
         train = self.dataset.train
         index = index.cpu()
-        return Batch(images=train.images[index].to(self.device, non_blocking=True),
+        # numpy's row gather is ~100x faster than torch's uint8 indexing on CPU (benchmark/test_bench_cache.py)
+        images = torch.from_numpy(train.images.numpy()[index.numpy()])
+        return Batch(images=images.to(self.device, non_blocking=True),
                      labels=train.labels[index].to(self.device), domains=train.domains[index].to(self.device),
                      index=index.to(self.device))
 
@@ -298,9 +317,12 @@ class Run:
     def evaluate(self, when: str, features: Features | None, previous: Features | None) -> dict[str, Any]:
         out = {}
         for ev in self.evaluators:
-            if ev.when != when:
+            if ev.when == when:
+                measured = ev.evaluate(self, features, previous)
+            elif when == "end":
+                measured = ev.finish(self, features)  # per-phase evaluators' end-of-run extras
+            else:
                 continue
-            measured = ev.evaluate(self, features, previous)
             if not isinstance(measured, dict):
                 raise TypeError(f"evaluator '{ev.name}' returned {type(measured).__name__}, not a dict")
             out.update({f"{ev.name}/{k}": v for k, v in measured.items()})
@@ -444,13 +466,18 @@ def _write_result(run: Run, seconds: float) -> Path:
         arrays[f"{base}/test_idx"] = np.asarray(e.test_idx, dtype=np.int64)
         arrays[f"{base}/classes"] = np.asarray(e.classes, dtype=np.int64)
         arrays[f"{base}/domains"] = np.asarray(e.domains, dtype=np.int64)
+        arrays[f"{base}/name"] = e.name
+        for key, value in e.info.items():
+            arrays[f"{base}/info/{key}"] = value if isinstance(value, str) else np.asarray(value)
+    arrays["stream/class_order"] = np.concatenate([np.asarray(e.classes, dtype=np.int64) for e in run.experiences])
+    arrays["stream/domain_order"] = np.concatenate([np.asarray(e.domains, dtype=np.int64) for e in run.experiences])
     arrays["phases/names"] = np.array([p.name for p in run.phases], dtype="S")
     arrays["phases/steps"] = np.array([p.steps for p in run.phases], dtype=np.int64)
     arrays["phases/experiences"] = json.dumps([p.experiences for p in run.phases])
     arrays["train/loss"] = np.asarray(run.losses, dtype=np.float32)
     for key, value in run.strategy.record().items():
         arrays[f"strategy/{key}"] = value if isinstance(value, str) else np.asarray(value)
-    summary = continual.summarize(acc, arrays["metrics/acc_init"])
+    summary = continual.summarize(arrays)
     attrs = {
         "protocol": protocol.name, "protocol_version": protocol.version, "protocol_hash": protocol.hash,
         "method": cfg.method, "stream": cfg.stream, "strategy": cfg.strategy, "seed": cfg.seed,
@@ -460,7 +487,8 @@ def _write_result(run: Run, seconds: float) -> Path:
         "steps": run.step, "dataset": protocol.dataset.name, "world_size": run.world_size,
         "plugins": {p.name: p.version for p in run.registry.plugins.values() if not p.error},
     }
-    return results.write(cfg.result_path, attrs, arrays, {"summary": summary})
+    definitions = {k: v for k, v in continual.DEFINITIONS.items() if k in summary}
+    return results.write(cfg.result_path, attrs, arrays, {"summary": summary, "summary_definitions": definitions})
 
 
 def _device_name(device: torch.device) -> str:

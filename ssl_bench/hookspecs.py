@@ -27,7 +27,9 @@ def ssl_bench_streams():
 
     ``factory(dataset, n_experiences, seed, **options)`` returns a list of
     :class:`ssl_bench.api.Experience`; each carries indices into ``dataset.train`` and
-    ``dataset.test``. The same seed must give the same split.
+    ``dataset.test``. The same seed must give the same split. ``options`` come from the
+    protocol's ``[stream.options.<name>]`` and ``--stream-opt``; what a stream puts in
+    ``Experience.info`` is logged and stored in the result file.
     """
 
 
@@ -48,6 +50,7 @@ def ssl_bench_datasets():
     :class:`ssl_bench.api.Dataset` whose images are uint8 tensors at ``resolution``.
     ``root`` is a folder (or None for generated data); a dataset that is missing and
     cannot be downloaded raises :class:`ssl_bench.errors.UserError` saying where to put it.
+    Plugins that read image files decode them through :mod:`ssl_bench.imagecache`.
     """
 
 

@@ -15,7 +15,16 @@ Layout (schema version 1), the contract that tools and later versions rely on:
 - ``stream/``: per experience ``train_idx``, ``test_idx``, ``classes``, ``domains``, and the
   class and domain names; ``phases/``: names, experiences and steps of every phase;
 - ``train/loss``: the loss after every step; ``strategy/``: what the strategy recorded;
-- ``summary`` attributes: headline numbers derived from the arrays above.
+- ``summary`` attributes: headline numbers derived from the arrays above by
+  :func:`ssl_bench.continual.summarize`; ``summary_definitions`` attributes: what each one is.
+
+Evaluator datasets (under ``metrics/`` per phase, first axis = phase; ``init/`` without it):
+``linear/acc`` [T]; ``knn/acc``, ``knn/acc_k<k>`` [T]; ``fewshot/acc_<k>shot``,
+``fewshot/ci95_<k>shot``; ``collapse/auc``, ``auc_sq``, ``rankme``, ``std_normalized``,
+``spectrum`` [min(n, D)] (float32 singular values); ``cka/prev`` (not at init),
+``cka/features`` [n, D] float16 and ``cka/index`` [n] (test indices of the fixed subset).
+Under ``end/``: ``sharpness/{loss,top_eigenvalue,hessian_trace,eps_sharpness}``,
+``downstream/<label>/acc``, ``cka/joint`` (when the joint run's file was in ``--out``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include "fisher_common.h"
@@ -55,7 +55,7 @@ __global__ void square_acc_kernel(const T* __restrict__ prod, T* __restrict__ ac
 void im2col_cuda(const at::Tensor& input, at::Tensor& cols, const ConvGeom& g) {
   const int64_t total = cols.numel();
   if (total == 0) return;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "fisher_im2col_cuda", [&] {
     im2col_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(input.const_data_ptr<scalar_t>(),
                                                                          cols.data_ptr<scalar_t>(), total, g);
@@ -66,7 +66,7 @@ void im2col_cuda(const at::Tensor& input, at::Tensor& cols, const ConvGeom& g) {
 void square_acc_cuda(const at::Tensor& prod, at::Tensor& acc) {
   const int64_t E = acc.numel();
   if (E == 0) return;
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(prod.scalar_type(), "fisher_square_acc_cuda", [&] {
     square_acc_kernel<scalar_t><<<blocks_for(E), kThreads, 0, stream>>>(prod.const_data_ptr<scalar_t>(),
                                                                          acc.data_ptr<scalar_t>(), prod.size(0), E);

@@ -8,7 +8,7 @@
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include <cstring>
@@ -138,7 +138,7 @@ at::Tensor quadratic_penalty_cuda(at::TensorList params, at::TensorList grads, a
   dev.copy_(host, /*non_blocking=*/true);
   const auto* dt = reinterpret_cast<const TensorEntry*>(dev.data_ptr());
   const auto* dc = reinterpret_cast<const ChunkEntry*>(static_cast<char*>(dev.data_ptr()) + n * sizeof(TensorEntry));
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   const int nblocks = int(chunks.size());
   at::Tensor partial = at::empty({nblocks}, opts.dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "quadratic_penalty_cuda", [&] {

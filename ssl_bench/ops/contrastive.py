@@ -1,10 +1,36 @@
-"""Contrastive (InfoNCE) losses: dense PyTorch references."""
+"""Contrastive (InfoNCE) losses: the fused operator ``torch.ops.ssl_bench.contrastive`` when the
+extension is built, the dense PyTorch references otherwise (``ssl_bench.ops.backend()`` says which).
+
+Under torch.distributed (several processes) every loss compares the local rows with the negatives of
+all ranks, gathered by :func:`gather_with_grad` (the gradient flows back to the rank that owns each
+row); that cross-rank form is computed densely (O(n_local · N_global) memory) and says so once.
+
+The fused op (csrc/contrastive.cpp) walks the similarity matrix in tiles, keeps only per-row sums of
+exponentials and recomputes the tiles in backward, so memory is O(N·D) instead of O(N²). Its inputs are
+L2-normalised here, in PyTorch autograd; the op relies on it (the largest logit is then 1/τ, used as a
+fixed shift so each entry costs one exponential). It needs τ >= ``MIN_TEMPERATURE``; below that the
+reference is used and a warning says so once.
+"""
+
+from __future__ import annotations
+
+import logging
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
+from ssl_bench.ops import _ext
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+log = logging.getLogger("ssl_bench.ops")
+
+NT_XENT, INFO_NCE, INFO_NCE_SYMMETRIC, MOCO = 0, 1, 2, 3  # the op's modes
+MIN_TEMPERATURE = 1 / 40  # the op's limit: exp(-2/τ) must stay a normal float32
+_warned: set[str] = set()
+
+
+# ---------------------------------------------------------------------------------------- references
+def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """SimCLR's NT-Xent: the 2N x 2N cosine-similarity matrix with its diagonal masked.
 
     Row ``i`` has its positive at ``i + N`` (and vice versa); the loss is the mean
@@ -18,7 +44,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(logits, target)
 
 
-def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float, symmetric: bool = True) -> torch.Tensor:
+def info_nce_reference(q: torch.Tensor, k: torch.Tensor, temperature: float, symmetric: bool = True) -> torch.Tensor:
     """InfoNCE of ``q`` against ``k``: the positive of row i is column i. Symmetric averages both directions."""
     q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
     logits = q @ k.t() / temperature
@@ -29,10 +55,163 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float, symmetric: bo
     return loss
 
 
-def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+def moco_info_nce_reference(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
     """MoCo's InfoNCE: each query against its key (positive) and every entry of ``queue`` (negatives)."""
     q, k, queue = F.normalize(q, dim=1), F.normalize(k, dim=1), F.normalize(queue, dim=1)
     pos = (q * k).sum(dim=1, keepdim=True)
     neg = q @ queue.t()
     logits = torch.cat([pos, neg], dim=1) / temperature
     return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+
+
+# ------------------------------------------------------------------------------- across processes
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather along dim 0 whose backward sums every rank's gradient and returns this rank's slice."""
+
+    @staticmethod
+    def forward(ctx, x):
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows = x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad.narrow(0, dist.get_rank() * ctx.rows, ctx.rows)
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` from every rank (rank order), differentiable; ``x`` itself outside torch.distributed.
+
+    Every rank must pass the same shape. Each rank's loss is a mean over its own rows, so with
+    DistributedDataParallel's gradient averaging the result is the gradient of the global mean."""
+    return _GatherWithGrad.apply(x) if _distributed() else x
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _cross_entropy_rows(rows: torch.Tensor, cols: torch.Tensor, target: torch.Tensor, temperature: float,
+                        self_index: torch.Tensor | None = None) -> torch.Tensor:
+    logits = rows @ cols.t() / temperature
+    if self_index is not None:
+        logits = logits.scatter(1, self_index.unsqueeze(1), float("-inf"))
+    return F.cross_entropy(logits, target)
+
+
+def _nt_xent_distributed(z1, z2, temperature):
+    z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    n, rank, world = z1.shape[0], dist.get_rank(), dist.get_world_size()
+    cols = torch.cat([gather_with_grad(z1), gather_with_grad(z2)])  # [z1 of all ranks; z2 of all ranks]
+    own = rank * n + torch.arange(n, device=z1.device)
+    self_index = torch.cat([own, own + world * n])
+    target = torch.cat([own + world * n, own])
+    return _cross_entropy_rows(torch.cat([z1, z2]), cols, target, temperature, self_index)
+
+
+def _info_nce_distributed(q, k, temperature, symmetric):
+    q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    target = dist.get_rank() * q.shape[0] + torch.arange(q.shape[0], device=q.device)
+    loss = _cross_entropy_rows(q, gather_with_grad(k), target, temperature)
+    if symmetric:
+        loss = (loss + _cross_entropy_rows(k, gather_with_grad(q), target, temperature)) / 2
+    return loss
+
+
+# ------------------------------------------------------------------------------------ public losses
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent (see :func:`nt_xent_reference`), fused when the extension is built.
+
+    Under torch.distributed the negatives are the 2N rows of all ranks."""
+    if _distributed():
+        _warn_once("dist", "ssl_bench.ops: contrastive loss across processes: negatives gathered from all ranks, "
+                           "computed densely (the fused op covers one process)")
+        return _nt_xent_distributed(z1, z2, temperature)
+    if not _use_op(temperature, z1):
+        return nt_xent_reference(z1, z2, temperature)
+    return contrastive(F.normalize(z1, dim=1), F.normalize(z2, dim=1), None, temperature, NT_XENT)
+
+
+def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float, symmetric: bool = True) -> torch.Tensor:
+    """InfoNCE of ``q`` against ``k`` (see :func:`info_nce_reference`), fused when the extension is built.
+
+    Under torch.distributed the candidates of each row are the keys (queries) of all ranks."""
+    if _distributed():
+        _warn_once("dist", "ssl_bench.ops: contrastive loss across processes: negatives gathered from all ranks, "
+                           "computed densely (the fused op covers one process)")
+        return _info_nce_distributed(q, k, temperature, symmetric)
+    if not _use_op(temperature, q):
+        return info_nce_reference(q, k, temperature, symmetric)
+    mode = INFO_NCE_SYMMETRIC if symmetric else INFO_NCE
+    return contrastive(F.normalize(q, dim=1), F.normalize(k, dim=1), None, temperature, mode)
+
+
+def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """MoCo's InfoNCE (see :func:`moco_info_nce_reference`), fused when the extension is built.
+
+    The queue already holds keys from every rank (MoCo enqueues gathered keys), so nothing is gathered."""
+    if not _use_op(temperature, q):
+        return moco_info_nce_reference(q, k, queue, temperature)
+    return contrastive(F.normalize(q, dim=1), F.normalize(k, dim=1), F.normalize(queue, dim=1), temperature, MOCO)
+
+
+def contrastive(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor | None, temperature: float,
+                mode: int) -> torch.Tensor:
+    """The fused op on already L2-normalised inputs; returns the mean loss (differentiable in q, k, queue)."""
+    return torch.ops.ssl_bench.contrastive(q, k, queue, 1.0 / temperature, mode)[0]
+
+
+def _use_op(temperature: float, x: torch.Tensor) -> bool:
+    if not _ext.use_compiled():
+        return False
+    if temperature < MIN_TEMPERATURE:
+        _warn_once("tau", f"ssl_bench.ops: temperature {temperature} < {MIN_TEMPERATURE}: the fused contrastive op "
+                          "does not support it, using the PyTorch reference")
+        return False
+    if x.device.type == "cuda" and not _ext.has_cuda():
+        _warn_once("cuda", "ssl_bench.ops: the extension was built without CUDA: contrastive losses on the GPU use "
+                           "the PyTorch reference (rebuild with SSL_BENCH_CUDA=1)")
+        return False
+    return x.device.type in ("cpu", "cuda")
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
+
+
+# ------------------------------------------------------------------- autograd and fake registration
+def _fake_forward(q, k, queue, inv_tau, mode):
+    rows = 2 * q.shape[0] if mode in (NT_XENT, INFO_NCE_SYMMETRIC) else q.shape[0]
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return q.new_empty(()), q.new_empty((rows,), dtype=acc)
+
+
+def _fake_backward(grad, q, k, queue, lse, inv_tau, mode, queue_grad):
+    dqueue = torch.empty_like(queue) if queue_grad and queue is not None else q.new_empty((0,))
+    return torch.empty_like(q), torch.empty_like(k), dqueue
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, queue, inv_tau, mode = inputs
+    ctx.save_for_backward(q, k, queue, output[1])
+    ctx.mark_non_differentiable(output[1])  # lse: saved for backward only
+    ctx.inv_tau, ctx.mode = inv_tau, mode
+
+
+def _backward(ctx, grad_loss, _grad_lse):
+    q, k, queue, lse = ctx.saved_tensors
+    queue_grad = queue is not None and ctx.needs_input_grad[2]
+    dq, dk, dqueue = torch.ops.ssl_bench.contrastive_backward(grad_loss, q, k, queue, lse, ctx.inv_tau, ctx.mode,
+                                                              queue_grad)
+    return dq, dk, dqueue if queue_grad else None, None, None
+
+
+if _ext.available():
+    torch.library.register_fake("ssl_bench::contrastive")(_fake_forward)
+    torch.library.register_fake("ssl_bench::contrastive_backward")(_fake_backward)
+    torch.library.register_autograd("ssl_bench::contrastive", _backward, setup_context=_setup_context)

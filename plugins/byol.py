@@ -1,0 +1,75 @@
+"""BYOL: bootstrap your own latent, an online network predicting a slow-moving target network.
+
+Grill et al., Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning, NeurIPS 2020.
+
+Defaults from the paper: projector and predictor are MLPs Linear-BN-ReLU-Linear with 4096 hidden
+units and a 256-d output; the target network (backbone + projector) is an exponential moving
+average of the online one with momentum tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2,
+tau_base = 0.996, rising to 1 at the end of the run (k / K is the run's progress). The loss is the
+symmetrised normalised MSE, 2 - 2 cos(prediction, target projection), summed over both directions.
+The paper's asymmetric views are the ``byol`` augmentation recipe of the protocol.
+"""
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssl_bench import hookimpl
+from ssl_bench.api import Method
+from ssl_bench.errors import UserError
+
+__version__ = "0.1.0"
+__license__ = "Apache-2.0"
+__paper__ = "Grill et al., Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning, NeurIPS 2020"
+
+
+def mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, d_out))
+
+
+def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``2 - 2 cos(p, z)`` (the squared distance of the L2-normalised vectors)."""
+    return (2 - 2 * F.cosine_similarity(p, z, dim=1)).mean()
+
+
+class BYOL(Method):
+    def __init__(self, backbone, proj_hidden: int = 4096, proj_dim: int = 256, pred_hidden: int = 4096,
+                 base_momentum: float = 0.996, final_momentum: float = 1.0):
+        super().__init__(backbone)
+        if not 0 <= base_momentum <= final_momentum <= 1:
+            raise UserError("byol: need 0 <= base_momentum <= final_momentum <= 1")
+        self.base_momentum, self.final_momentum = base_momentum, final_momentum
+        self.projector = mlp(self.feature_dim, proj_hidden, proj_dim)
+        self.predictor = mlp(proj_dim, pred_hidden, proj_dim)
+        self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
+        self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+
+    def loss(self, views, labels):
+        v1, v2 = views[0], views[1]
+        p1 = self.predictor(self.projector(self.backbone(v1)))
+        p2 = self.predictor(self.projector(self.backbone(v2)))
+        with torch.no_grad():
+            t1 = self.target_projector(self.target_backbone(v1))
+            t2 = self.target_projector(self.target_backbone(v2))
+        return byol_loss(p1, t2) + byol_loss(p2, t1)
+
+    def momentum_at(self, progress: float) -> float:
+        """The paper's cosine schedule from ``base_momentum`` (progress 0) to ``final_momentum`` (progress 1)."""
+        w = (math.cos(math.pi * min(1.0, progress)) + 1) / 2
+        return self.final_momentum - (self.final_momentum - self.base_momentum) * w
+
+    @torch.no_grad()
+    def after_step(self, progress):
+        tau = self.momentum_at(progress)
+        online = list(self.backbone.parameters()) + list(self.projector.parameters())
+        target = list(self.target_backbone.parameters()) + list(self.target_projector.parameters())
+        torch._foreach_mul_(target, tau)
+        torch._foreach_add_(target, online, alpha=1 - tau)
+
+
+@hookimpl
+def ssl_bench_methods():
+    return {"byol": BYOL}

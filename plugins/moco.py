@@ -1,0 +1,115 @@
+"""MoCo v2: momentum contrast with an MLP head and a queue of negatives.
+
+Chen, Fan, Girshick & He, Improved Baselines with Momentum Contrastive Learning, arXiv:2003.04297, 2020
+(building on He et al., Momentum Contrast for Unsupervised Visual Representation Learning, CVPR 2020).
+
+Defaults from the papers: a 2-layer MLP head (hidden 2048, output 128), temperature 0.2, a queue of
+65,536 keys and a key-encoder momentum of 0.999, held constant (``momentum_schedule="cosine"`` ramps it
+to 1 over the run as BYOL does). The loss is the papers' asymmetric one, view 1 as query and view 2 as
+key (``symmetric=True`` uses both views as queries, as MoCo v3 does). On one device there is no
+shuffling BatchNorm (the papers shuffle keys across GPUs); under DDP the keys of all ranks are enqueued.
+The keys of a training-mode loss call are enqueued in ``after_step`` (after the optimiser step), so
+evaluators that call the loss without stepping do not change the queue.
+"""
+
+import copy
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ssl_bench import hookimpl
+from ssl_bench.api import Method
+from ssl_bench.errors import UserError
+from ssl_bench.ops import moco_info_nce
+
+__version__ = "0.1.0"
+__license__ = "Apache-2.0"
+__paper__ = "Chen et al., Improved Baselines with Momentum Contrastive Learning, arXiv:2003.04297, 2020"
+
+
+def _frozen_copy(module: nn.Module) -> nn.Module:
+    twin = copy.deepcopy(module)
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
+
+
+def _gather(x: torch.Tensor) -> torch.Tensor:
+    """Keys of every rank under DDP (no gradient flows through keys), else ``x``."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+class MoCo(Method):
+    def __init__(self, backbone, proj_hidden: int = 2048, proj_dim: int = 128, temperature: float = 0.2,
+                 queue_size: int = 65536, momentum: float = 0.999, momentum_schedule: str = "constant",
+                 symmetric: bool = False):
+        super().__init__(backbone)
+        if momentum_schedule not in ("constant", "cosine"):
+            raise UserError(f"moco: momentum_schedule must be 'constant' or 'cosine', got '{momentum_schedule}'")
+        if not 0 <= momentum <= 1 or queue_size < 1 or temperature <= 0:
+            raise UserError("moco: need 0 <= momentum <= 1, queue_size >= 1 and temperature > 0")
+        self.temperature, self.base_momentum = temperature, momentum
+        self.momentum_schedule, self.symmetric = momentum_schedule, symmetric
+        self.projector = nn.Sequential(nn.Linear(self.feature_dim, proj_hidden), nn.ReLU(inplace=True),
+                                       nn.Linear(proj_hidden, proj_dim))
+        self.key_backbone = _frozen_copy(backbone)
+        self.key_projector = _frozen_copy(self.projector)
+        # buffers, so that the queue is checkpointed and moved to the device with the method
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self._pending = None  #: keys of the last training batch, enqueued by after_step
+
+    @torch.no_grad()
+    def _keys(self, x):
+        return F.normalize(self.key_projector(self.key_backbone(x)), dim=1)
+
+    @torch.no_grad()
+    def _enqueue(self, keys: torch.Tensor) -> None:
+        keys = _gather(keys)[: len(self.queue)]
+        idx = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % len(self.queue)
+        self.queue[idx] = keys
+        self.queue_ptr.copy_((self.queue_ptr + len(keys)) % len(self.queue))
+
+    def loss(self, views, labels):
+        v1, v2 = views[0], views[1]
+        q1 = self.projector(self.backbone(v1))
+        k2 = self._keys(v2)
+        queue = self.queue
+        loss = moco_info_nce(q1, k2, queue, self.temperature)
+        keys = [k2]
+        if self.symmetric:
+            q2 = self.projector(self.backbone(v2))
+            k1 = self._keys(v1)
+            loss = (loss + moco_info_nce(q2, k1, queue, self.temperature)) / 2
+            keys.append(k1)
+        # enqueued after the optimiser step, so the queue is not changed under a pending backward
+        self._pending = torch.cat(keys) if self.training else None
+        return loss
+
+    def momentum_at(self, progress: float) -> float:
+        if self.momentum_schedule == "constant":
+            return self.base_momentum
+        return 1 - (1 - self.base_momentum) * (math.cos(math.pi * min(1.0, progress)) + 1) / 2
+
+    @torch.no_grad()
+    def after_step(self, progress):
+        m = self.momentum_at(progress)
+        online = list(self.backbone.parameters()) + list(self.projector.parameters())
+        target = list(self.key_backbone.parameters()) + list(self.key_projector.parameters())
+        torch._foreach_mul_(target, m)
+        torch._foreach_add_(target, online, alpha=1 - m)
+        if self._pending is not None:
+            self._enqueue(self._pending)
+            self._pending = None
+
+
+@hookimpl
+def ssl_bench_methods():
+    return {"moco": MoCo}

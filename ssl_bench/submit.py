@@ -1,0 +1,239 @@
+"""``ssl-bench submit``: validate result files and copy them into the leaderboard folder.
+
+A file is accepted only when
+
+- it is a result file of the schema version this ssl-bench reads;
+- its protocol is a shipped one, with the same version and hash as the shipped file today,
+  and the protocol text stored in the file hashes to that same hash;
+- its seed is one of the protocol's seeds, and the submission of each method x stream x
+  strategy holds *all* the protocol's seeds (counting files already in the leaderboard);
+- every plugin it loaded recorded a version, including each plugin named with ``--plugin``;
+- its accuracy matrix has one column per experience of the protocol, values in [0, 1];
+- its ``summary`` numbers are exactly what :func:`ssl_bench.continual.summarize` computes
+  from its stored arrays (no key missing, none extra), so a hand-edited number is rejected
+  with the key that disagrees.
+
+This checks that a file is internally consistent and made under the shipped protocol; it is
+not a signature: a file whose raw arrays were edited *and* re-summarised passes. Reviewers
+see the run's configuration, environment and loss curve in the file (``ssl-bench show``).
+
+Accepted files are copied to ``<to>/<protocol>-v<version>/<method>/<canonical name>.h5``.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import logging
+import math
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ssl_bench import continual, protocol as protocols
+from ssl_bench.errors import UserError
+from ssl_bench.results import Result, result_name
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TO = Path("leaderboard") / "results"
+REQUIRED_ATTRS = ("protocol", "protocol_version", "protocol_hash", "method", "stream", "strategy", "seed", "plugins")
+#: recomputed and stored summary numbers must agree this closely (both are float64; only rounding differs)
+TOLERANCE = 1e-9
+
+
+@dataclass
+class Accepted:
+    source: Path
+    destination: Path
+    result: Result
+
+    @property
+    def group(self) -> tuple[str, str, str, str]:
+        a = self.result.attrs
+        return a["protocol_hash"], a["method"], a["stream"], a["strategy"]
+
+
+def plugin_name(spec: str) -> str:
+    """The name the registry gives a plugin named by ``--plugin spec``."""
+    return Path(spec).stem if spec.endswith(".py") else spec.rsplit(".", 1)[-1]
+
+
+def destination(to: Path, r: Result) -> Path:
+    a = r.attrs
+    label = f"{a['protocol']}-v{a['protocol_version']}"
+    name = result_name(label, a["method"], a["stream"], a["strategy"], int(a["seed"]))
+    folder = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in str(a["method"]))
+    return Path(to) / label / folder / name
+
+
+def validate(path: str | Path) -> Result:
+    """Read one result file and check it on its own; any problem is a UserError naming the file."""
+    r = Result(path)  # schema version
+    where = f"'{path}'"
+    missing = [k for k in REQUIRED_ATTRS if k not in r.attrs]
+    if missing:
+        raise UserError(f"{where} lacks the attribute(s) {', '.join(missing)}: it was not written by 'ssl-bench run'")
+    a = r.attrs
+    proto = _shipped_protocol(a["protocol"], where)
+    if int(a["protocol_version"]) != proto.version or a["protocol_hash"] != proto.hash:
+        raise UserError(f"{where} was made under protocol {a['protocol']} v{a['protocol_version']} with hash "
+                        f"{str(a['protocol_hash'])[:12]}, but the shipped {proto.label} has hash {proto.hash[:12]}: "
+                        "re-run it with this version of ssl-bench")
+    _check_stored_protocol(r, where)
+    if int(a["seed"]) not in proto.seeds:
+        raise UserError(f"{where} has seed {a['seed']}, which is not one of the protocol's seeds {proto.seeds}")
+    _check_plugins(r, where)
+    _check_matrix(r, proto, where)
+    check_summary(r, where)
+    return r
+
+
+def _shipped_protocol(name: str, where: str):
+    if name not in protocols.shipped():
+        raise UserError(f"{where} was made under protocol '{name}', which does not ship with ssl-bench "
+                        f"({', '.join(protocols.shipped())}); the leaderboard takes shipped protocols only")
+    return protocols.load(name)
+
+
+def _check_stored_protocol(r: Result, where: str) -> None:
+    text = r.get("protocol_json")
+    if text is None:
+        raise UserError(f"{where} has no protocol_json dataset: it was not written by 'ssl-bench run'")
+    try:
+        stored = protocols.Protocol.model_validate(json.loads(text))
+    except Exception as err:  # noqa: BLE001 - any problem with the stored text is the file's
+        raise UserError(f"{where}: its stored protocol_json is not a valid protocol ({type(err).__name__})") from None
+    if stored.hash != r.attrs["protocol_hash"]:
+        raise UserError(f"{where}: the protocol stored in the file hashes to {stored.hash[:12]}, not to its "
+                        f"protocol_hash attribute {str(r.attrs['protocol_hash'])[:12]}: the file was edited")
+
+
+def _check_plugins(r: Result, where: str) -> None:
+    raw = r.attrs["plugins"]
+    try:
+        recorded = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError:
+        recorded = None
+    if not isinstance(recorded, dict) or not recorded:
+        raise UserError(f"{where}: its 'plugins' attribute records no plugin versions")
+    for spec in r.config.get("plugins", []):
+        if plugin_name(spec) not in recorded:
+            raise UserError(f"{where}: the run loaded plugin '{spec}' but recorded no version for it")
+    unversioned = sorted(name for name, version in recorded.items() if str(version).strip() in ("", "unknown", "None"))
+    if unversioned:
+        raise UserError(f"{where}: plugin(s) {', '.join(unversioned)} recorded no version; set __version__ in the "
+                        "plugin module (or install it as a package) and re-run")
+
+
+def _check_matrix(r: Result, proto, where: str) -> None:
+    if "metrics/acc_matrix" not in r.arrays:
+        raise UserError(f"{where} has no metrics/acc_matrix")
+    acc = np.asarray(r.acc_matrix, dtype=float)
+    if acc.ndim != 2 or acc.shape[1] != proto.stream.n_experiences or acc.shape[0] < 1:
+        raise UserError(f"{where}: metrics/acc_matrix has shape {acc.shape}, expected [phases, "
+                        f"{proto.stream.n_experiences}] for {proto.label}")
+    if not np.all(np.isfinite(acc)) or acc.min() < 0 or acc.max() > 1:
+        raise UserError(f"{where}: metrics/acc_matrix has values outside [0, 1]")
+
+
+def check_summary(r: Result, where: str | None = None) -> dict[str, float]:
+    """The stored summary must be exactly what the stored arrays give; say which key differs."""
+    where = where or f"'{r.path}'"
+    recomputed = continual.summarize(r.arrays)
+    stored = r.summary
+    for key in sorted(set(recomputed) | set(stored)):
+        if key not in stored:
+            raise UserError(f"{where}: summary key '{key}' is missing (recomputed from the arrays: "
+                            f"{recomputed[key]:.6g}); re-run with this version of ssl-bench")
+        if key not in recomputed:
+            raise UserError(f"{where}: summary key '{key}' = {stored[key]} cannot be recomputed from the stored arrays; "
+                            "remove it or re-run")
+        a, b = float(stored[key]), float(recomputed[key])
+        if not (math.isclose(a, b, rel_tol=TOLERANCE, abs_tol=TOLERANCE) or (math.isnan(a) and math.isnan(b))):
+            raise UserError(f"{where}: summary key '{key}' is {a:.6g} but the stored arrays give {b:.6g}: "
+                            "the number was edited, or the file is damaged")
+    return recomputed
+
+
+def submit(paths: list[str | Path], to: str | Path = DEFAULT_TO, check_only: bool = False,
+           replace: bool = False) -> list[Accepted]:
+    """Validate ``paths`` (all or nothing) and, unless ``check_only``, copy them into ``to``."""
+    if not paths:
+        raise UserError("give the result files to submit")
+    to = Path(to)
+    accepted: list[Accepted] = []
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        r = validate(path)
+        dest = destination(to, r)
+        if dest in seen:
+            raise UserError(f"'{path}' and '{seen[dest]}' are the same run (protocol, method, stream, strategy, seed); submit one")
+        seen[dest] = Path(path)
+        if check_only:
+            if _inside(Path(path), to) and Path(path).resolve() != dest.resolve():
+                raise UserError(f"'{path}' is in the wrong place: it belongs at '{dest}'")
+        elif dest.exists() and Path(path).resolve() != dest.resolve() and not filecmp.cmp(path, dest, shallow=False) and not replace:
+            raise UserError(f"'{dest}' already holds a different result of this run; pass --replace to overwrite it")
+        accepted.append(Accepted(Path(path), dest, r))
+    _check_seeds(accepted, to)
+    if not check_only:
+        for item in accepted:
+            item.destination.parent.mkdir(parents=True, exist_ok=True)
+            if item.source.resolve() != item.destination.resolve():
+                tmp = item.destination.with_name(f".{item.destination.name}.tmp")
+                shutil.copyfile(item.source, tmp)
+                tmp.replace(item.destination)
+    return accepted
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _check_seeds(accepted: list[Accepted], to: Path) -> None:
+    """Each method x stream x strategy must come with every seed of its protocol (files already there count)."""
+    groups: dict[tuple, set[int]] = defaultdict(set)
+    example: dict[tuple, Accepted] = {}
+    for item in accepted:
+        groups[item.group].add(int(item.result.attrs["seed"]))
+        example.setdefault(item.group, item)
+    for group, seeds in groups.items():
+        item = example[group]
+        proto = protocols.load(item.result.attrs["protocol"])
+        for seed in proto.seeds:  # already in the leaderboard under the same name and hash
+            if seed not in seeds and _existing_seed(item, to, seed):
+                seeds.add(seed)
+        missing = sorted(set(proto.seeds) - seeds)
+        if missing:
+            _, method, stream, strategy = group
+            raise UserError(f"{method} / {stream} / {strategy} under {proto.label} needs all the protocol's seeds "
+                            f"{proto.seeds}; seed(s) {missing} are missing: run them "
+                            f"(ssl-bench sweep --methods {method} --streams {stream} --strategies {strategy}) and submit them together")
+
+
+def _existing_seed(item: Accepted, to: Path, seed: int) -> bool:
+    a = item.result.attrs
+    label = f"{a['protocol']}-v{a['protocol_version']}"
+    path = item.destination.with_name(result_name(label, a["method"], a["stream"], a["strategy"], seed))
+    if not path.is_file():
+        return False
+    try:
+        other = Result(path)
+    except UserError:
+        return False
+    return other.attrs.get("protocol_hash") == a["protocol_hash"]
+
+
+def describe(item: Accepted) -> dict[str, Any]:
+    a = item.result.attrs
+    return {"file": str(item.destination), "method": a["method"], "stream": a["stream"], "strategy": a["strategy"],
+            "seed": int(a["seed"]), "final_avg_acc": item.result.summary.get("final_avg_acc")}

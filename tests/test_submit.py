@@ -1,0 +1,136 @@
+"""ssl-bench submit: handmade result files (no training) accepted, copied, and rejected when tampered with."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from ssl_bench import protocol as protocols, results, submit
+from ssl_bench.cli import main
+from ssl_bench.errors import UserError
+from tests.test_leaderboard import make_result
+
+SMOKE = protocols.load("smoke")
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """simclr / instance / sequential for every seed of the shipped smoke protocol."""
+    return [make_result(tmp_path / "runs", "simclr", "instance", "sequential", seed) for seed in SMOKE.seeds]
+
+
+def test_valid_files_are_copied_into_protocol_and_method_folders(runs, tmp_path, capsys):
+    to = tmp_path / "leaderboard" / "results"
+    assert main(["submit", *map(str, runs), "--to", str(to)]) == 0
+    out = capsys.readouterr().out
+    copied = sorted(to.rglob("*.h5"))
+    assert [p.relative_to(to).parts[:2] for p in copied] == [("smoke-v1", "simclr")] * len(SMOKE.seeds)
+    assert [p.name for p in copied] == sorted(p.name for p in runs)
+    assert all(p.read_bytes() == q.read_bytes() for p, q in zip(copied, sorted(runs)))
+    assert out.count("submitted:") == len(SMOKE.seeds)
+    # the same files again: nothing changes; CI's --check on the copies in place passes
+    assert main(["submit", *map(str, runs), "--to", str(to)]) == 0
+    assert main(["submit", "--check", *map(str, copied), "--to", str(to)]) == 0
+    # one more seed later, for a group already complete in the leaderboard, is checked against the files there
+    assert main(["submit", "--check", str(copied[0]), "--to", str(to)]) == 0
+
+
+def _edit_summary(path, key, value):
+    with h5py.File(path, "r+") as f:
+        f["summary"].attrs[key] = value
+
+
+def test_hand_edited_number_is_rejected_naming_the_key(runs, tmp_path, capsys):
+    r = results.Result(runs[1])
+    _edit_summary(runs[1], "final_avg_acc", r.summary["final_avg_acc"] + 0.01)
+    to = tmp_path / "board"
+    assert main(["submit", *map(str, runs), "--to", str(to)]) == 2
+    err = capsys.readouterr().err
+    assert "summary key 'final_avg_acc'" in err and runs[1].name in err
+    assert not to.exists()  # all or nothing: the valid files were not copied either
+
+
+@pytest.mark.parametrize("key", ["bwt", "forgetting_max"])
+def test_any_edited_summary_key_is_caught(runs, key):
+    r = results.Result(runs[0])
+    _edit_summary(runs[0], key, r.summary[key] - 1e-4)
+    with pytest.raises(UserError, match=f"summary key '{key}'"):
+        submit.validate(runs[0])
+
+
+def test_missing_or_extra_summary_keys_are_rejected(runs):
+    with h5py.File(runs[0], "r+") as f:
+        del f["summary"].attrs["avg_acc"]
+    with pytest.raises(UserError, match="summary key 'avg_acc' is missing"):
+        submit.validate(runs[0])
+    _edit_summary(runs[1], "best_ever", 0.99)
+    with pytest.raises(UserError, match="'best_ever' = 0.99 cannot be recomputed"):
+        submit.validate(runs[1])
+
+
+def test_edited_raw_matrix_disagrees_with_stored_summary(runs):
+    with h5py.File(runs[2], "r+") as f:
+        f["metrics/acc_matrix"][-1, 0] = 0.999
+    with pytest.raises(UserError, match="summary key '(final_avg_acc|avg_acc|bwt|forgetting_max|forgetting_init_final)'"):
+        submit.validate(runs[2])
+
+
+def test_all_protocol_seeds_are_required(runs, tmp_path):
+    with pytest.raises(UserError, match=r"seed\(s\) \[2\] are missing"):
+        submit.submit(runs[:2], to=tmp_path / "board")
+    with pytest.raises(UserError, match="same run"):
+        submit.submit([runs[0], runs[0], *runs[1:]], to=tmp_path / "board")
+
+
+def test_foreign_protocol_hash_and_unshipped_protocol_are_rejected(tmp_path):
+    old = make_result(tmp_path, "simclr", "instance", "sequential", 0, phash="0" * 64)
+    with pytest.raises(UserError, match="shipped smoke-v1 has hash"):
+        submit.validate(old)
+    custom = SMOKE.model_copy(update={"name": "mine"})
+    with pytest.raises(UserError, match="'mine', which does not ship"):
+        submit.validate(make_result(tmp_path, "simclr", "instance", "sequential", 0, proto=custom))
+
+
+def test_stored_protocol_must_hash_to_the_recorded_hash(runs):
+    with h5py.File(runs[0], "r+") as f:
+        text = json.loads(f["protocol_json"][()].decode())
+        text["train"]["lr"] = 1.0  # trained under other settings, claiming the shipped hash
+        del f["protocol_json"]
+        f.create_dataset("protocol_json", data=json.dumps(text), dtype=h5py.string_dtype("utf-8"))
+    with pytest.raises(UserError, match="the file was edited"):
+        submit.validate(runs[0])
+
+
+def test_plugin_versions_must_be_recorded(tmp_path):
+    path = make_result(tmp_path, "mine", "instance", "sequential", 0, plugins={"simclr": "0.1.0", "mine": "unknown"})
+    with pytest.raises(UserError, match="plugin\\(s\\) mine recorded no version"):
+        submit.validate(path)
+    with h5py.File(path, "r+") as f:
+        f["config"][...] = json.dumps({"plugins": ["my/other_plugin.py"]})
+        f.attrs["plugins"] = json.dumps({"simclr": "0.1.0", "mine": "1.0"})
+    with pytest.raises(UserError, match="loaded plugin 'my/other_plugin.py' but recorded no version"):
+        submit.validate(path)
+
+
+def test_schema_and_matrix_checks(tmp_path):
+    path = make_result(tmp_path, "simclr", "instance", "sequential", 0)
+    with h5py.File(path, "r+") as f:
+        f.attrs["schema_version"] = results.SCHEMA_VERSION + 1
+    with pytest.raises(UserError, match="newer than this ssl-bench reads"):
+        submit.validate(path)
+    bad = make_result(tmp_path / "b", "simclr", "instance", "sequential", 0, acc=np.full((3, 3), 0.5))
+    with pytest.raises(UserError, match=r"shape \(3, 3\), expected \[phases, 4\]"):
+        submit.validate(bad)
+
+
+def test_a_different_file_for_a_submitted_run_needs_replace(runs, tmp_path):
+    to = tmp_path / "board"
+    submit.submit(runs, to=to)
+    again = make_result(tmp_path / "again", "simclr", "instance", "sequential", 0, rng=np.random.default_rng(7))  # another seed-0 run
+    with pytest.raises(UserError, match="--replace"):
+        submit.submit([again, *runs[1:]], to=to)
+    submit.submit([again, *runs[1:]], to=to, replace=True)
+    assert (to / "smoke-v1" / "simclr" / again.name).read_bytes() == again.read_bytes()
