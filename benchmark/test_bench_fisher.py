@@ -1,10 +1,12 @@
 """Per-sample Fisher diagonal: fisher_diagonal (hooks + ssl_bench::fisher_* kernels) against one ordinary
-forward+backward and against torch.func vmap(grad), batch 256, a small ResNet-style conv net at 32 px.
+forward+backward and against torch.func vmap(grad), batch 256 at 32 px, on a small ResNet-style conv net
+(78 k parameters) and, on CUDA, on the harness's own ResNet-18 backbone (11 M parameters, S3L stem).
 
 Goals (issue 7): Fisher <= 1.5x the time of one ordinary backward (here: forward + backward, since
-fisher_diagonal runs the forward too; asserted on every device), and >= 10x faster than vmap(grad)
-(asserted on CUDA; on the CPU, where vmap(grad) of this net costs only ~3-4 forward+backward passes, no
-method that needs a backward pass can be 10x faster, so the ratio is reported only). Run:
+fisher_diagonal runs the forward too; asserted for every model and device), and >= 10x faster than
+vmap(grad), asserted for ResNet-18 on CUDA, the backbone EWC regularises in the shipped protocols. For
+the small net the ratio is reported only: vmap(grad) of 78 k parameters costs just a few backward passes
+(on the CPU ~3-4, on an H100 ~2), so no method that needs a backward pass can be 10x faster there. Run:
     pytest benchmark/test_bench_fisher.py -s
 """
 
@@ -55,11 +57,20 @@ def median_time(fn, device, repeats, warmup=True):
     return sorted(times)[len(times) // 2]
 
 
+def resnet18():
+    from ssl_bench_plugins.resnet import resnet18 as backbone
+    net = backbone()
+    return nn.Sequential(net, nn.Linear(net.feature_dim, 10))
+
+
+@pytest.mark.parametrize("arch", ["small", "resnet18"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_fisher_vs_backward_and_vmap(benchmark, device):
+def test_fisher_vs_backward_and_vmap(benchmark, device, arch):
+    if arch == "resnet18" and device == "cpu":
+        pytest.skip("ResNet-18 at batch 256 is measured on CUDA only (vmap(grad) would take minutes on 2 cores)")
     torch.manual_seed(0)
     batch = 256
-    model = small_resnet().to(device).eval()
+    model = (small_resnet() if arch == "small" else resnet18()).to(device).eval()
     x = torch.randn(batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
 
@@ -82,10 +93,10 @@ def test_fisher_vs_backward_and_vmap(benchmark, device):
     benchmark.extra_info.update(batch=batch, t_forward_backward=t_backward, t_fisher_kernel=t_kernel,
                                 t_fisher_reference_reductions=t_hooks_ref, t_vmap_grad=t_vmap,
                                 ratio_to_backward=ratio_bw, speedup_vs_vmap=speedup_vmap)
-    print(f"\n[fisher {device.upper()}] small ResNet 32px batch {batch}, {sum(p.numel() for p in model.parameters())} params: "
+    print(f"\n[fisher {device.upper()}] {arch} 32px batch {batch}, {sum(p.numel() for p in model.parameters())} params: "
           f"forward+backward {t_backward * 1e3:.1f} ms | fisher_diagonal (kernels) {t_kernel * 1e3:.1f} ms "
           f"= {ratio_bw:.2f}x backward | with reference reductions {t_hooks_ref * 1e3:.1f} ms | "
           f"vmap(grad) {t_vmap * 1e3:.1f} ms = {speedup_vmap:.1f}x slower than the kernel")
     assert ratio_bw <= 1.5, f"Fisher takes {ratio_bw:.2f}x one forward+backward (goal <= 1.5x)"
-    if device == "cuda":  # on the CPU vmap(grad) is itself within a few x of one backward: reported only
+    if device == "cuda" and arch == "resnet18":  # for the small net vmap(grad) costs a few backwards: reported only
         assert speedup_vmap >= 10, f"Fisher only {speedup_vmap:.1f}x faster than vmap(grad) (goal >= 10x)"

@@ -14,6 +14,9 @@
 
 #include <torch/library.h>
 
+#include <cstdio>
+#include <string>
+
 namespace ssl_bench {
 namespace {
 
@@ -22,21 +25,34 @@ enum Mode : int64_t { kNtXent = 0, kInfoNce = 1, kInfoNceSym = 2, kMoco = 3 };
 
 at::ScalarType acc_type(const Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
 
+// Numbers are formatted here, not streamed by TORCH_CHECK: on some toolchains (seen with a GCC that
+// differs from the one torch was built with) streaming an integer from an extension crashes.
+std::string num(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
+std::string shape(at::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
 void check_inputs(const Tensor& q, const Tensor& k, const std::optional<Tensor>& queue, double inv_tau, int64_t mode) {
-  TORCH_CHECK(mode >= kNtXent && mode <= kMoco, "contrastive: mode must be 0..3, got ", mode);
+  TORCH_CHECK(mode >= kNtXent && mode <= kMoco, "contrastive: mode must be 0..3, got " + num(mode));
   TORCH_CHECK(q.dim() == 2 && q.size(0) >= 1 && q.size(1) >= 1, "contrastive: q must be a non-empty N x D matrix");
-  TORCH_CHECK(k.sizes() == q.sizes(), "contrastive: k must have the shape of q, got ", k.sizes(), " and ", q.sizes());
+  TORCH_CHECK(k.sizes() == q.sizes(),
+              "contrastive: k must have the shape of q, got " + shape(k.sizes()) + " and " + shape(q.sizes()));
   TORCH_CHECK(k.scalar_type() == q.scalar_type() && k.device() == q.device(),
               "contrastive: q and k need the same dtype and device");
   auto st = q.scalar_type();
   TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
-              "contrastive: dtype must be float32, float64, float16 or bfloat16, got ", st);
-  TORCH_CHECK(inv_tau > 0 && inv_tau <= kMaxInvTau, "contrastive: 1/temperature must be in (0, ", kMaxInvTau,
-              "] (temperature >= ", 1.0 / kMaxInvTau, "), got ", inv_tau);
+              "contrastive: dtype must be float32, float64, float16 or bfloat16, got " + std::string(c10::toString(st)));
+  TORCH_CHECK(inv_tau > 0 && inv_tau <= kMaxInvTau, "contrastive: 1/temperature must be in (0, " + num(kMaxInvTau) + "] (temperature >= " +
+                  num(1.0 / kMaxInvTau) + "), got " + num(inv_tau));
   if (mode == kMoco) {
     TORCH_CHECK(queue.has_value(), "contrastive: mode 3 (MoCo) needs a queue");
-    TORCH_CHECK(queue->dim() == 2 && queue->size(1) == q.size(1), "contrastive: queue must be K x D with D = ",
-                q.size(1));
+    TORCH_CHECK(queue->dim() == 2 && queue->size(1) == q.size(1), "contrastive: queue must be K x D with D = " + num(q.size(1)));
     TORCH_CHECK(queue->scalar_type() == st && queue->device() == q.device(),
                 "contrastive: queue needs the dtype and device of q");
   }

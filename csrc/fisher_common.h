@@ -6,6 +6,8 @@
 // im2col kernel; linear: the input itself), one batched matrix product (BLAS / cuBLAS), then a backend
 // kernel adds the squares summed over the chunk's samples into acc.
 #pragma once
+
+#include <string>
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -42,8 +44,8 @@ inline ConvGeom conv_geom(const at::Tensor& grad_out, const at::Tensor& input, a
               "fisher_conv2d: kernel_size, stride, dilation must be positive and padding non-negative");
   int64_t ho = (g.H + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
   int64_t wo = (g.W + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
-  TORCH_CHECK(ho == g.Ho && wo == g.Wo, "fisher_conv2d: grad_out spatial size ", g.Ho, "x", g.Wo,
-              " does not match the convolution's output size ", ho, "x", wo);
+  TORCH_CHECK(ho == g.Ho && wo == g.Wo, "fisher_conv2d: grad_out spatial size " + std::to_string(g.Ho) + "x" + std::to_string(g.Wo) +
+                  " does not match the convolution's output size " + std::to_string(ho) + "x" + std::to_string(wo));
   return g;
 }
 

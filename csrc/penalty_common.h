@@ -1,6 +1,7 @@
 // Argument checks shared by the CPU and CUDA penalty kernels.
 #pragma once
 #include <ATen/ATen.h>
+#include <string>
 
 namespace ssl_bench {
 namespace penalty {
@@ -16,9 +17,9 @@ inline void check(at::TensorList params, at::TensorList grads, at::TensorList an
   for (size_t i = 0; i < n; ++i) {
     for (const at::Tensor* t : {&params[i], &grads[i], &anchors[i], &imps[i]}) {
       TORCH_CHECK(t->scalar_type() == dtype && t->device() == device,
-                  "quadratic_penalty_: all tensors must share one dtype and device (tensor ", i, ")");
-      TORCH_CHECK(t->is_contiguous(), "quadratic_penalty_: tensor ", i, " is not contiguous");
-      TORCH_CHECK(t->numel() == params[i].numel(), "quadratic_penalty_: tensor ", i, " sizes differ");
+                  "quadratic_penalty_: all tensors must share one dtype and device (tensor " + std::to_string(i) + ")");
+      TORCH_CHECK(t->is_contiguous(), "quadratic_penalty_: tensor " + std::to_string(i) + " is not contiguous");
+      TORCH_CHECK(t->numel() == params[i].numel(), "quadratic_penalty_: tensor " + std::to_string(i) + " sizes differ");
     }
   }
 }
