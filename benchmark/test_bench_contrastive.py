@@ -14,7 +14,6 @@ path warmed up on a tiny problem, the peak resident set size is reset (``5`` wri
 high-water mark.
 """
 
-import math
 import statistics
 import subprocess
 import sys

@@ -10,8 +10,6 @@ the small net the ratio is reported only: vmap(grad) of 78 k parameters costs ju
     pytest benchmark/test_bench_fisher.py -s
 """
 
-import time
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,7 +17,7 @@ from torch import nn
 
 from ssl_bench.ops.fisher import fisher_diagonal, fisher_diagonal_vmap
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+from benchtools import DEVICES, median_time
 
 
 class Block(nn.Module):
@@ -40,21 +38,6 @@ def small_resnet(width=16, classes=10):
     return nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
                          Block(width, width, 1), Block(width, 2 * width, 2), Block(2 * width, 4 * width, 2),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, classes))
-
-
-def median_time(fn, device, repeats, warmup=True):
-    if warmup:
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
 
 
 def resnet18():

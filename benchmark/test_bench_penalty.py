@@ -3,29 +3,13 @@ against the per-parameter Python loop. Goal (issue 7): >= 5x faster. Run:
     pytest benchmark/test_bench_penalty.py -s
 """
 
-import time
-
 import pytest
 import torch
 import torchvision
 
 from ssl_bench.ops.penalty import quadratic_penalty_, quadratic_penalty_reference
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
-
-
-def median_time(fn, device, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+from benchtools import DEVICES, median_time
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -7,8 +7,6 @@ is a GPU goal: it is asserted on CUDA; on the CPU (compute-bound, synchronous) t
 Run:  pytest benchmark/test_bench_sharpness.py -s
 """
 
-import time
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,21 +14,7 @@ from torch import nn
 
 from ssl_bench.ops.sharpness import hessian_trace, hessian_trace_reference
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
-
-
-def median_time(fn, device, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+from benchtools import DEVICES, median_time
 
 
 def models(device):

@@ -1,8 +1,33 @@
-"""Shared fixtures: a tiny protocol that trains in seconds on generated data."""
+"""Shared fixtures: a tiny protocol that trains in seconds on generated data, one-thread torch, the
+compiled ops, and the CUDA skip marks."""
 
 import textwrap
 
 import pytest
+import torch
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and does not spin against other processes."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def ops():
+    """``torch.ops.ssl_bench``; fails (does not skip) when the extension is not built."""
+    from ssl_bench.ops import _ext
+
+    if not _ext.available():
+        pytest.fail(f"the extension ssl_bench._C is not built ({_ext._load_error}); "
+                    "install with `pip install --no-build-isolation -e .`")
+    return torch.ops.ssl_bench
 
 TINY = textwrap.dedent("""
     name = "tiny"

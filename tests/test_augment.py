@@ -12,12 +12,7 @@ from torchvision.transforms.v2 import functional as TF
 from ssl_bench import augment as A
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gen(seed=0):

@@ -12,12 +12,7 @@ from ssl_bench.registry import Registry
 from ssl_bench_plugins.resnet import resnet18, resnet50
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("ours,theirs", [(resnet18, torchvision.models.resnet18), (resnet50, torchvision.models.resnet50)])

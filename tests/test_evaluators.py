@@ -16,13 +16,7 @@ from ssl_bench.registry import Registry
 from ssl_bench_plugins import cka, collapse, downstream, fewshot, knn, linear_probe, sharpness
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These problems are tiny: a single intra-op thread avoids thread contention on a busy CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def clusters(n_per_class, n_classes, dim, spread, seed):

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ssl_bench import results
 from ssl_bench.cli import main
@@ -23,13 +22,7 @@ METHODS = REGISTRY.names("method")
 SMALL = {"proj_hidden": 64, "proj_dim": 32, "pred_hidden": 32, "n_classes": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and does not spin against other processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(name, **options):

@@ -16,19 +16,8 @@ from ssl_bench.ops.fisher import (
     fisher_linear_reference,
 )
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+from tests.conftest import DEVICES
 
-
-@pytest.fixture(scope="module")
-def ops():
-    from ssl_bench.ops import _ext
-
-    if not _ext.available():
-        pytest.fail(f"the extension ssl_bench._C is not built ({_ext._load_error}); "
-                    "install with `pip install --no-build-isolation -e .`")
-    assert hasattr(torch.ops.ssl_bench, "fisher_linear") and hasattr(torch.ops.ssl_bench, "fisher_conv2d")
-    return torch.ops.ssl_bench
 
 
 def rel(a, b):

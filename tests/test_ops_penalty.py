@@ -8,19 +8,8 @@ from ssl_bench.errors import UserError
 from ssl_bench.ops import penalty
 from ssl_bench.ops.penalty import quadratic_penalty_, quadratic_penalty_reference
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+from tests.conftest import DEVICES
 
-
-@pytest.fixture(scope="module")
-def ops():
-    from ssl_bench.ops import _ext
-
-    if not _ext.available():
-        pytest.fail(f"the extension ssl_bench._C is not built ({_ext._load_error}); "
-                    "install with `pip install --no-build-isolation -e .`")
-    assert hasattr(torch.ops.ssl_bench, "quadratic_penalty_")
-    return torch.ops.ssl_bench
 
 
 def make(shapes, device, dtype, seed, with_grad=True):

@@ -16,8 +16,7 @@ from ssl_bench.ops.sharpness import (
     top_eigenvalue_reference,
 )
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+from tests.conftest import DEVICES
 
 
 def quadratic(device, dim=24, top=10.0, seed=0):

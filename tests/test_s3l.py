@@ -5,19 +5,13 @@ import sys
 import textwrap
 
 import pytest
-import torch
 
 from ssl_bench import protocol, results
 from ssl_bench.cli import main
 from tests.conftest import TINY
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_stages_train_at_small_resolution_then_full(tmp_path, capsys):

@@ -207,14 +207,6 @@ def test_manifest_by_hand_and_bad_input(shapes, tmp_path):
         manifest_stream(shapes, n_experiences=1, seed=0, path=str(tmp_path / "missing.json"))
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine the threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_run_class_stream_end_to_end(tiny_protocol, tmp_path, capsys, one_thread):
     out = tmp_path / "runs"

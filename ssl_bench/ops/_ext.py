@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 
-import torch  # noqa: F401  (loads libtorch before the extension that links against it)
+import torch  # (also loads libtorch before the extension that links against it)
 
 log = logging.getLogger("ssl_bench.ops")
 
@@ -61,6 +61,15 @@ def use_compiled() -> bool:
     """Whether the ops dispatch to the compiled kernels (logs the choice the first time)."""
     announce()
     return available() and not forced_reference()
+
+
+def kernels(device=None):
+    """``torch.ops.ssl_bench`` when the compiled kernels (for ``device``, if given) are in use, else None."""
+    if not use_compiled():
+        return None
+    if device is not None and torch.device(device).type == "cuda" and not has_cuda():
+        return None
+    return torch.ops.ssl_bench
 
 
 def backend() -> str:

@@ -33,21 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench.errors import UserError
+from ssl_bench.ops import _ext
 
 log = logging.getLogger(__name__)
 
 _CHUNK_ELEMENTS = 1 << 22  # per-sample [O, K] products held at once (reference path)
-
-
-def _kernels(device=None):
-    """``torch.ops.ssl_bench`` when the compiled extension (with a kernel for ``device``) is in use, else None."""
-    from ssl_bench.ops import _ext
-
-    if not _ext.use_compiled():
-        return None
-    if device is not None and torch.device(device).type == "cuda" and not _ext.has_cuda():
-        return None
-    return torch.ops.ssl_bench
 
 
 _logged = set()
@@ -55,7 +45,7 @@ _logged = set()
 
 def backend() -> str:
     """'kernel' when the compiled Fisher ops are used, 'reference' otherwise."""
-    return "kernel" if _kernels() is not None else "reference"
+    return "kernel" if _ext.kernels() is not None else "reference"
 
 
 def _log_backend(name: str) -> None:
@@ -104,7 +94,7 @@ def fisher_conv2d_reference(grad_out, input, kernel_size, stride, padding, dilat
 
 def fisher_linear(grad_out: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
     """Compiled ``ssl_bench::fisher_linear`` when available, else the reference."""
-    ops = _kernels(grad_out.device)
+    ops = _ext.kernels(grad_out.device)
     if ops is None:
         return fisher_linear_reference(grad_out, input)
     return ops.fisher_linear(grad_out.contiguous(), input.contiguous())
@@ -112,7 +102,7 @@ def fisher_linear(grad_out: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
 
 def fisher_conv2d(grad_out, input, kernel_size, stride, padding, dilation) -> torch.Tensor:
     """Compiled ``ssl_bench::fisher_conv2d`` when available, else the reference."""
-    ops = _kernels(grad_out.device)
+    ops = _ext.kernels(grad_out.device)
     if ops is None:
         return fisher_conv2d_reference(grad_out, input, kernel_size, stride, padding, dilation)
     return ops.fisher_conv2d(grad_out.contiguous(), input.contiguous(), list(kernel_size), list(stride),
@@ -179,7 +169,7 @@ def fisher_diagonal(model: nn.Module, loss_fn, others: str = "batch", use_kernel
     if others not in ("batch", "skip"):
         raise UserError(f"fisher_diagonal: others must be 'batch' or 'skip', not {others!r}")
     first = next(model.parameters(), None)
-    ops = _kernels(first.device if first is not None else None)
+    ops = _ext.kernels(first.device if first is not None else None)
     if use_kernel and ops is None:
         raise UserError("fisher_diagonal(use_kernel=True) needs the compiled extension ssl_bench._C; "
                         "install with `pip install --no-build-isolation -e .`")

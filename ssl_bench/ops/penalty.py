@@ -18,25 +18,15 @@ import logging
 import torch
 
 from ssl_bench.errors import UserError
+from ssl_bench.ops import _ext
 
 log = logging.getLogger(__name__)
 _logged = set()
 
 
-def _kernels(device=None):
-    """``torch.ops.ssl_bench`` when the compiled extension (with a kernel for ``device``) is in use, else None."""
-    from ssl_bench.ops import _ext
-
-    if not _ext.use_compiled():
-        return None
-    if device is not None and torch.device(device).type == "cuda" and not _ext.has_cuda():
-        return None
-    return torch.ops.ssl_bench
-
-
 def backend() -> str:
     """'kernel' when the compiled penalty op is used, 'reference' otherwise."""
-    return "kernel" if _kernels() is not None else "reference"
+    return "kernel" if _ext.kernels() is not None else "reference"
 
 
 def _check(params, anchors, importances):
@@ -80,7 +70,7 @@ def quadratic_penalty_(params, anchors, importances, lam: float, use_kernel: boo
     compiled op (UserError if the extension is not built).
     """
     params, anchors, importances = _check(params, anchors, importances)
-    ops = _kernels(params[0].device if params else None)
+    ops = _ext.kernels(params[0].device if params else None)
     if use_kernel and ops is None:
         raise UserError("quadratic_penalty_(use_kernel=True) needs the compiled extension ssl_bench._C; "
                         "install with `pip install --no-build-isolation -e .`")
