@@ -12,6 +12,7 @@ out, 0 when collapsed, as in the SimSiam paper) and the effective rank of the ba
 
     python benchmark/learning_check.py --data-root ../shared/data/tiny-imagenet-100           # CPU
     python benchmark/learning_check.py --data-root DIR --device cuda --width 1 --steps 2000   # a GPU
+    python benchmark/learning_check.py --dataset synthetic --methods simclr,supervised       # built-in data
 
 Head sizes and momentum settings are scaled down for a short CPU budget (listed in SETTINGS and
 printed with the results); everything else is each method's default.
@@ -48,8 +49,10 @@ SETTINGS = {
 
 def parse():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data-root", required=True)
-    p.add_argument("--classes", type=int, default=10, help="first N classes of the dataset")
+    p.add_argument("--data-root", help="Tiny ImageNet folder (not needed with --dataset synthetic)")
+    p.add_argument("--dataset", default="tiny-imagenet", choices=["tiny-imagenet", "synthetic"],
+                   help="synthetic: the built-in generator (20 classes, 4 domains) instead of real images")
+    p.add_argument("--classes", type=int, default=10, help="first N classes of Tiny ImageNet")
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--width", type=float, default=0.125, help="ResNet-18 width multiplier")
     p.add_argument("--steps", type=int, default=300)
@@ -63,7 +66,10 @@ def parse():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--paper-defaults", action="store_true", help="the methods' own defaults instead of SETTINGS")
     p.add_argument("--out", default="benchmark/learning_check.json")
-    return p.parse_args()
+    args = p.parse_args()
+    if args.dataset == "tiny-imagenet" and not args.data_root:
+        p.error("--data-root is required for --dataset tiny-imagenet")
+    return args
 
 
 @torch.no_grad()
@@ -145,8 +151,11 @@ def main():
     device = torch.device(args.device)
     reg = Registry.discover()
     t0 = time.time()
-    ds = reg.get("dataset", "tiny-imagenet").factory(root=args.data_root, resolution=args.resolution, seed=0,
-                                                      download=False, n_classes=args.classes)
+    if args.dataset == "synthetic":
+        ds = reg.get("dataset", "synthetic").factory(resolution=args.resolution, seed=0)
+    else:
+        ds = reg.get("dataset", "tiny-imagenet").factory(root=args.data_root, resolution=args.resolution, seed=0,
+                                                          download=False, n_classes=args.classes)
     print(f"data: {len(ds.train)} train / {len(ds.test)} held-out images, {len(ds.classes)} classes, "
           f"{args.resolution} px ({time.time() - t0:.0f} s to load)")
     make_backbone = reg.get("backbone", "resnet18").factory
