@@ -2,7 +2,8 @@
 # One command for a CUDA machine (the lead runs it on the H100): build ssl_bench._C with its CUDA
 # kernels, run every kernel test (tests/test_ops_*.py) and the GPU benchmarks, keep the logs.
 #   bash benchmark/gpu_check.sh            # logs under $OUT if set, else ./gpu_check_logs
-# Needs torch (CUDA build), nvcc, pytest and pytest-benchmark in the current Python environment.
+# Needs torch (CUDA build), nvcc, pytest, pytest-benchmark and the package's dependencies in the current
+# Python environment; installs this checkout there (editable, no dependencies) with its CUDA kernels.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOGS="${OUT:-gpu_check_logs}"
@@ -16,7 +17,7 @@ mkdir -p "$LOGS"
 
 echo "== build (SSL_BENCH_CUDA=1, TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0})"
 export SSL_BENCH_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}"
-if ! python setup.py build_ext --inplace >"$LOGS/build.log" 2>&1; then
+if ! python -m pip install --no-build-isolation --no-deps -e . >"$LOGS/build.log" 2>&1; then
   tail -40 "$LOGS/build.log"; echo "BUILD FAILED (log: $LOGS/build.log)"; exit 1
 fi
 python -c "import ssl_bench.ops as o; print('backend:', o.backend()); assert o.has_cuda(), 'built without CUDA'" \

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-import ssl_bench.ops as ops
+from ssl_bench import ops
 from ssl_bench.ops import _ext
 from ssl_bench.ops import contrastive as C
 
@@ -172,6 +172,17 @@ def test_cuda_half_precision(form, dtype):
 def test_cuda_several_tiles(form, dtype):
     # more rows (and queue entries) than one 4096 x 4096 tile, none a multiple of it
     compare(form, 4099, 33, 0.1, dtype, "cuda", tol=1e-5 if dtype == torch.float32 else 1e-2, queue=8200)
+
+
+@cuda
+@pytest.mark.parametrize("tile,sizes", [(100, [(1, 5), (7, 100), (257, 333)]), (1024, [(4099, 8200)])])
+def test_cuda_tile_edges(tile, sizes, monkeypatch):
+    # ragged tiles, smaller than one block of the kernels (256 columns, 32 rows) or many per problem
+    monkeypatch.setenv("SSL_BENCH_CONTRASTIVE_TILE", str(tile))
+    for n, queue in sizes:
+        for form in FORMS:
+            for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 1e-2)):
+                compare(form, n, 33, 0.1, dtype, "cuda", tol=tol, queue=queue)
 
 
 @cuda

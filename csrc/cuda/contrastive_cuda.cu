@@ -4,8 +4,9 @@
 // from cuBLAS (at::mm, on the tensor cores for float16/bfloat16, accumulated and returned in float;
 // float32 stays true float32 unless the user enables TF32), and one fused kernel of ours turns it
 // into what the loss needs:
-//   sums:  exp_rows_kernel replaces s by e = exp((s - 1) / tau) (the masked diagonal by 0) and adds
-//          each row's sum to the row accumulator; the column sums are the tile's column sums.
+//   sums:  e = exp((s - 1) / tau) (the masked diagonal 0) is summed per row (exp_rows_kernel) or, when
+//          the column sums are wanted too, per row and per column in one read of the tile
+//          (exp_sums_kernel: per-block partial sums, reduced afterwards without atomics).
 //   grads: weight_kernel writes W = e * (a_i + b_j) in the input dtype, then dR += W C and
 //          dC += W^T R are two more tile products.
 // Only one tile buffer (and W for half inputs) is alive, so memory is O((Mr + Mc) * D + tile^2),
@@ -29,14 +30,12 @@ namespace {
 
 using at::Tensor;
 // Tile edge: 4096 (64 MiB of float per tile: few, large GEMMs, a bounded buffer) unless
-// SSL_BENCH_CONTRASTIVE_TILE says otherwise (smaller tiles stay in L2, larger ones launch less).
+// SSL_BENCH_CONTRASTIVE_TILE says otherwise (smaller tiles stay in L2, larger ones launch less). Read at
+// every call (nanoseconds next to the GEMMs), so tests and benchmarks can change it within one process.
 int64_t tile_edge() {
-  static const int64_t edge = [] {
-    const char* v = std::getenv("SSL_BENCH_CONTRASTIVE_TILE");
-    const int64_t t = v ? std::atoll(v) : 0;
-    return t >= 64 ? t : int64_t(4096);
-  }();
-  return edge;
+  const char* v = std::getenv("SSL_BENCH_CONTRASTIVE_TILE");
+  const int64_t t = v ? std::atoll(v) : 0;
+  return t >= 64 ? t : int64_t(4096);
 }
 constexpr int kThreads = 256;
 
@@ -57,19 +56,43 @@ __device__ acc_t block_sum(acc_t v) {
 
 // One block per tile row r: e = exp((s - 1) * inv_tau), 0 where mask and c - r == diag.
 template <typename acc_t>
-__global__ void __launch_bounds__(kThreads) exp_rows_kernel(acc_t* __restrict__ S, int64_t tc, acc_t inv_tau,
-                                                            int64_t diag, bool mask, bool keep,
-                                                            acc_t* __restrict__ row_sum) {
+__global__ void __launch_bounds__(kThreads) exp_rows_kernel(const acc_t* __restrict__ S, int64_t tc, acc_t inv_tau,
+                                                            int64_t diag, bool mask, acc_t* __restrict__ row_sum) {
   const int64_t r = blockIdx.x;
-  acc_t* s = S + r * tc;
+  const acc_t* s = S + r * tc;
   acc_t sum = 0;
-  for (int64_t c = threadIdx.x; c < tc; c += kThreads) {
-    const acc_t e = (mask && c - r == diag) ? acc_t(0) : ex((s[c] - acc_t(1)) * inv_tau);
-    if (keep) s[c] = e;
-    sum += e;
-  }
+  for (int64_t c = threadIdx.x; c < tc; c += kThreads)
+    sum += (mask && c - r == diag) ? acc_t(0) : ex((s[c] - acc_t(1)) * inv_tau);
   sum = block_sum(sum);
   if (threadIdx.x == 0) row_sum[r] += sum;
+}
+
+// Row and column sums of e in one read of the tile. Block (x, y) covers columns [x * kThreads, +kThreads)
+// and rows [y * kRowsPerBlock, +kRowsPerBlock); it writes its partial sums to row_part[x][r] and
+// col_part[y][c], which the caller reduces (deterministic: no atomics).
+constexpr int kRowsPerBlock = 32;
+template <typename acc_t>
+__global__ void __launch_bounds__(kThreads) exp_sums_kernel(const acc_t* __restrict__ S, int64_t tr, int64_t tc,
+                                                            acc_t inv_tau, int64_t diag, bool mask,
+                                                            acc_t* __restrict__ row_part, acc_t* __restrict__ col_part) {
+  __shared__ acc_t warp_rows[kThreads / 32][kRowsPerBlock];
+  const int64_t c = int64_t(blockIdx.x) * kThreads + threadIdx.x, r0 = int64_t(blockIdx.y) * kRowsPerBlock;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  acc_t col = 0;
+  for (int k = 0; k < kRowsPerBlock; ++k) {
+    const int64_t r = r0 + k;
+    acc_t e = (r < tr && c < tc && !(mask && c - r == diag)) ? ex((S[r * tc + c] - acc_t(1)) * inv_tau) : acc_t(0);
+    col += e;
+    for (int off = 16; off > 0; off >>= 1) e += __shfl_xor_sync(0xffffffffu, e, off);
+    if (lane == 0) warp_rows[warp][k] = e;
+  }
+  if (c < tc) col_part[blockIdx.y * tc + c] = col;
+  __syncthreads();
+  if (threadIdx.x < kRowsPerBlock && r0 + threadIdx.x < tr) {
+    acc_t sum = 0;
+    for (int w = 0; w < kThreads / 32; ++w) sum += warp_rows[w][threadIdx.x];
+    row_part[blockIdx.x * tr + r0 + threadIdx.x] = sum;
+  }
 }
 
 // W_rc = exp((s_rc - 1) * inv_tau) * (a_r + b_c), 0 on the masked diagonal; W may alias S.
@@ -115,7 +138,14 @@ std::tuple<Tensor, Tensor> contrastive_sums_cuda(const Tensor& R_, const Tensor&
   Tensor cols = want_cols ? at::zeros({mc}, R.options().dtype(acc)) : at::empty({0}, rows.options());
   if (mr == 0 || mc == 0) return {rows, cols};
   const int64_t tile = tile_edge();
-  Tensor buf = at::empty({std::min(mr, tile) * std::min(mc, tile)}, rows.options());
+  const int64_t tr_max = std::min(mr, tile), tc_max = std::min(mc, tile);
+  Tensor buf = at::empty({tr_max * tc_max}, rows.options());
+  const auto blocks_of = [](int64_t n, int64_t per) { return (n + per - 1) / per; };
+  Tensor row_part, col_part;  // per-block partial sums of exp_sums_kernel
+  if (want_cols) {
+    row_part = at::empty({blocks_of(tc_max, kThreads) * tr_max}, rows.options());
+    col_part = at::empty({blocks_of(tr_max, kRowsPerBlock) * tc_max}, rows.options());
+  }
   auto stream = c10::cuda::getCurrentCUDAStream();
   for (int64_t i0 = 0; i0 < mr; i0 += tile) {
     const int64_t tr = std::min(tile, mr - i0);
@@ -123,13 +153,21 @@ std::tuple<Tensor, Tensor> contrastive_sums_cuda(const Tensor& R_, const Tensor&
       const int64_t tc = std::min(tile, mc - j0);
       Tensor S = view_of(buf, tr, tc);
       product(S, R.narrow(0, i0, tr), C.narrow(0, j0, tc).t());
+      const int64_t gx = blocks_of(tc, kThreads), gy = blocks_of(tr, kRowsPerBlock);
       AT_DISPATCH_FLOATING_TYPES(acc, "contrastive_sums_cuda", [&] {
-        exp_rows_kernel<scalar_t><<<tr, kThreads, 0, stream>>>(S.data_ptr<scalar_t>(), tc, scalar_t(inv_tau),
-                                                              i0 - j0, mask_diag, want_cols,
-                                                              rows.data_ptr<scalar_t>() + i0);
+        if (want_cols)
+          exp_sums_kernel<scalar_t><<<dim3(gx, gy), kThreads, 0, stream>>>(
+              S.data_ptr<scalar_t>(), tr, tc, scalar_t(inv_tau), i0 - j0, mask_diag, row_part.data_ptr<scalar_t>(),
+              col_part.data_ptr<scalar_t>());
+        else
+          exp_rows_kernel<scalar_t><<<tr, kThreads, 0, stream>>>(S.data_ptr<scalar_t>(), tc, scalar_t(inv_tau),
+                                                                i0 - j0, mask_diag, rows.data_ptr<scalar_t>() + i0);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
-      if (want_cols) cols.narrow(0, j0, tc).add_(S.sum(0));
+      if (want_cols) {
+        rows.narrow(0, i0, tr).add_(view_of(row_part, gx, tr).sum(0));
+        cols.narrow(0, j0, tc).add_(view_of(col_part, gy, tc).sum(0));
+      }
     }
   }
   return {rows, cols};
