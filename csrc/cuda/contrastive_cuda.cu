@@ -16,6 +16,7 @@
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>
 #include <ATen/Dispatch.h>
+#include <ATen/ceil_div.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -140,11 +141,10 @@ std::tuple<Tensor, Tensor> contrastive_sums_cuda(const Tensor& R_, const Tensor&
   const int64_t tile = tile_edge();
   const int64_t tr_max = std::min(mr, tile), tc_max = std::min(mc, tile);
   Tensor buf = at::empty({tr_max * tc_max}, rows.options());
-  const auto blocks_of = [](int64_t n, int64_t per) { return (n + per - 1) / per; };
   Tensor row_part, col_part;  // per-block partial sums of exp_sums_kernel
   if (want_cols) {
-    row_part = at::empty({blocks_of(tc_max, kThreads) * tr_max}, rows.options());
-    col_part = at::empty({blocks_of(tr_max, kRowsPerBlock) * tc_max}, rows.options());
+    row_part = at::empty({at::ceil_div<int64_t>(tc_max, kThreads) * tr_max}, rows.options());
+    col_part = at::empty({at::ceil_div<int64_t>(tr_max, kRowsPerBlock) * tc_max}, rows.options());
   }
   auto stream = c10::cuda::getCurrentCUDAStream();
   for (int64_t i0 = 0; i0 < mr; i0 += tile) {
@@ -153,7 +153,7 @@ std::tuple<Tensor, Tensor> contrastive_sums_cuda(const Tensor& R_, const Tensor&
       const int64_t tc = std::min(tile, mc - j0);
       Tensor S = view_of(buf, tr, tc);
       product(S, R.narrow(0, i0, tr), C.narrow(0, j0, tc).t());
-      const int64_t gx = blocks_of(tc, kThreads), gy = blocks_of(tr, kRowsPerBlock);
+      const int64_t gx = at::ceil_div<int64_t>(tc, kThreads), gy = at::ceil_div<int64_t>(tr, kRowsPerBlock);
       AT_DISPATCH_FLOATING_TYPES(acc, "contrastive_sums_cuda", [&] {
         if (want_cols)
           exp_sums_kernel<scalar_t><<<dim3(gx, gy), kThreads, 0, stream>>>(
@@ -200,7 +200,7 @@ std::tuple<Tensor, Tensor> contrastive_grads_cuda(const Tensor& R_, const Tensor
       Tensor Cb = C.narrow(0, j0, tc);
       Tensor S = view_of(sbuf, tr, tc), W = view_of(wbuf, tr, tc);
       product(S, Rb, Cb.t());
-      const int64_t blocks = std::min<int64_t>((tr * tc + kThreads - 1) / kThreads, 1 << 20);
+      const int64_t blocks = std::min<int64_t>(at::ceil_div<int64_t>(tr * tc, kThreads), 1 << 20);
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, R.scalar_type(), "contrastive_grads_cuda", [&] {
         using acc_t = at::acc_type<scalar_t, true>;
         weight_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream>>>(
