@@ -18,8 +18,8 @@ import torch
 
 from ssl_bench import imagecache
 from ssl_bench.engine import Run
-from ssl_bench_plugins.synthetic import synthetic
-from ssl_bench_plugins.tinyimagenet import tiny_imagenet
+from ssl_bench_plugins.datasets.synthetic import synthetic
+from ssl_bench_plugins.datasets.tiny_imagenet import tiny_imagenet
 
 DATA = Path(os.environ.get("SSL_BENCH_TINY_IMAGENET", Path(__file__).resolve().parents[2] / "shared/data/tiny-imagenet-100"))
 BATCH, N_BATCHES = 256, 20

@@ -41,7 +41,7 @@ def small_resnet(width=16, classes=10):
 
 
 def resnet18():
-    from ssl_bench_plugins.resnet import resnet18 as backbone
+    from ssl_bench_plugins.backbones.resnet import resnet18 as backbone
     net = backbone()
     return nn.Sequential(net, nn.Linear(net.feature_dim, 10))
 

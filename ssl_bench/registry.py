@@ -1,7 +1,8 @@
 """Finds plugins, registers them with pluggy, and answers "which factory is called X?".
 
 Plugins come from three places, all registered the same way:
-the built-ins (every module of the ``ssl_bench_plugins`` package, i.e. ``plugins/``),
+the built-ins (every module of the sub-packages of ``ssl_bench_plugins``, i.e. ``plugins/methods/``,
+``plugins/streams/`` and so on),
 installed packages that declare an entry point in the ``ssl_bench`` group, and
 ``--plugin NAME_OR_PATH`` (an entry-point name, an importable module or a ``.py`` file).
 A plugin that fails to load is recorded with its error instead of stopping everything;
@@ -91,12 +92,18 @@ class Registry:
         return reg
 
     def load_builtins(self) -> None:
+        """Every module in the sub-packages of ``ssl_bench_plugins`` (one per kind), by folder, then file name.
+
+        A built-in plugin is named after its file, without the trailing ``_`` of a keyword (``class_.py``: ``class``).
+        """
         package = importlib.import_module(BUILTIN_PACKAGE)
-        for mod in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-            if mod.name.startswith("_"):
-                continue
-            name = f"{BUILTIN_PACKAGE}.{mod.name}"
-            self._add(mod.name, "builtin", lambda name=name: importlib.import_module(name), required=False)
+        for folder in sorted((m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg)):
+            sub = importlib.import_module(f"{BUILTIN_PACKAGE}.{folder}")
+            for mod in sorted(pkgutil.iter_modules(sub.__path__), key=lambda m: m.name):
+                if mod.name.startswith("_") or mod.ispkg:
+                    continue
+                module = f"{sub.__name__}.{mod.name}"
+                self._add(mod.name.rstrip("_"), "builtin", lambda module=module: importlib.import_module(module), required=False)
 
     def load_entry_points(self) -> None:
         for ep in md.entry_points(group=ENTRY_POINT_GROUP):

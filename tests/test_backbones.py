@@ -9,7 +9,7 @@ from torch import nn
 
 from ssl_bench.errors import UserError
 from ssl_bench.registry import Registry
-from ssl_bench_plugins.resnet import resnet18, resnet50
+from ssl_bench_plugins.backbones.resnet import resnet18, resnet50
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,7 +13,7 @@ from ssl_bench.api import Batch, Features, Method
 from ssl_bench.engine import Run, RunConfig
 from ssl_bench.errors import UserError
 from ssl_bench.registry import Registry
-from ssl_bench_plugins import cka, collapse, downstream, fewshot, knn, linear_probe, sharpness
+from ssl_bench_plugins.evaluators import cka, collapse, downstream, fewshot, knn, linear, sharpness
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,10 +45,10 @@ def test_linear_probe_separates_linearly_separable_features():
     x = x[top2[:, 0] - top2[:, 1] > 1.0][:600]  # keep a margin around the class boundaries
     y = (x @ w).argmax(1)  # classes are linear regions: separable, but not clustered
     feats = features_of([(x[:200], y[:200]), (x[200:400], y[200:400])], [(x[400:500], y[400:500]), (x[500:], y[500:])])
-    acc = linear_probe.LinearProbe().evaluate(None, feats, None)["acc"]
+    acc = linear.LinearProbe().evaluate(None, feats, None)["acc"]
     assert acc.shape == (2,) and acc.min() >= 0.98
     shuffled = features_of([(x[:200], y[torch.randperm(200, generator=g)])], [(x[400:500], y[400:500])])
-    assert linear_probe.LinearProbe().evaluate(None, shuffled, None)["acc"][0] < 0.6  # labels carry no signal
+    assert linear.LinearProbe().evaluate(None, shuffled, None)["acc"][0] < 0.6  # labels carry no signal
 
 
 def test_knn_on_clusters_and_per_k_keys():

@@ -11,10 +11,10 @@ from ssl_bench import results
 from ssl_bench.cli import main
 from ssl_bench.ops import moco_info_nce, nt_xent
 from ssl_bench.registry import Registry
-from ssl_bench_plugins.barlow import barlow_loss
-from ssl_bench_plugins.byol import byol_loss
-from ssl_bench_plugins.simsiam import neg_cosine
-from ssl_bench_plugins.vicreg import vicreg_terms
+from ssl_bench_plugins.methods.barlow import barlow_loss
+from ssl_bench_plugins.methods.byol import byol_loss
+from ssl_bench_plugins.methods.simsiam import neg_cosine
+from ssl_bench_plugins.methods.vicreg import vicreg_terms
 
 REGISTRY = Registry.discover()
 METHODS = REGISTRY.names("method")

@@ -20,7 +20,7 @@ def test_stages_train_at_small_resolution_then_full(tmp_path, capsys):
     recorder = tmp_path / "recorder.py"
     recorder.write_text(textwrap.dedent("""
         from ssl_bench import hookimpl
-        from ssl_bench_plugins.simclr import SimCLR
+        from ssl_bench_plugins.methods.simclr import SimCLR
 
         SIZES = []
 

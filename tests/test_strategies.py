@@ -5,7 +5,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from ssl_bench_plugins.replay import ReplayBuffer
+from ssl_bench_plugins.strategies.replay import ReplayBuffer
 
 from ssl_bench import augment, results
 from ssl_bench.cli import main
@@ -141,7 +141,7 @@ def test_ewc_fisher_is_per_sample_mean_of_squares(micro, tmp_path):
 
 
 def test_mas_importance_is_mean_abs_per_sample_gradient(micro, tmp_path):
-    from ssl_bench_plugins.mas import mas_importance
+    from ssl_bench_plugins.strategies.mas import mas_importance
 
     run = make_run(micro, tmp_path, "mas")
     backbone = run.method.backbone.eval()

@@ -19,7 +19,7 @@ from pathlib import Path
 from ssl_bench import hookimpl, imagecache
 from ssl_bench.api import Dataset
 from ssl_bench.errors import UserError
-from ssl_bench_plugins.imagefolder import check_fraction, class_folders, held_out, image_files
+from ssl_bench_plugins.datasets.imagefolder import check_fraction, class_folders, held_out, image_files
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"

@@ -40,7 +40,7 @@ from torch import nn
 
 from ssl_bench import hookimpl
 from ssl_bench.errors import UserError
-from ssl_bench_plugins.class_incremental import check_count, class_experiences
+from ssl_bench_plugins.streams.class_ import check_count, class_experiences
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"

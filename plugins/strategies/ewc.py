@@ -28,7 +28,7 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from ssl_bench_plugins.mas import QuadraticRegularizer
+from ssl_bench_plugins.strategies.mas import QuadraticRegularizer
 
 from ssl_bench import hookimpl
 from ssl_bench.ops.fisher import fisher_diagonal

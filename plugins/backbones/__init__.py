@@ -1,0 +1,1 @@
+"""Backbones (``ssl_bench_backbones``, or :func:`ssl_bench.backbones.register_backbone`). Start from ``resnet.py``."""

@@ -1,0 +1,1 @@
+"""Methods (``ssl_bench_methods``): a backbone plus its heads and loss. Start a new one from ``simclr.py``."""

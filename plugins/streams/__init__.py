@@ -1,0 +1,1 @@
+"""Streams (``ssl_bench_streams``): cut a dataset into experiences. Start a new one from ``instance.py``."""
