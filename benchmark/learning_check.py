@@ -33,7 +33,7 @@ from tqdm import tqdm
 from ssl_bench import augment
 from ssl_bench.optim import LARS
 from ssl_bench.registry import Registry
-from ssl_bench_plugins.evaluators.linear import fit_predict
+from ssl_bench.probes import fit_predict
 
 #: per-method options for a short budget (smaller heads; faster momentum; a queue smaller than the data)
 SETTINGS = {

@@ -1,21 +1,26 @@
-"""The types plugins build and return: datasets, experiences, methods, strategies, evaluators.
+"""The types plugins build and return (datasets, experiences, methods, strategies, evaluators), and what they see of a run.
 
 A plugin author needs only this module, :mod:`ssl_bench.hookspecs` and
-:data:`ssl_bench.hookimpl`. Everything here is plain data or a base class with
-do-nothing defaults, so a plugin overrides just what it changes.
+:data:`ssl_bench.hookimpl`. Everything here is plain data, a base class with do-nothing
+defaults (so a plugin overrides just what it changes), or :class:`RunContext`: the part of a
+running run that plugins may read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+import typing
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ssl_bench.engine import Run
+    from ssl_bench.augment import Augment
+    from ssl_bench.engine import RunConfig
+    from ssl_bench.protocol import Protocol
+    from ssl_bench.registry import Registry
 
 
 @dataclass
@@ -27,7 +32,7 @@ class ImageSet:
     domains: torch.Tensor  #: int64 [N], index into ``Dataset.domains``
     ids: list[str] | None = None  #: stable sample ids (file names), for manifests
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         n = len(self.images)
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
@@ -112,10 +117,11 @@ class Method(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        return int(self.backbone.feature_dim)
+        return int(cast(int, self.backbone.feature_dim))  # a plain int attribute of the backbone module
 
-    def loss(self, views: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """Return the scalar training loss for ``views`` (float, normalised images)."""
+    def loss(self, views: list[torch.Tensor], labels: torch.Tensor | None) -> torch.Tensor:
+        """Return the scalar training loss for ``views`` (float, normalised images); ``labels`` is None
+        unless :attr:`uses_labels`."""
         raise NotImplementedError
 
     def forward(self, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -130,6 +136,38 @@ class Method(nn.Module):
 
     def after_step(self, progress: float) -> None:
         """Called after every optimiser step; ``progress`` runs from 0 to 1 over the run (momentum updates)."""
+
+
+class RunContext(typing.Protocol):
+    """What plugins may read from a running run: the ``run`` argument of strategy, evaluator and observer hooks.
+
+    The engine's run object has more (step counters, metrics so far); those may change without
+    notice. Plugins read these and change none of them, with two exceptions that the hooks
+    document: a strategy may add a parameter group to :attr:`optimizer` in ``setup``, and
+    strategies and evaluators may switch :attr:`method` between train and eval mode when they
+    restore it afterwards.
+    """
+
+    config: RunConfig  #: the user's choices: plugins, options, ``out``, ``download``, ``progress``
+    protocol: Protocol  #: the validated protocol (``protocol.train``, ``protocol.eval``, ...)
+    registry: Registry  #: the plugin registry (e.g. ``registry.get("dataset", name)`` for downstream data)
+    seed: int  #: the run's seed
+    device: torch.device  #: where the method and batches live
+    rank: int  #: this process's rank under torchrun (0 on one process)
+    dataset: Dataset  #: the protocol's dataset
+    experiences: list[Experience]  #: the stream's experiences
+    phases: list[Phase]  #: the training phases, as planned by the strategy
+    method: Method  #: the method being trained (``method.backbone`` is what evaluators measure)
+    optimizer: torch.optim.Optimizer  #: the run's optimiser
+    augment: Augment  #: the protocol's augmentation, ``augment(images, n_views, size, generator)``
+
+    def batch_of(self, index: torch.Tensor) -> Batch:
+        """The training samples at ``index`` (indices into ``dataset.train``) as a :class:`Batch` on the device."""
+        ...
+
+    def views(self, images: torch.Tensor, size: int | None = None) -> list[torch.Tensor]:
+        """Augmented, normalised views of a uint8 batch for the method, at ``size`` px (default: the dataset's)."""
+        ...
 
 
 class Strategy:
@@ -149,28 +187,28 @@ class Strategy:
         """
         return None
 
-    def setup(self, run: Run) -> None:
+    def setup(self, run: RunContext) -> None:
         """Called once the method and optimiser exist."""
 
-    def before_phase(self, run: Run, phase: Phase) -> None:
+    def before_phase(self, run: RunContext, phase: Phase) -> None:
         """Called before a phase trains."""
 
-    def batch(self, run: Run, batch: Batch) -> Batch:
+    def batch(self, run: RunContext, batch: Batch) -> Batch:
         """Change a batch before augmentation (replay mixes in stored samples here)."""
         return batch
 
-    def views(self, run: Run, views: list[torch.Tensor], batch: Batch) -> list[torch.Tensor]:
+    def views(self, run: RunContext, views: list[torch.Tensor], batch: Batch) -> list[torch.Tensor]:
         """Change the augmented views (mixup-style strategies work here)."""
         return views
 
-    def loss(self, run: Run, views: list[torch.Tensor], batch: Batch) -> torch.Tensor | None:
+    def loss(self, run: RunContext, views: list[torch.Tensor], batch: Batch) -> torch.Tensor | None:
         """Return an extra loss term to add to the method's loss, or None."""
         return None
 
-    def after_backward(self, run: Run) -> None:
+    def after_backward(self, run: RunContext) -> None:
         """Called after ``loss.backward()``, before the optimiser step (may add to ``.grad``)."""
 
-    def after_phase(self, run: Run, phase: Phase) -> None:
+    def after_phase(self, run: RunContext, phase: Phase) -> None:
         """Called after a phase has trained, before it is evaluated."""
 
     def record(self) -> dict[str, Any]:
@@ -202,14 +240,14 @@ class Evaluator:
     #: "phase": after every training phase (and once at initialisation); "end": once after training
     when: str = "phase"
 
-    def setup(self, run: Run) -> None:
+    def setup(self, run: RunContext) -> None:
         """Called once the run is built, before any training: check options and load data here, so that a
         mistake (a missing downstream dataset) stops the run at its start, not after hours."""
 
-    def evaluate(self, run: Run, features: Features, previous: Features | None) -> dict[str, Any]:
+    def evaluate(self, run: RunContext, features: Features, previous: Features | None) -> dict[str, Any]:
         """Return ``{key: number or array}``. ``previous`` holds the features of the phase before (or None)."""
         raise NotImplementedError
 
-    def finish(self, run: Run, features: Features) -> dict[str, Any]:
+    def finish(self, run: RunContext, features: Features) -> dict[str, Any]:
         """Per-phase evaluators only: end-of-run extras (stored as ``end/<name>/<key>``); ``features`` are the last phase's."""
         return {}

@@ -90,21 +90,22 @@ def summarize(arrays: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def linear_cka(x, y) -> float:
+def linear_cka(x: Any, y: Any) -> float:
     """Linear CKA (Kornblith et al. 2019) between two feature matrices of the same samples, [n, d1] and [n, d2].
 
     ``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)`` with columns centred; 1 for identical
-    features, invariant to orthogonal transforms and isotropic scaling of either side.
+    features, invariant to orthogonal transforms and isotropic scaling of either side. ``x`` and
+    ``y`` are arrays or tensors of any float dtype; the computation is in float64 with torch, the
+    same for the ``cka`` evaluator (which stores it) and for the tools that recompute it from files.
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    import torch  # here, so that tools reading result files (submit, leaderboard) start without torch
+
+    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"CKA needs the same samples on both sides, got {x.shape[0]} and {y.shape[0]} rows")
-    x = x - x.mean(0)
-    y = y - y.mean(0)
-    cross = np.linalg.norm(y.T @ x) ** 2
-    norm = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
-    return float(cross / norm) if norm > 0 else float("nan")
+    x, y = x - x.mean(0), y - y.mean(0)
+    norm = torch.linalg.norm(x.T @ x) * torch.linalg.norm(y.T @ y)
+    return float(torch.linalg.norm(y.T @ x) ** 2 / norm) if norm > 0 else float("nan")
 
 
 def _check_pair(result, joint) -> None:

@@ -6,13 +6,24 @@ return a dict ``{name: factory}``; the names are what users type after ``--metho
 ``--stream`` and so on. The types the factories return are documented in :mod:`ssl_bench.api`.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from ssl_bench.api import Dataset, Evaluator, Experience, Method, Phase, RunContext, Strategy
 
 hookspec = pluggy.HookspecMarker("ssl_bench")
 
 
 @hookspec
-def ssl_bench_methods():
+def ssl_bench_methods() -> dict[str, Callable[..., Method]]:
     """Return ``{name: factory}`` of self-supervised (or supervised) methods.
 
     ``factory(backbone, **options)`` returns an :class:`ssl_bench.api.Method` that trains
@@ -22,7 +33,7 @@ def ssl_bench_methods():
 
 
 @hookspec
-def ssl_bench_streams():
+def ssl_bench_streams() -> dict[str, Callable[..., list[Experience]]]:
     """Return ``{name: factory}`` of streams, which cut a dataset into experiences.
 
     ``factory(dataset, n_experiences, seed, **options)`` returns a list of
@@ -34,7 +45,7 @@ def ssl_bench_streams():
 
 
 @hookspec
-def ssl_bench_strategies():
+def ssl_bench_strategies() -> dict[str, Callable[..., Strategy]]:
     """Return ``{name: factory}`` of continual strategies.
 
     ``factory(**options)`` returns an :class:`ssl_bench.api.Strategy`. Strategies can be
@@ -43,7 +54,7 @@ def ssl_bench_strategies():
 
 
 @hookspec
-def ssl_bench_datasets():
+def ssl_bench_datasets() -> dict[str, Callable[..., Dataset]]:
     """Return ``{name: factory}`` of datasets.
 
     ``factory(root, resolution, seed, download, **options)`` returns an
@@ -55,7 +66,7 @@ def ssl_bench_datasets():
 
 
 @hookspec
-def ssl_bench_backbones():
+def ssl_bench_backbones() -> dict[str, Callable[..., nn.Module]]:
     """Return ``{name: factory}`` of backbones (feature extractors).
 
     ``factory(**options)`` returns an ``nn.Module`` that maps a float image batch
@@ -64,7 +75,7 @@ def ssl_bench_backbones():
 
 
 @hookspec
-def ssl_bench_evaluators():
+def ssl_bench_evaluators() -> dict[str, Callable[..., Evaluator]]:
     """Return ``{name: factory}`` of evaluators, which measure the frozen backbone.
 
     ``factory(**options)`` returns an :class:`ssl_bench.api.Evaluator`.
@@ -72,16 +83,16 @@ def ssl_bench_evaluators():
 
 
 @hookspec
-def ssl_bench_run_start(run):
+def ssl_bench_run_start(run: RunContext) -> None:
     """Called once a run is set up, before the first training step.
 
-    ``run`` is the :class:`ssl_bench.engine.Run` (protocol, dataset, experiences,
-    method, strategy, device). Observers must not change it.
+    ``run`` is the :class:`ssl_bench.api.RunContext` (protocol, dataset, experiences, phases,
+    method, device, ...). Observers must not change it.
     """
 
 
 @hookspec
-def ssl_bench_experience_start(run, phase):
+def ssl_bench_experience_start(run: RunContext, phase: Phase) -> None:
     """Called before a training phase (one experience for sequential training) starts.
 
     ``phase`` is the :class:`ssl_bench.api.Phase` about to be trained.
@@ -89,12 +100,12 @@ def ssl_bench_experience_start(run, phase):
 
 
 @hookspec
-def ssl_bench_step_end(run, step, loss):
+def ssl_bench_step_end(run: RunContext, step: int, loss: float) -> None:
     """Called after every optimisation step with the global step number and the loss (a float)."""
 
 
 @hookspec
-def ssl_bench_experience_end(run, phase, metrics):
+def ssl_bench_experience_end(run: RunContext, phase: Phase, metrics: dict[str, Any]) -> None:
     """Called after a training phase has been trained and evaluated.
 
     ``metrics`` maps ``"<evaluator>/<key>"`` to what the evaluators measured for this phase.
@@ -102,5 +113,5 @@ def ssl_bench_experience_end(run, phase, metrics):
 
 
 @hookspec
-def ssl_bench_run_end(run, path):
+def ssl_bench_run_end(run: RunContext, path: Path) -> None:
     """Called after the result file has been written to ``path``."""

@@ -5,7 +5,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from ssl_bench_plugins.strategies.replay import ReplayBuffer
+from ssl_bench.buffers import ReplayBuffer
 
 from ssl_bench import augment, results
 from ssl_bench.cli import main

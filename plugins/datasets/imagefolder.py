@@ -3,50 +3,22 @@
 When ``root`` holds ``train/`` and ``test/`` (or ``val/``) folders, each with one folder per
 class, those are the two splits. Otherwise a fixed ``test_fraction`` (default 0.2, at least
 one image) of every class is held out; which images are held out depends only on their file
-names (the lowest CRC-32 of the relative path), never on the seed, so every run evaluates on
-the same images and adding files moves few of them. Images are decoded once into the uint8
-cache (:mod:`ssl_bench.imagecache`); option ``on_corrupt`` = ``"skip"`` (default: skip and count
+names (the lowest CRC-32 of the relative path, :func:`ssl_bench.imagefiles.split_held_out`),
+never on the seed, so every run evaluates on the same images and adding files moves few of
+them. Images are decoded once into the uint8 cache (:mod:`ssl_bench.imagecache`); option ``on_corrupt`` = ``"skip"`` (default: skip and count
 undecodable files, with a warning) or ``"error"``.
 """
 
-import zlib
 from pathlib import Path
 
 from ssl_bench import hookimpl, imagecache
 from ssl_bench.api import Dataset
 from ssl_bench.errors import UserError
+from ssl_bench.imagefiles import check_fraction, class_folders, image_files, split_held_out
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"
 __paper__ = None
-
-
-def image_files(folder: Path) -> list[Path]:
-    """The image files directly in ``folder`` or below it, sorted."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and imagecache.is_image(p))
-
-
-def class_folders(folder: Path, what: str) -> list[Path]:
-    if not folder.is_dir():
-        raise UserError(f"{what}: {folder} is not a folder")
-    found = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not found:
-        raise UserError(f"{what}: no class folders in {folder} (expected {folder}/<class>/<image files>)")
-    return found
-
-
-def held_out(files: list[Path], root: Path, fraction: float) -> tuple[list[Path], list[Path]]:
-    """Split one class's files into (train, test) by the CRC-32 of their relative paths."""
-    ranked = sorted(files, key=lambda p: (zlib.crc32(p.relative_to(root).as_posix().encode()), p))
-    n_test = max(1, round(fraction * len(files)))
-    test = set(ranked[:n_test])
-    return [f for f in files if f not in test], [f for f in files if f in test]
-
-
-def check_fraction(what: str, fraction) -> float:
-    if not 0 < float(fraction) < 1:
-        raise UserError(f"{what}: test_fraction must be between 0 and 1, got {fraction}")
-    return float(fraction)
 
 
 def imagefolder(root=None, resolution=64, seed=0, download=False, test_fraction=0.2, on_corrupt="skip"):
@@ -69,7 +41,7 @@ def imagefolder(root=None, resolution=64, seed=0, download=False, test_fraction=
             if len(files) < 2:
                 raise UserError(f"imagefolder: class '{name}' has {len(files)} images in {root / name}; "
                                 "each class needs at least 2 (one is held out)")
-            parts = dict(zip(("train", "test"), held_out(files, root, fraction)))
+            parts = dict(zip(("train", "test"), split_held_out(files, root, fraction)))
         for split, files in parts.items():
             if not files:
                 raise UserError(f"imagefolder: class '{name}' has no {split} images "

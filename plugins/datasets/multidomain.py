@@ -3,7 +3,7 @@
 ``multidomain``: every sub-folder of ``root`` is a domain, every sub-folder of a domain a
 class; classes are the union over domains (a class may be absent from a domain). A fixed
 ``test_fraction`` of every (domain, class) folder is held out, chosen by file name as in the
-``imagefolder`` plugin.
+``imagefolder`` plugin (:func:`ssl_bench.imagefiles.split_held_out`).
 
 ``domainnet``: DomainNet's own split: ``root/<domain>_train.txt`` and ``root/<domain>_test.txt``
 list ``<domain>/<class>/<file> <label>`` relative to ``root``; every domain with both files is used
@@ -19,7 +19,7 @@ from pathlib import Path
 from ssl_bench import hookimpl, imagecache
 from ssl_bench.api import Dataset
 from ssl_bench.errors import UserError
-from ssl_bench_plugins.datasets.imagefolder import check_fraction, class_folders, held_out, image_files
+from ssl_bench.imagefiles import check_fraction, class_folders, image_files, split_held_out
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"
@@ -73,7 +73,7 @@ def multidomain(root=None, resolution=64, seed=0, download=False, test_fraction=
             if len(found) < 2:
                 raise UserError(f"multidomain: {per_domain[d][c]} has {len(found)} images; each class folder needs "
                                 "at least 2 (one is held out)")
-            train, test = held_out(found, root, fraction)
+            train, test = split_held_out(found, root, fraction)
             files["train"] += [(f, ci, di) for f in train]
             files["test"] += [(f, ci, di) for f in test]
     return _dataset("multidomain", root, resolution, domains, classes, files, on_corrupt)

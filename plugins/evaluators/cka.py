@@ -17,28 +17,21 @@ already in ``--out``, ``end/cka/joint`` is the CKA between the two final backbon
 import dataclasses
 import logging
 
-import h5py
 import numpy as np
 import torch
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
+from ssl_bench.continual import linear_cka
 from ssl_bench.errors import UserError
-from ssl_bench_plugins.evaluators.linear import held_out
+from ssl_bench.probes import held_out
+from ssl_bench.results import Result
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"
 __paper__ = "Kornblith et al., Similarity of Neural Network Representations Revisited, ICML 2019"
 
 log = logging.getLogger(__name__)
-
-
-def linear_cka(x, y) -> float:
-    """``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)`` with Xc, Yc centred per column (same rows)."""
-    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
-    x, y = x - x.mean(0), y - y.mean(0)
-    norm = torch.linalg.norm(x.T @ x) * torch.linalg.norm(y.T @ y)
-    return float(torch.linalg.norm(y.T @ x) ** 2 / norm) if norm > 0 else float("nan")
 
 
 class CKA(Evaluator):
@@ -72,11 +65,15 @@ class CKA(Evaluator):
         if not path.is_file():
             log.info("cka: no joint run %s in %s; CKA to joint is left to `ssl-bench plot`", path.name, cfg.out)
             return {}
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("protocol_hash") != cfg.protocol.hash or "metrics/cka/features" not in f:
-                log.warning("cka: %s has another protocol or no stored CKA features; not compared", path)
-                return {}
-            joint_x, joint_idx = f["metrics/cka/features"][-1], f["metrics/cka/index"][-1]
+        try:
+            joint = Result(path)
+        except UserError as err:  # another schema version, or not a result file: the run itself is fine
+            log.warning("cka: %s; not compared", err)
+            return {}
+        if joint.attrs.get("protocol_hash") != cfg.protocol.hash or "metrics/cka/features" not in joint.arrays:
+            log.warning("cka: %s has another protocol or no stored CKA features; not compared", path)
+            return {}
+        joint_x, joint_idx = joint["metrics/cka/features"][-1], joint["metrics/cka/index"][-1]
         idx, x = self.subset(run, features)
         if not np.array_equal(idx, joint_idx):
             log.warning("cka: %s stored features of other samples; not compared", path)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
-from ssl_bench_plugins.evaluators.linear import held_out
+from ssl_bench.probes import held_out
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"

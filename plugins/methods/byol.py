@@ -10,24 +10,17 @@ symmetrised normalised MSE, 2 - 2 cos(prediction, target projection), summed ove
 The paper's asymmetric views are the ``byol`` augmentation recipe of the protocol.
 """
 
-import copy
-import math
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Method
 from ssl_bench.errors import UserError
+from ssl_bench.heads import cosine_momentum, ema_update, frozen_copy, mlp
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"
 __paper__ = "Grill et al., Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning, NeurIPS 2020"
-
-
-def mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, d_out))
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -44,8 +37,8 @@ class BYOL(Method):
         self.base_momentum, self.final_momentum = base_momentum, final_momentum
         self.projector = mlp(self.feature_dim, proj_hidden, proj_dim)
         self.predictor = mlp(proj_dim, pred_hidden, proj_dim)
-        self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
-        self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.target_backbone = frozen_copy(backbone)
+        self.target_projector = frozen_copy(self.projector)
 
     def loss(self, views, labels):
         v1, v2 = views[0], views[1]
@@ -58,16 +51,11 @@ class BYOL(Method):
 
     def momentum_at(self, progress: float) -> float:
         """The paper's cosine schedule from ``base_momentum`` (progress 0) to ``final_momentum`` (progress 1)."""
-        w = (math.cos(math.pi * min(1.0, progress)) + 1) / 2
-        return self.final_momentum - (self.final_momentum - self.base_momentum) * w
+        return cosine_momentum(self.base_momentum, self.final_momentum, progress)
 
     @torch.no_grad()
     def after_step(self, progress):
-        tau = self.momentum_at(progress)
-        online = list(self.backbone.parameters()) + list(self.projector.parameters())
-        target = list(self.target_backbone.parameters()) + list(self.target_projector.parameters())
-        torch._foreach_mul_(target, tau)
-        torch._foreach_add_(target, online, alpha=1 - tau)
+        ema_update([self.target_backbone, self.target_projector], [self.backbone, self.projector], self.momentum_at(progress))
 
 
 @hookimpl

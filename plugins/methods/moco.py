@@ -12,29 +12,19 @@ The keys of a training-mode loss call are enqueued in ``after_step`` (after the 
 evaluators that call the loss without stepping do not change the queue.
 """
 
-import copy
-import math
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Method
 from ssl_bench.errors import UserError
+from ssl_bench.heads import cosine_momentum, ema_update, frozen_copy, mlp
 from ssl_bench.ops import moco_info_nce
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"
 __paper__ = "Chen et al., Improved Baselines with Momentum Contrastive Learning, arXiv:2003.04297, 2020"
-
-
-def _frozen_copy(module: nn.Module) -> nn.Module:
-    twin = copy.deepcopy(module)
-    for p in twin.parameters():
-        p.requires_grad_(False)
-    return twin
 
 
 def _gather(x: torch.Tensor) -> torch.Tensor:
@@ -57,10 +47,9 @@ class MoCo(Method):
             raise UserError("moco: need 0 <= momentum <= 1, queue_size >= 1 and temperature > 0")
         self.temperature, self.base_momentum = temperature, momentum
         self.momentum_schedule, self.symmetric = momentum_schedule, symmetric
-        self.projector = nn.Sequential(nn.Linear(self.feature_dim, proj_hidden), nn.ReLU(inplace=True),
-                                       nn.Linear(proj_hidden, proj_dim))
-        self.key_backbone = _frozen_copy(backbone)
-        self.key_projector = _frozen_copy(self.projector)
+        self.projector = mlp(self.feature_dim, proj_hidden, proj_dim, batch_norm=False)
+        self.key_backbone = frozen_copy(backbone)
+        self.key_projector = frozen_copy(self.projector)
         # buffers, so that the queue is checkpointed and moved to the device with the method
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
@@ -96,15 +85,11 @@ class MoCo(Method):
     def momentum_at(self, progress: float) -> float:
         if self.momentum_schedule == "constant":
             return self.base_momentum
-        return 1 - (1 - self.base_momentum) * (math.cos(math.pi * min(1.0, progress)) + 1) / 2
+        return cosine_momentum(self.base_momentum, 1.0, progress)
 
     @torch.no_grad()
     def after_step(self, progress):
-        m = self.momentum_at(progress)
-        online = list(self.backbone.parameters()) + list(self.projector.parameters())
-        target = list(self.key_backbone.parameters()) + list(self.key_projector.parameters())
-        torch._foreach_mul_(target, m)
-        torch._foreach_add_(target, online, alpha=1 - m)
+        ema_update([self.key_backbone, self.key_projector], [self.backbone, self.projector], self.momentum_at(progress))
         if self._pending is not None:
             self._enqueue(self._pending)
             self._pending = None

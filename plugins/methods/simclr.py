@@ -5,10 +5,9 @@ Defaults from the paper: a 2-layer MLP projector with a 128-d output and tempera
 (the paper's best for batch sizes up to 1024 with SGD/LARS; 0.1-0.2 for very large batches).
 """
 
-from torch import nn
-
 from ssl_bench import hookimpl
 from ssl_bench.api import Method
+from ssl_bench.heads import mlp
 from ssl_bench.ops import nt_xent
 
 __version__ = "0.1.0"
@@ -20,8 +19,7 @@ class SimCLR(Method):
     def __init__(self, backbone, proj_hidden: int = 512, proj_dim: int = 128, temperature: float = 0.5):
         super().__init__(backbone)
         self.temperature = temperature
-        self.projector = nn.Sequential(nn.Linear(self.feature_dim, proj_hidden), nn.BatchNorm1d(proj_hidden),
-                                       nn.ReLU(inplace=True), nn.Linear(proj_hidden, proj_dim))
+        self.projector = mlp(self.feature_dim, proj_hidden, proj_dim)
 
     def loss(self, views, labels):
         z1, z2 = (self.projector(self.backbone(v)) for v in views)

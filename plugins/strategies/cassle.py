@@ -15,8 +15,6 @@ choice for BYOL/SimSiam-style methods) for all of them.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,6 +23,7 @@ from torch import nn
 from ssl_bench import hookimpl
 from ssl_bench.api import Strategy
 from ssl_bench.errors import UserError
+from ssl_bench.heads import frozen_copy, mlp
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"
@@ -53,16 +52,12 @@ class CaSSLe(Strategy):
         with torch.no_grad():  # the projection's width, from two blank images
             dim = method.project(torch.zeros(2, 3, run.dataset.resolution, run.dataset.resolution, device=run.device)).shape[1]
         method.train(was_training)
-        self.predictor = nn.Sequential(nn.Linear(dim, self.hidden), nn.BatchNorm1d(self.hidden), nn.ReLU(inplace=True),
-                                       nn.Linear(self.hidden, dim)).to(run.device)
+        self.predictor = mlp(dim, self.hidden, dim).to(run.device)
         # trained with the model by the run's optimiser (same learning-rate schedule)
         run.optimizer.add_param_group({"params": list(self.predictor.parameters())})
 
     def _freeze(self, method):
-        frozen = copy.deepcopy(method).eval()
-        for p in frozen.parameters():
-            p.requires_grad_(False)
-        return frozen
+        return frozen_copy(method).eval()
 
     def loss(self, run, views, batch):
         if self.frozen is None:

@@ -28,10 +28,10 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from ssl_bench_plugins.strategies.mas import QuadraticRegularizer
 
 from ssl_bench import hookimpl
 from ssl_bench.ops.fisher import fisher_diagonal
+from ssl_bench.regularizers import QuadraticRegularizer
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"

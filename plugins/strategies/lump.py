@@ -7,8 +7,8 @@ views, so the SSL loss sees interpolations between the current and the past dist
 buffer samples are augmented like the current ones (their own random views, at the same
 resolution). The first experience has no buffer and trains unchanged.
 
-The buffer is the replay plugin's :class:`~ssl_bench_plugins.strategies.replay.StreamBuffer` (reservoir
-by default), filled after each phase, checkpointed and recorded like replay's. LUMP mixes
+The buffer is :class:`ssl_bench.buffers.StreamBuffer`, as replay's (reservoir by default),
+filled after each phase, checkpointed and recorded like replay's. LUMP mixes
 unlabelled images, so methods that train on labels are refused (their labels would not mix).
 """
 
@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from ssl_bench_plugins.strategies.replay import StreamBuffer
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Strategy
+from ssl_bench.buffers import StreamBuffer
 from ssl_bench.errors import UserError
 
 __version__ = "0.1.0"

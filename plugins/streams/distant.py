@@ -39,8 +39,8 @@ import torch
 from torch import nn
 
 from ssl_bench import hookimpl
+from ssl_bench.class_groups import check_n_experiences, class_experiences
 from ssl_bench.errors import UserError
-from ssl_bench_plugins.streams.class_ import check_count, class_experiences
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"
@@ -248,7 +248,7 @@ def class_distances(dataset, source: str = "auto", wordnet=None) -> tuple[np.nda
 
 def distant_class_incremental(dataset, n_experiences, seed, source="auto", wordnet=None):
     """Group semantically close classes together so that the experiences are far apart."""
-    check_count("distant", n_experiences, len(dataset.classes))
+    check_n_experiences("distant", n_experiences, len(dataset.classes))
     D, used = class_distances(dataset, source, wordnet)
     groups = group_classes(D, n_experiences, seed)
     intra, inter = split_distances(D, groups)

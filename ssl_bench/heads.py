@@ -1,0 +1,58 @@
+"""Building blocks of methods: MLP heads, frozen copies and the one EMA (momentum) update.
+
+Public, for built-in and outside method plugins alike::
+
+    from ssl_bench.heads import cosine_momentum, ema_update, frozen_copy, mlp
+
+    self.projector = mlp(self.feature_dim, 4096, 256)
+    self.target = frozen_copy(backbone)
+    ...
+    def after_step(self, progress):
+        ema_update([self.target], [self.backbone], cosine_momentum(0.996, 1.0, progress))
+
+Heads that only one method uses (SimSiam's 3-layer projector, Barlow Twins' expander) stay in
+that method's module.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+def mlp(d_in: int, hidden: int, d_out: int, batch_norm: bool = True) -> nn.Sequential:
+    """A 2-layer MLP head: ``Linear-BN-ReLU-Linear`` (``batch_norm=False``: ``Linear-ReLU-Linear``)."""
+    middle: list[nn.Module] = [nn.BatchNorm1d(hidden)] if batch_norm else []
+    return nn.Sequential(nn.Linear(d_in, hidden), *middle, nn.ReLU(inplace=True), nn.Linear(hidden, d_out))
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` whose parameters take no gradient (momentum encoders, frozen teachers)."""
+    twin = copy.deepcopy(module)
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
+
+
+def cosine_momentum(base: float, final: float, progress: float) -> float:
+    """BYOL's schedule: ``base`` at progress 0, rising along a half cosine to ``final`` at progress 1 (and after)."""
+    w = (math.cos(math.pi * min(1.0, progress)) + 1) / 2
+    return final - (final - base) * w
+
+
+@torch.no_grad()
+def ema_update(target: Iterable[nn.Module], online: Iterable[nn.Module], momentum: float) -> None:
+    """``t <- momentum * t + (1 - momentum) * o`` for every parameter of the ``target`` modules and its ``online`` twin.
+
+    The modules are paired in order and must have the same parameters (as :func:`frozen_copy` makes them).
+    """
+    t: list[torch.Tensor] = [p for m in target for p in m.parameters()]
+    o: list[torch.Tensor] = [p for m in online for p in m.parameters()]
+    if len(t) != len(o):
+        raise ValueError(f"ema_update: {len(t)} target parameters for {len(o)} online ones")
+    torch._foreach_mul_(t, momentum)
+    torch._foreach_add_(t, o, alpha=1 - momentum)
