@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from ssl_bench import imagecache
-from ssl_bench.engine import Run
+from ssl_bench.engine.build import Run
 from ssl_bench_plugins.datasets.synthetic import synthetic
 from ssl_bench_plugins.datasets.tiny_imagenet import tiny_imagenet
 

@@ -1,4 +1,4 @@
-"""Training steps per second: the harness's train loop (Run.train_phase) vs a bare hand-written loop.
+"""Training steps per second: the harness's train loop (engine.loop.train_phase) vs a bare hand-written loop.
 
 Same model (ResNet-18 small stem + SimCLR head), same batches of the same generated images, same
 batched augmentations, same optimiser; the bare loop has no strategy calls, learning-rate schedule,
@@ -17,7 +17,9 @@ from tqdm import tqdm
 
 from ssl_bench import protocol
 from ssl_bench.api import Phase
-from ssl_bench.engine import Run, RunConfig
+from ssl_bench.engine import RunConfig
+from ssl_bench.engine.build import Run
+from ssl_bench.engine.loop import phase_pool, train_phase
 from ssl_bench.registry import Registry
 
 THREADS = int(os.environ.get("SSL_BENCH_THREADS", "2"))
@@ -54,7 +56,7 @@ def test_harness_vs_bare_loop(benchmark, tmp_path, res, width, batch):
                         out=tmp_path, progress=False), Registry.discover())
     phase = Phase("bench", [0], STEPS)
     method, opt = run.method, run.optimizer
-    images, pool = run.dataset.train.images, run.phase_pool(phase)
+    images, pool = run.dataset.train.images, phase_pool(run, phase)
     order, gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
     bar = tqdm(disable=True)
     bare_times, harness_times = [], []
@@ -73,7 +75,7 @@ def test_harness_vs_bare_loop(benchmark, tmp_path, res, width, batch):
 
     def harness():
         t = time.perf_counter()
-        run.train_phase(phase, bar)
+        train_phase(run, phase, bar)
         harness_times.append(time.perf_counter() - t)
 
     benchmark.pedantic(harness, setup=bare, rounds=5, warmup_rounds=1)

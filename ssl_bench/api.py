@@ -18,7 +18,7 @@ from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssl_bench.augment import Augment
-    from ssl_bench.engine import RunConfig
+    from ssl_bench.engine.config import RunConfig
     from ssl_bench.protocol import Protocol
     from ssl_bench.registry import Registry
 

@@ -10,7 +10,8 @@ from torch import nn
 
 from ssl_bench import augment, continual, protocol
 from ssl_bench.api import Batch, Features, Method
-from ssl_bench.engine import Run, RunConfig
+from ssl_bench.engine import RunConfig
+from ssl_bench.engine.build import Run
 from ssl_bench.errors import UserError
 from ssl_bench.registry import Registry
 from ssl_bench_plugins.evaluators import cka, collapse, downstream, fewshot, knn, linear, sharpness

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ssl_bench import protocol
 from ssl_bench.api import RunContext
-from ssl_bench.engine import Run, RunConfig
+from ssl_bench.engine import RunConfig
+from ssl_bench.engine.build import Run
 from ssl_bench.registry import KINDS, Registry
 
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"

@@ -9,7 +9,9 @@ from ssl_bench.buffers import ReplayBuffer
 
 from ssl_bench import augment, results
 from ssl_bench.cli import main
-from ssl_bench.engine import Run, RunConfig
+from ssl_bench.engine import RunConfig
+from ssl_bench.engine.build import Run
+from ssl_bench.engine.loop import train_phase
 from ssl_bench.protocol import load
 from ssl_bench.registry import Registry
 
@@ -63,7 +65,7 @@ def make_run(protocol_path, tmp_path, strategy, method="simclr", options=None, p
 def train(run, i):
     run.phase_index = i
     run.strategy.before_phase(run, run.phases[i])
-    run.train_phase(run.phases[i], _Bar())
+    train_phase(run, run.phases[i], _Bar())
     run.strategy.after_phase(run, run.phases[i])
 
 
@@ -234,7 +236,7 @@ def test_cassle_frozen_model_does_not_change(micro, tmp_path):
     current = {k: v.clone() for k, v in run.method.state_dict().items()}
     predictor = [p.clone() for p in strat.predictor.parameters()]
     run.phase_index = 1
-    run.train_phase(run.phases[1], _Bar())
+    train_phase(run, run.phases[1], _Bar())
     assert strat.frozen is frozen and strat._steps == run.phases[1].steps
     for k, v in frozen.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
@@ -269,7 +271,7 @@ def test_joint_sequential_hybrid_take_the_same_number_of_steps(micro, tmp_path):
     assert joint.phases[0].experiences == [0, 1] and joint.strategy.record()["sequential_steps_per_experience"].sum() == total
     assert hybrid.phases[-1].experiences == [0, 1] and hybrid.phases[-1].steps == round(0.5 * total)
     joint.phase_index = 0
-    joint.train_phase(joint.phases[0], _Bar())  # the steps planned are the steps taken
+    train_phase(joint, joint.phases[0], _Bar())  # the steps planned are the steps taken
     assert joint.step == total == len(joint.losses)
 
 

@@ -1,0 +1,146 @@
+"""Building a run from its configuration: data, plugins, phases and optimiser (:class:`Run`).
+
+:class:`Run` is what one run holds. Plugins receive it in their hooks and strategy callbacks,
+typed as :class:`ssl_bench.api.RunContext`, which lists what they may read; the rest of its
+attributes (step, losses, metrics) belong to the engine's loop, checkpoint and record.
+Construction order is part of the results: the seeds are set first, then every plugin is
+built in a fixed order, so the same configuration draws the same random numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from ssl_bench import augment, distributed
+from ssl_bench.api import Batch, Dataset, Evaluator, Experience, Method, Phase, Strategy
+from ssl_bench.engine import evaluation
+from ssl_bench.engine.composite import Composite
+from ssl_bench.engine.config import RunConfig
+from ssl_bench.errors import UserError
+from ssl_bench.optim import make_optimizer
+from ssl_bench.registry import Entry, Registry
+
+log = logging.getLogger(__name__)
+
+
+def _construct(entry: Entry, *args: Any, **kwargs: Any) -> Any:
+    """Call a plugin factory; bad options become a one-line error naming the plugin."""
+    try:
+        return entry.factory(*args, **kwargs)
+    except TypeError as err:
+        if "argument" in str(err):
+            raise UserError(f"{entry.kind} '{entry.name}' (plugin {entry.plugin.name}): {err}") from None
+        raise
+
+
+def load_data(config: RunConfig, registry: Registry) -> tuple[Dataset, list[Experience]]:
+    """The protocol's dataset and the chosen stream's experiences (also used by ``ssl-bench stream-export``)."""
+    protocol = config.protocol
+    ds = protocol.dataset
+    log.info("loading dataset %s at %d px", ds.name, ds.resolution)
+    dataset = _construct(registry.get("dataset", ds.name), root=config.data_root or ds.root,
+                        resolution=ds.resolution, seed=ds.seed, download=config.download, **ds.options)
+    stream_opts = {**protocol.stream.options.get(config.stream, {}), **config.stream_options}
+    experiences = _construct(registry.get("stream", config.stream), dataset,
+                            n_experiences=protocol.stream.n_experiences, seed=config.seed, **stream_opts)
+    if not experiences or any(len(e.train_idx) == 0 or len(e.test_idx) == 0 for e in experiences):
+        raise UserError(f"stream '{config.stream}' produced an empty experience; use fewer experiences or more data")
+    for e in experiences:
+        if e.info:
+            log.info("stream %s, experience %d: %s", config.stream, e.index,
+                     ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in e.info.items()
+                               if np.ndim(v) == 0))
+    return dataset, experiences
+
+
+def _make_strategy(registry: Registry, spec: str, options: dict[str, Any]) -> Strategy:
+    """The strategy named by ``spec`` (``a`` or ``a+b``); ``options`` "name.key" go to one part, "key" to a lone one."""
+    names = [s for s in spec.split("+") if s]
+    if not names:
+        raise UserError("--strategy is empty; give a name such as 'sequential' or 'replay+mas'")
+    parts = []
+    for name in names:
+        own = {k.split(".", 1)[1]: v for k, v in options.items() if k.startswith(name + ".")}
+        if len(names) == 1:
+            own.update({k: v for k, v in options.items() if "." not in k})
+        parts.append(_construct(registry.get("strategy", name), **own))
+    unknown = [k for k in options if "." in k and k.split(".", 1)[0] not in names]
+    if unknown:
+        raise UserError(f"--strategy-opt {unknown[0]}: no strategy '{unknown[0].split('.')[0]}' in '{spec}'")
+    return parts[0] if len(parts) == 1 else Composite(parts)
+
+
+def _pick_device(name: str) -> str:
+    """``auto`` -> cuda when torch sees a GPU, else cpu; asking for cuda without one is a one-line error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for, but this torch sees no CUDA device; use --device cpu")
+    return name
+
+
+class Run:
+    """Everything one run holds, built from a :class:`RunConfig`; plugins see it as an :class:`~ssl_bench.api.RunContext`."""
+
+    def __init__(self, config: RunConfig, registry: Registry):
+        self.config = config
+        self.protocol = protocol = config.protocol
+        self.registry = registry
+        self.seed = config.seed
+        self.device = torch.device(_pick_device(distributed.setup(config.device)))
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed + 1_000_003 * self.rank)
+
+        self.dataset: Dataset
+        self.experiences: list[Experience]
+        self.dataset, self.experiences = load_data(config, registry)
+
+        backbone = _construct(registry.get("backbone", protocol.backbone.name), **protocol.backbone.options)
+        self.method: Method = _construct(registry.get("method", config.method), backbone, **config.method_options).to(self.device)
+        self.model = distributed.wrap(self.method)  #: what training calls: the method, or DDP around it
+        self.strategy: Strategy = _make_strategy(registry, config.strategy, config.strategy_options)
+        self.evaluators: list[Evaluator] = [_construct(registry.get("evaluator", name), **protocol.eval.options.get(name, {}))
+                                            for name in protocol.eval.evaluators]
+        if protocol.eval.primary not in protocol.eval.evaluators:
+            raise UserError(f"protocol eval.primary '{protocol.eval.primary}' is not among eval.evaluators")
+        self.augment = augment.Augment(protocol.augment.recipe, **protocol.augment.options)
+
+        tr = protocol.train
+        self.steps_per_experience = [max(1, math.ceil(tr.epochs_per_experience * len(e.train_idx) / tr.batch_size))
+                                     for e in self.experiences]
+        self.phases: list[Phase] = self.strategy.plan(self.experiences, self.steps_per_experience) or [
+            Phase(name=f"experience {e.index}", experiences=[e.index], steps=s)
+            for e, s in zip(self.experiences, self.steps_per_experience)]
+        self.total_steps = sum(p.steps for p in self.phases)
+        self.optimizer = make_optimizer([p for p in self.method.parameters() if p.requires_grad], tr)
+        self.step = 0
+        self.phase_index = -1
+        self.losses: list[float] = []
+        self.metrics: dict[str, list] = {}
+        self.init_metrics: dict[str, Any] = {}
+        self.end_metrics: dict[str, Any] = {}
+        self.probe_index = evaluation.probe_indices(protocol, self.experiences, self.seed)
+        self.strategy.setup(self)
+        for ev in self.evaluators:  # evaluators check their options and data now, not after training
+            ev.setup(self)
+
+    def batch_of(self, index: torch.Tensor) -> Batch:
+        """The training samples at ``index`` (indices into dataset.train) as a Batch on the device."""
+        train = self.dataset.train
+        index = index.cpu()
+        # numpy's row gather is ~100x faster than torch's uint8 indexing on CPU (benchmark/test_bench_cache.py)
+        images = torch.from_numpy(train.images.numpy()[index.numpy()])
+        return Batch(images=images.to(self.device, non_blocking=True),
+                     labels=train.labels[index].to(self.device), domains=train.domains[index].to(self.device),
+                     index=index.to(self.device))
+
+    def views(self, images: torch.Tensor, size: int | None = None) -> list[torch.Tensor]:
+        """Augmented, normalised views of a uint8 batch for the current method."""
+        return self.augment(images, self.method.n_views, size or self.dataset.resolution, self.generator)

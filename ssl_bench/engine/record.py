@@ -1,0 +1,104 @@
+"""The result record: everything a run measured, written as one HDF5 file (layout: :mod:`ssl_bench.results`).
+
+:func:`check_writable` runs before any training, so an unwritable ``--out`` fails at once;
+:func:`write` gathers the configuration, the metrics, the stream's split, the phases, the
+loss curve, what the strategy recorded, the summary numbers and the environment, and hands
+them to :func:`ssl_bench.results.write` (atomic).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+import ssl_bench
+from ssl_bench import continual, results
+from ssl_bench.errors import UserError
+
+if TYPE_CHECKING:
+    from ssl_bench.engine.build import Run
+
+
+def check_writable(out: Path) -> None:
+    """Fail early, before any training, if results could not be written to ``out``."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".ssl-bench-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"cannot write results to --out '{out}': {err.strerror or err}; choose a writable folder") from None
+
+
+def write(run: Run, seconds: float) -> Path:
+    """Write the result file of a finished run to ``run.config.result_path``; return its path."""
+    cfg, protocol = run.config, run.protocol
+    arrays: dict[str, Any] = {"config": json.dumps(cfg.to_json(), sort_keys=True, default=str),
+                              "protocol_json": json.dumps(protocol.model_dump(mode="json"), sort_keys=True)}
+    primary = f"{protocol.eval.primary}/acc"
+    if primary not in run.init_metrics:
+        raise UserError(f"the primary evaluator '{protocol.eval.primary}' returned no 'acc'")
+    acc = np.stack([np.asarray(a, dtype=float) for a in run.metrics[primary]])
+    arrays["metrics/acc_matrix"] = acc
+    arrays["metrics/acc_init"] = np.asarray(run.init_metrics[primary], dtype=float)
+    for key, values in run.metrics.items():
+        arrays[f"metrics/{key}"] = np.stack([np.asarray(v) for v in values])
+    for key, value in run.init_metrics.items():
+        arrays[f"init/{key}"] = np.asarray(value)
+    for key, value in run.end_metrics.items():
+        arrays[f"end/{key}"] = np.asarray(value)
+    ds = run.dataset
+    arrays["stream/class_names"] = np.array(ds.classes, dtype=object).astype("S")
+    arrays["stream/domain_names"] = np.array(ds.domains, dtype=object).astype("S")
+    for e in run.experiences:
+        base = f"stream/experience_{e.index}"
+        arrays[f"{base}/train_idx"] = np.asarray(e.train_idx, dtype=np.int64)
+        arrays[f"{base}/test_idx"] = np.asarray(e.test_idx, dtype=np.int64)
+        arrays[f"{base}/classes"] = np.asarray(e.classes, dtype=np.int64)
+        arrays[f"{base}/domains"] = np.asarray(e.domains, dtype=np.int64)
+        arrays[f"{base}/name"] = e.name
+        for key, value in e.info.items():
+            arrays[f"{base}/info/{key}"] = value if isinstance(value, str) else np.asarray(value)
+    arrays["stream/class_order"] = np.concatenate([np.asarray(e.classes, dtype=np.int64) for e in run.experiences])
+    arrays["stream/domain_order"] = np.concatenate([np.asarray(e.domains, dtype=np.int64) for e in run.experiences])
+    arrays["phases/names"] = np.array([p.name for p in run.phases], dtype="S")
+    arrays["phases/steps"] = np.array([p.steps for p in run.phases], dtype=np.int64)
+    arrays["phases/experiences"] = json.dumps([p.experiences for p in run.phases])
+    arrays["train/loss"] = np.asarray(run.losses, dtype=np.float32)
+    for key, value in run.strategy.record().items():
+        arrays[f"strategy/{key}"] = value if isinstance(value, str) else np.asarray(value)
+    summary = continual.summarize(arrays)
+    attrs = {
+        "protocol": protocol.name, "protocol_version": protocol.version, "protocol_hash": protocol.hash,
+        "method": cfg.method, "stream": cfg.stream, "strategy": cfg.strategy, "seed": cfg.seed,
+        "ssl_bench_version": ssl_bench.__version__, "torch_version": torch.__version__,
+        "python_version": platform.python_version(), "device": _device_name(run.device),
+        "git_commit": _git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 2),
+        "steps": run.step, "dataset": protocol.dataset.name, "world_size": run.world_size,
+        "plugins": {p.name: p.version for p in run.registry.plugins.values() if not p.error},
+    }
+    definitions = {k: v for k, v in continual.DEFINITIONS.items() if k in summary}
+    return results.write(cfg.result_path, attrs, arrays, {"summary": summary, "summary_definitions": definitions})
+
+
+def _git_commit() -> str:
+    try:
+        root = Path(ssl_bench.__file__).resolve().parent.parent
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()} x{os.cpu_count()}"
