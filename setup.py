@@ -32,12 +32,22 @@ def extensions():
     cxx = ["-O3", "-g0"] + (["-fopenmp"] if os.name != "nt" else [])
     if use_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-        ext = CUDAExtension("ssl_bench._C", sources + cuda_sources, include_dirs=[os.path.abspath("csrc")],
-                            define_macros=[("SSL_BENCH_WITH_CUDA", None)], extra_link_args=["-fopenmp"],
-                            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-lineinfo"]})
+        ext = CUDAExtension(
+            "ssl_bench._C",
+            sources + cuda_sources,
+            include_dirs=[os.path.abspath("csrc")],
+            define_macros=[("SSL_BENCH_WITH_CUDA", None)],
+            extra_link_args=["-fopenmp"],
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-lineinfo"]},
+        )
     else:
-        ext = CppExtension("ssl_bench._C", sources, include_dirs=[os.path.abspath("csrc")],
-                           extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
+        ext = CppExtension(
+            "ssl_bench._C",
+            sources,
+            include_dirs=[os.path.abspath("csrc")],
+            extra_compile_args={"cxx": cxx},
+            extra_link_args=["-fopenmp"],
+        )
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 

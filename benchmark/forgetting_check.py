@@ -45,8 +45,22 @@ def run_one(method, strategy, options, seed, out: Path) -> Path:
         got = {k: str(v) for k, v in results.Result(done).config["strategy_options"].items()}
         if got == dict(o.split("=", 1) for o in options):
             return done
-    args = ["-q", "run", "--protocol", PROTOCOL, "--stream", "domain", "--method", method, "--strategy", strategy,
-            "--seed", str(seed), "--out", str(out)]
+    args = [
+        "-q",
+        "run",
+        "--protocol",
+        PROTOCOL,
+        "--stream",
+        "domain",
+        "--method",
+        method,
+        "--strategy",
+        strategy,
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+    ]
     if method == "supervised":
         args += ["--method-opt", "n_classes=8"]
     for opt in options:
@@ -83,13 +97,17 @@ def main(argv=None) -> int:
             print(f"{label} seed {seed}: {time.time() - t0:.0f} s, acc {fmt_matrix(r.acc_matrix)}", file=sys.stderr, flush=True)
         rows.append((label, np.mean(accs, 0), summaries, secs))
 
-    print(f"| run ({len(args.seeds)} seed(s): {', '.join(map(str, args.seeds))}) | accuracy matrix (rows: after phase i) "
-          "| acc. on domain 0 when trained / at end | forgetting_max | final avg acc | train+eval s |")
+    print(
+        f"| run ({len(args.seeds)} seed(s): {', '.join(map(str, args.seeds))}) | accuracy matrix (rows: after phase i) "
+        "| acc. on domain 0 when trained / at end | forgetting_max | final avg acc | train+eval s |"
+    )
     print("|---|---|---|---|---|---|")
     for label, acc, summaries, secs in rows:
         mean = lambda k, ss=summaries: np.mean([s[k] for s in ss]) if all(k in s for s in ss) else float("nan")
         first = f"{acc[0, 0]:.3f} / {acc[-1, 0]:.3f}" if len(acc) > 1 else "-"
-        print(f"| {label} | {fmt_matrix(acc)} | {first} | {mean('forgetting_max'):.3f} | {mean('final_avg_acc'):.3f} | {secs:.0f} |")
+        print(
+            f"| {label} | {fmt_matrix(acc)} | {first} | {mean('forgetting_max'):.3f} | {mean('final_avg_acc'):.3f} | {secs:.0f} |"
+        )
     if args.plot:
         plot(rows, args.plot)
     return 0

@@ -50,8 +50,12 @@ SETTINGS = {
 def parse():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-root", help="Tiny ImageNet folder (not needed with --dataset synthetic)")
-    p.add_argument("--dataset", default="tiny-imagenet", choices=["tiny-imagenet", "synthetic"],
-                   help="synthetic: the built-in generator (20 classes, 4 domains) instead of real images")
+    p.add_argument(
+        "--dataset",
+        default="tiny-imagenet",
+        choices=["tiny-imagenet", "synthetic"],
+        help="synthetic: the built-in generator (20 classes, 4 domains) instead of real images",
+    )
     p.add_argument("--classes", type=int, default=10, help="first N classes of Tiny ImageNet")
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--width", type=float, default=0.125, help="ResNet-18 width multiplier")
@@ -74,8 +78,9 @@ def parse():
 
 @torch.no_grad()
 def embed(fn, images, device, resolution, bs=512):
-    return torch.cat([fn(augment.prepare(images[s:s + bs].to(device), resolution)).float().cpu()
-                      for s in range(0, len(images), bs)])
+    return torch.cat(
+        [fn(augment.prepare(images[s : s + bs].to(device), resolution)).float().cpu() for s in range(0, len(images), bs)]
+    )
 
 
 def spread(z: torch.Tensor) -> float:
@@ -95,8 +100,12 @@ def evaluate(method, backbone, ds, device, resolution):
     ftr = embed(backbone, ds.train.images, device, resolution)
     fte = embed(backbone, ds.test.images, device, resolution)
     pred = fit_predict(ftr, ds.train.labels, fte)
-    out = {"linear_acc": float((pred == ds.test.labels).float().mean()), "feature_spread": spread(fte),
-           "feature_eff_rank": effective_rank(fte), "feature_dim": fte.shape[1]}
+    out = {
+        "linear_acc": float((pred == ds.test.labels).float().mean()),
+        "feature_spread": spread(fte),
+        "feature_eff_rank": effective_rank(fte),
+        "feature_dim": fte.shape[1],
+    }
     if method is not None and hasattr(method, "projector"):
         method.eval()
         out["projector_spread"] = spread(embed(method.project, ds.test.images, device, resolution))
@@ -127,10 +136,13 @@ def train(name, method, ds, args, device):
     for step in tqdm(range(args.steps), desc=name, unit="step", leave=False):
         if pos + args.batch_size > len(perm):
             perm, pos = torch.randperm(len(images), generator=order), 0
-        idx = perm[pos:pos + args.batch_size].to(device)
+        idx = perm[pos : pos + args.batch_size].to(device)
         pos += args.batch_size
-        lr = args.lr * (step + 1) / warmup if step < warmup else \
-            args.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (args.steps - warmup)))
+        lr = (
+            args.lr * (step + 1) / warmup
+            if step < warmup
+            else args.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (args.steps - warmup)))
+        )
         for g in opt.param_groups:
             g["lr"] = lr
         views = aug(images[idx], method.n_views, args.resolution, gen)
@@ -154,10 +166,13 @@ def main():
     if args.dataset == "synthetic":
         ds = reg.get("dataset", "synthetic").factory(resolution=args.resolution, seed=0)
     else:
-        ds = reg.get("dataset", "tiny-imagenet").factory(root=args.data_root, resolution=args.resolution, seed=0,
-                                                          download=False, n_classes=args.classes)
-    print(f"data: {len(ds.train)} train / {len(ds.test)} held-out images, {len(ds.classes)} classes, "
-          f"{args.resolution} px ({time.time() - t0:.0f} s to load)")
+        ds = reg.get("dataset", "tiny-imagenet").factory(
+            root=args.data_root, resolution=args.resolution, seed=0, download=False, n_classes=args.classes
+        )
+    print(
+        f"data: {len(ds.train)} train / {len(ds.test)} held-out images, {len(ds.classes)} classes, "
+        f"{args.resolution} px ({time.time() - t0:.0f} s to load)"
+    )
     make_backbone = reg.get("backbone", "resnet18").factory
 
     def backbone():
@@ -180,17 +195,26 @@ def main():
         losses = train(name, method, ds, args, device)
         seconds, cpu = time.time() - t, time.process_time() - c
         row = evaluate(method, method.backbone, ds, device, args.resolution)
-        row.update(seconds=round(seconds, 1), cpu_seconds=round(cpu, 1), options=opts,
-                   loss_first=float(np.mean(losses[:10])), loss_last=float(np.mean(losses[-10:])))
+        row.update(
+            seconds=round(seconds, 1),
+            cpu_seconds=round(cpu, 1),
+            options=opts,
+            loss_first=float(np.mean(losses[:10])),
+            loss_last=float(np.mean(losses[-10:])),
+        )
         rows[name] = row
         print(name, row)
-    table = ["| method | linear probe acc | feature spread | feature eff. rank | projector spread | loss first→last 10 steps | train s (CPU s) |",
-             "|---|---|---|---|---|---|---|"]
+    table = [
+        "| method | linear probe acc | feature spread | feature eff. rank | projector spread | loss first→last 10 steps | train s (CPU s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
         ps = f"{r['projector_spread']:.3f}" if "projector_spread" in r else "-"
         loss = f"{r['loss_first']:.3f} → {r['loss_last']:.3f}" if "loss_first" in r else "-"
-        table.append(f"| {name} | {r['linear_acc']:.3f} | {r['feature_spread']:.3f} | {r['feature_eff_rank']:.1f} | "
-                     f"{ps} | {loss} | {r['seconds']:.0f} ({r.get('cpu_seconds', 0):.0f}) |")
+        table.append(
+            f"| {name} | {r['linear_acc']:.3f} | {r['feature_spread']:.3f} | {r['feature_eff_rank']:.1f} | "
+            f"{ps} | {loss} | {r['seconds']:.0f} ({r.get('cpu_seconds', 0):.0f}) |"
+        )
     print("\n".join(table))
     meta = {k: v for k, v in vars(args).items()}
     meta.update(n_train=len(ds.train), n_test=len(ds.test), torch=torch.__version__, total_seconds=round(time.time() - t0, 1))

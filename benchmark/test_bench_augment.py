@@ -22,11 +22,13 @@ THREADS = int(os.environ.get("SSL_BENCH_THREADS", "2"))
 
 def per_image_pipeline(spec: A.ViewSpec, size: int) -> v2.Compose:
     """torchvision's per-image version of a ViewSpec."""
-    ops = [v2.ToDtype(torch.float32, scale=True),
-           v2.RandomResizedCrop(size, scale=spec.scale, ratio=spec.ratio, antialias=True),
-           v2.RandomHorizontalFlip(spec.flip_p),
-           v2.RandomApply([v2.ColorJitter(*spec.jitter)], p=spec.jitter_p),
-           v2.RandomGrayscale(spec.gray_p)]
+    ops = [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.RandomResizedCrop(size, scale=spec.scale, ratio=spec.ratio, antialias=True),
+        v2.RandomHorizontalFlip(spec.flip_p),
+        v2.RandomApply([v2.ColorJitter(*spec.jitter)], p=spec.jitter_p),
+        v2.RandomGrayscale(spec.gray_p),
+    ]
     if spec.blur_p:
         k = A.blur_kernel_size(size)
         ops.append(v2.RandomApply([v2.GaussianBlur(k, sigma=spec.blur_sigma)], p=spec.blur_p))
@@ -63,8 +65,14 @@ def test_batched_views_vs_torchvision_per_image(benchmark, recipe, size):
     assert views[0].shape == (BATCH, 3, size, size)
     t_ours, t_ref = sorted(ours)[len(ours) // 2], sorted(theirs)[len(theirs) // 2]
     speedup = t_ref / t_ours
-    benchmark.extra_info.update(images_per_s=round(2 * BATCH / t_ours), torchvision_images_per_s=round(2 * BATCH / t_ref),
-                                speedup=round(speedup, 2), threads=torch.get_num_threads())
-    print(f"\n{recipe} {size}px: batched {2 * BATCH / t_ours:.0f} views/s, torchvision per image "
-          f"{2 * BATCH / t_ref:.0f} views/s, speedup {speedup:.1f}x")
+    benchmark.extra_info.update(
+        images_per_s=round(2 * BATCH / t_ours),
+        torchvision_images_per_s=round(2 * BATCH / t_ref),
+        speedup=round(speedup, 2),
+        threads=torch.get_num_threads(),
+    )
+    print(
+        f"\n{recipe} {size}px: batched {2 * BATCH / t_ours:.0f} views/s, torchvision per image "
+        f"{2 * BATCH / t_ref:.0f} views/s, speedup {speedup:.1f}x"
+    )
     assert speedup >= 3, f"batched augmentations only {speedup:.2f}x faster than torchvision per image"

@@ -64,11 +64,20 @@ def test_cache_vs_decoding_each_epoch(benchmark, resolution):
     pool.shutdown()
     n = BATCH * N_BATCHES
     speedup = t_decode / t_cache
-    benchmark.extra_info.update(resolution=resolution, images=n, cache_img_s=n / t_cache, decode_img_s=n / t_decode,
-                                speedup=speedup, load_s=t_load, decode_threads=workers)
-    print(f"\n[cache {resolution}px] {n} training images in batches of {BATCH}: cache {n / t_cache:,.0f} img/s, "
-          f"decoding JPEGs ({workers} threads) {n / t_decode:,.0f} img/s, speedup {speedup:.0f}x; "
-          f"dataset load {t_load:.1f} s")
+    benchmark.extra_info.update(
+        resolution=resolution,
+        images=n,
+        cache_img_s=n / t_cache,
+        decode_img_s=n / t_decode,
+        speedup=speedup,
+        load_s=t_load,
+        decode_threads=workers,
+    )
+    print(
+        f"\n[cache {resolution}px] {n} training images in batches of {BATCH}: cache {n / t_cache:,.0f} img/s, "
+        f"decoding JPEGs ({workers} threads) {n / t_decode:,.0f} img/s, speedup {speedup:.0f}x; "
+        f"dataset load {t_load:.1f} s"
+    )
     assert speedup >= 10, f"cache only {speedup:.1f}x faster than decoding (goal >= 10x)"
 
 
@@ -86,6 +95,8 @@ def test_synthetic_generation_speed(benchmark, threads):
     n = len(ds.train) + len(ds.test)
     rate = n / benchmark.stats.stats.min
     benchmark.extra_info.update(images=n, img_s=rate, threads=threads)
-    print(f"\n[synthetic 32px] {n} images ({len(ds.classes)} classes, {len(ds.domains)} domains), {threads} torch "
-          f"thread(s): {rate:,.0f} img/s")
+    print(
+        f"\n[synthetic 32px] {n} images ({len(ds.classes)} classes, {len(ds.domains)} domains), {threads} torch "
+        f"thread(s): {rate:,.0f} img/s"
+    )
     assert rate >= 1000, f"synthetic generator makes only {rate:.0f} images/s at 32 px (goal: thousands)"

@@ -78,8 +78,10 @@ def test_cpu_fused_not_slower(form):
     fused, ref = CALLS[form]
     step(fused, xs), step(ref, xs)  # warm-up
     t_f, t_r = median_time(fused, xs, 3), median_time(ref, xs, 3)
-    print(f"\ncontrastive CPU {form} N=4096 D={D} fwd+bwd: fused {t_f * 1e3:.0f} ms, reference {t_r * 1e3:.0f} ms, "
-          f"reference/fused = {t_r / t_f:.2f}x ({torch.get_num_threads()} threads)")
+    print(
+        f"\ncontrastive CPU {form} N=4096 D={D} fwd+bwd: fused {t_f * 1e3:.0f} ms, reference {t_r * 1e3:.0f} ms, "
+        f"reference/fused = {t_r / t_f:.2f}x ({torch.get_num_threads()} threads)"
+    )
     assert t_f <= t_r, f"fused {t_f:.3f}s slower than the reference {t_r:.3f}s"
 
 
@@ -100,8 +102,9 @@ print(1024 * max(0, kib('VmHWM') - rss))
 
 
 def peak_extra_bytes(form, impl, n, d=D):
-    code = _MEM_SCRIPT.format(bench=str(__import__("pathlib").Path(__file__).parent), form=form,
-                              ref=impl == "reference", n=n, d=d)
+    code = _MEM_SCRIPT.format(
+        bench=str(__import__("pathlib").Path(__file__).parent), form=form, ref=impl == "reference", n=n, d=d
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
 
@@ -111,8 +114,10 @@ def peak_extra_bytes(form, impl, n, d=D):
 def test_cpu_peak_memory(form):
     n = 8192
     fused, ref = peak_extra_bytes(form, "fused", n), peak_extra_bytes(form, "reference", n)
-    print(f"\ncontrastive CPU {form} N={n} D={D} peak extra memory (RSS): fused {fused / 2**20:.1f} MiB, "
-          f"reference {ref / 2**20:.1f} MiB, fused/reference = {fused / ref:.1%}")
+    print(
+        f"\ncontrastive CPU {form} N={n} D={D} peak extra memory (RSS): fused {fused / 2**20:.1f} MiB, "
+        f"reference {ref / 2**20:.1f} MiB, fused/reference = {fused / ref:.1%}"
+    )
     assert fused <= 0.10 * ref
 
 
@@ -161,10 +166,12 @@ def test_cuda_speed_and_peak_fraction(dtype):
     t_f, t_r = cuda_time(fused, xs), cuda_time(ref, xs)
     peak = matmul_peak(dtype)
     floor = 8 * n * n * D
-    print(f"\ncontrastive CUDA {torch.cuda.get_device_name()} info_nce (symmetric) N={n} D={D} {dtype} fwd+bwd: "
-          f"fused {t_f * 1e3:.2f} ms, reference {t_r * 1e3:.2f} ms, reference/fused = {t_r / t_f:.2f}x; "
-          f"fused reaches {floor / t_f / 1e12:.1f} TFLOP/s on the 8·N²·D floor = {floor / t_f / peak:.1%} of the "
-          f"measured matmul peak {peak / 1e12:.0f} TFLOP/s")
+    print(
+        f"\ncontrastive CUDA {torch.cuda.get_device_name()} info_nce (symmetric) N={n} D={D} {dtype} fwd+bwd: "
+        f"fused {t_f * 1e3:.2f} ms, reference {t_r * 1e3:.2f} ms, reference/fused = {t_r / t_f:.2f}x; "
+        f"fused reaches {floor / t_f / 1e12:.1f} TFLOP/s on the 8·N²·D floor = {floor / t_f / peak:.1%} of the "
+        f"measured matmul peak {peak / 1e12:.0f} TFLOP/s"
+    )
     if dtype == torch.bfloat16:  # the training precision on GPUs; float32 is reported (benchmark/RESULTS.md)
         assert t_r / t_f >= 1.5
 
@@ -178,8 +185,10 @@ def test_cuda_memory_flat_in_n(form):
         xs = make(form, n, device="cuda")
         extra[n] = cuda_peak_extra(fused, xs)
         inputs = sum(x.numel() * x.element_size() for x in xs)
-        print(f"\ncontrastive CUDA {form} N={n} D={D} float32: fused peak extra {extra[n] / 2**20:.1f} MiB "
-              f"({extra[n] / inputs:.1f}x the inputs)")
+        print(
+            f"\ncontrastive CUDA {form} N={n} D={D} float32: fused peak extra {extra[n] / 2**20:.1f} MiB "
+            f"({extra[n] / inputs:.1f}x the inputs)"
+        )
         del xs
     ref_extra = cuda_peak_extra(ref, make(form, 16384, device="cuda"))
     print(f"contrastive CUDA {form} N=16384: reference peak extra {ref_extra / 2**20:.0f} MiB")

@@ -35,13 +35,22 @@ class Block(nn.Module):
 
 
 def small_resnet(width=16, classes=10):
-    return nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-                         Block(width, width, 1), Block(width, 2 * width, 2), Block(2 * width, 4 * width, 2),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, classes))
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        Block(width, width, 1),
+        Block(width, 2 * width, 2),
+        Block(2 * width, 4 * width, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * width, classes),
+    )
 
 
 def resnet18():
     from ssl_bench_plugins.backbones.resnet import resnet18 as backbone
+
     net = backbone()
     return nn.Sequential(net, nn.Linear(net.feature_dim, 10))
 
@@ -69,17 +78,26 @@ def test_fisher_vs_backward_and_vmap(benchmark, device, arch):
     t_kernel = median_time(lambda: fisher_diagonal(model, loss_fn, use_kernel=True), device, reps)
     slow = {"repeats": 1, "warmup": False} if device == "cpu" else {"repeats": 5}  # keep the CPU run modest
     t_hooks_ref = median_time(lambda: fisher_diagonal(model, loss_fn, use_kernel=False), device, **slow)
-    t_vmap = median_time(lambda: fisher_diagonal_vmap(model, lambda o, t: F.cross_entropy(o, t, reduction="sum"), x, y),
-                         device, **slow)
+    t_vmap = median_time(
+        lambda: fisher_diagonal_vmap(model, lambda o, t: F.cross_entropy(o, t, reduction="sum"), x, y), device, **slow
+    )
     benchmark.pedantic(lambda: fisher_diagonal(model, loss_fn, use_kernel=True), rounds=reps, iterations=1)
     ratio_bw, speedup_vmap = t_kernel / t_backward, t_vmap / t_kernel
-    benchmark.extra_info.update(batch=batch, t_forward_backward=t_backward, t_fisher_kernel=t_kernel,
-                                t_fisher_reference_reductions=t_hooks_ref, t_vmap_grad=t_vmap,
-                                ratio_to_backward=ratio_bw, speedup_vs_vmap=speedup_vmap)
-    print(f"\n[fisher {device.upper()}] {arch} 32px batch {batch}, {sum(p.numel() for p in model.parameters())} params: "
-          f"forward+backward {t_backward * 1e3:.1f} ms | fisher_diagonal (kernels) {t_kernel * 1e3:.1f} ms "
-          f"= {ratio_bw:.2f}x backward | with reference reductions {t_hooks_ref * 1e3:.1f} ms | "
-          f"vmap(grad) {t_vmap * 1e3:.1f} ms = {speedup_vmap:.1f}x slower than the kernel")
+    benchmark.extra_info.update(
+        batch=batch,
+        t_forward_backward=t_backward,
+        t_fisher_kernel=t_kernel,
+        t_fisher_reference_reductions=t_hooks_ref,
+        t_vmap_grad=t_vmap,
+        ratio_to_backward=ratio_bw,
+        speedup_vs_vmap=speedup_vmap,
+    )
+    print(
+        f"\n[fisher {device.upper()}] {arch} 32px batch {batch}, {sum(p.numel() for p in model.parameters())} params: "
+        f"forward+backward {t_backward * 1e3:.1f} ms | fisher_diagonal (kernels) {t_kernel * 1e3:.1f} ms "
+        f"= {ratio_bw:.2f}x backward | with reference reductions {t_hooks_ref * 1e3:.1f} ms | "
+        f"vmap(grad) {t_vmap * 1e3:.1f} ms = {speedup_vmap:.1f}x slower than the kernel"
+    )
     assert ratio_bw <= 1.5, f"Fisher takes {ratio_bw:.2f}x one forward+backward (goal <= 1.5x)"
     if device == "cuda" and arch == "resnet18":  # for the small net vmap(grad) costs a few backwards: reported only
         assert speedup_vmap >= 10, f"Fisher only {speedup_vmap:.1f}x faster than vmap(grad) (goal >= 10x)"

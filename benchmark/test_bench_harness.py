@@ -52,8 +52,12 @@ PROTOCOL = textwrap.dedent("""
 def test_harness_vs_bare_loop(benchmark, tmp_path, res, width, batch):
     torch.set_num_threads(THREADS)
     proto = protocol.parse(PROTOCOL.format(res=res, width=width, batch=batch))
-    run = Run(RunConfig(protocol=proto, method="simclr", stream="instance", strategy="sequential", seed=0,
-                        out=tmp_path, progress=False), Registry.discover())
+    run = Run(
+        RunConfig(
+            protocol=proto, method="simclr", stream="instance", strategy="sequential", seed=0, out=tmp_path, progress=False
+        ),
+        Registry.discover(),
+    )
     phase = Phase("bench", [0], STEPS)
     method, opt = run.method, run.optimizer
     images, pool = run.dataset.train.images, phase_pool(run, phase)
@@ -81,8 +85,14 @@ def test_harness_vs_bare_loop(benchmark, tmp_path, res, width, batch):
     benchmark.pedantic(harness, setup=bare, rounds=5, warmup_rounds=1)
     t_h, t_b = sorted(harness_times[1:])[2], sorted(bare_times[1:])[2]
     overhead = t_h / t_b - 1
-    benchmark.extra_info.update(harness_steps_per_s=round(STEPS / t_h, 3), bare_steps_per_s=round(STEPS / t_b, 3),
-                                overhead=round(overhead, 4), threads=THREADS)
-    print(f"\n{res}px x{width} batch {batch}: harness {STEPS / t_h:.2f} steps/s, bare loop {STEPS / t_b:.2f} steps/s, "
-          f"overhead {100 * overhead:+.1f}%")
+    benchmark.extra_info.update(
+        harness_steps_per_s=round(STEPS / t_h, 3),
+        bare_steps_per_s=round(STEPS / t_b, 3),
+        overhead=round(overhead, 4),
+        threads=THREADS,
+    )
+    print(
+        f"\n{res}px x{width} batch {batch}: harness {STEPS / t_h:.2f} steps/s, bare loop {STEPS / t_b:.2f} steps/s, "
+        f"overhead {100 * overhead:+.1f}%"
+    )
     assert overhead <= 0.10, f"harness overhead {100 * overhead:.1f}% > 10%"

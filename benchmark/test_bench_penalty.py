@@ -29,13 +29,14 @@ def test_penalty_vs_loop_resnet18(benchmark, device):
     reps = 10 if device == "cpu" else 100
     t_kernel = median_time(lambda: quadratic_penalty_(params, anchors, imps, 0.5, use_kernel=True), device, reps)
     t_loop = median_time(lambda: quadratic_penalty_reference(params, anchors, imps, 0.5), device, reps)
-    benchmark.pedantic(lambda: quadratic_penalty_(params, anchors, imps, 0.5, use_kernel=True), rounds=reps,
-                       iterations=1)
+    benchmark.pedantic(lambda: quadratic_penalty_(params, anchors, imps, 0.5, use_kernel=True), rounds=reps, iterations=1)
     n = sum(p.numel() for p in params)
     speedup = t_loop / t_kernel
     benchmark.extra_info.update(tensors=len(params), elements=n, t_kernel=t_kernel, t_loop=t_loop, speedup=speedup)
-    print(f"\n[penalty {device.upper()}] ResNet-18: {len(params)} tensors, {n / 1e6:.1f} M elements: kernel "
-          f"{t_kernel * 1e3:.2f} ms ({5 * 4 * n / t_kernel / 1e9:.0f} GB/s), per-parameter loop "
-          f"{t_loop * 1e3:.2f} ms, speedup {speedup:.1f}x")
+    print(
+        f"\n[penalty {device.upper()}] ResNet-18: {len(params)} tensors, {n / 1e6:.1f} M elements: kernel "
+        f"{t_kernel * 1e3:.2f} ms ({5 * 4 * n / t_kernel / 1e9:.0f} GB/s), per-parameter loop "
+        f"{t_loop * 1e3:.2f} ms, speedup {speedup:.1f}x"
+    )
     if device == "cuda":
         assert speedup >= 5, f"penalty kernel only {speedup:.1f}x faster than the loop (goal >= 5x)"

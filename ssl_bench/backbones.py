@@ -47,14 +47,17 @@ def register_backbone(fn: Callable | None = None, *, name: str | None = None):
         table[key] = factory
         hook = namespace.get("ssl_bench_backbones")
         if hook is None:
+
             def ssl_bench_backbones():
                 return registered(module_name)
 
             setattr(ssl_bench_backbones, _MARK, True)
             namespace["ssl_bench_backbones"] = hookimpl(ssl_bench_backbones)
         elif not getattr(hook, _MARK, False):
-            raise ValueError(f"{module_name} defines its own ssl_bench_backbones hook before @register_backbone; "
-                             "return registered(__name__) from it and define it after the decorated factories")
+            raise ValueError(
+                f"{module_name} defines its own ssl_bench_backbones hook before @register_backbone; "
+                "return registered(__name__) from it and define it after the decorated factories"
+            )
         return factory
 
     return add(fn) if fn is not None else add

@@ -109,9 +109,14 @@ class ReplayBuffer:
         return self.index[pick]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"index": self.index.copy(), "group": self.group.copy(), "seen": self.seen,
-                "seen_per_group": dict(self.seen_per_group), "full_groups": sorted(self.full_groups),
-                "rng": self.rng.bit_generator.state}
+        return {
+            "index": self.index.copy(),
+            "group": self.group.copy(),
+            "seen": self.seen,
+            "seen_per_group": dict(self.seen_per_group),
+            "full_groups": sorted(self.full_groups),
+            "rng": self.rng.bit_generator.state,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.index, self.group = np.asarray(state["index"], np.int64), np.asarray(state["group"], np.int64)
@@ -151,25 +156,39 @@ class StreamBuffer:
             self.buffer.add(index, None if group is None else group[index])
             self.added += new
         idx = self.buffer.index
-        self.history.append({"size": np.int64(len(idx)),
-                             "experience": np.bincount(self.origin[idx], minlength=self.n_exp),
-                             "class": np.bincount(self.labels[idx], minlength=self.n_classes),
-                             "domain": np.bincount(self.domains[idx], minlength=self.n_domains)})
+        self.history.append(
+            {
+                "size": np.int64(len(idx)),
+                "experience": np.bincount(self.origin[idx], minlength=self.n_exp),
+                "class": np.bincount(self.labels[idx], minlength=self.n_classes),
+                "domain": np.bincount(self.domains[idx], minlength=self.n_domains),
+            }
+        )
 
     def record(self) -> dict[str, Any]:
         """The buffer's capacity, policy, fill and composition after every phase, and its final indices."""
         if not self.history:
             return {}
-        return {"capacity": self.buffer.size, "policy": self.buffer.policy, "filled": self._stack("size"),
-                "composition_per_experience": self._stack("experience"), "composition_per_class": self._stack("class"),
-                "composition_per_domain": self._stack("domain"), "index": self.buffer.index.copy()}
+        return {
+            "capacity": self.buffer.size,
+            "policy": self.buffer.policy,
+            "filled": self._stack("size"),
+            "composition_per_experience": self._stack("experience"),
+            "composition_per_class": self._stack("class"),
+            "composition_per_domain": self._stack("domain"),
+            "index": self.buffer.index.copy(),
+        }
 
     def _stack(self, key: str) -> np.ndarray:
         return np.stack([h[key] for h in self.history])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"buffer": self.buffer.state_dict(), "added": list(self.added), "history": list(self.history),
-                "order": self._order.bit_generator.state}
+        return {
+            "buffer": self.buffer.state_dict(),
+            "added": list(self.added),
+            "history": list(self.history),
+            "order": self._order.bit_generator.state,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:

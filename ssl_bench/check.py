@@ -65,8 +65,13 @@ class Report:
 
     def add(self, check: str, ok: bool | None, detail: str = "") -> bool:
         self.rows.append(Row(check, ok, detail))
-        log.log(logging.INFO if ok is not False else logging.WARNING, "%s %s%s", Row(check, ok).mark, check,
-                f": {detail}" if detail else "")
+        log.log(
+            logging.INFO if ok is not False else logging.WARNING,
+            "%s %s%s",
+            Row(check, ok).mark,
+            check,
+            f": {detail}" if detail else "",
+        )
         return bool(ok)
 
     def text(self) -> str:
@@ -78,11 +83,14 @@ class Report:
         name = p.name if p else self.spec
         version = p.version if p else "?"
         verdict = "all checks passed" if self.passed else "SOME CHECKS FAILED"
-        lines = [f"### `ssl-bench check`: plugin `{name}` {version}: {verdict}", "",
-                 "| | check | detail |", "|:-:|---|---|"]
+        lines = [f"### `ssl-bench check`: plugin `{name}` {version}: {verdict}", "", "| | check | detail |", "|:-:|---|---|"]
         lines += [f"| {r.mark} | {r.check} | {_md(r.detail)} |" for r in self.rows]
-        lines += ["", f"ssl-bench {ssl_bench.__version__} · torch {torch.__version__} · python {platform.python_version()} · "
-                      f"{platform.system()} {platform.machine()} · protocol {self.protocol}", ""]
+        lines += [
+            "",
+            f"ssl-bench {ssl_bench.__version__} · torch {torch.__version__} · python {platform.python_version()} · "
+            f"{platform.system()} {platform.machine()} · protocol {self.protocol}",
+            "",
+        ]
         return "\n".join(lines)
 
 
@@ -90,8 +98,15 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def run_checks(spec: str, protocol: str = "smoke", out: Path | None = None, data_root: str | None = None,
-               download: bool = False, device: str = "auto", progress: bool = False) -> Report:
+def run_checks(
+    spec: str,
+    protocol: str = "smoke",
+    out: Path | None = None,
+    data_root: str | None = None,
+    download: bool = False,
+    device: str = "auto",
+    progress: bool = False,
+) -> Report:
     """Check the plugin ``spec`` (entry-point name, module or .py file) and return the report."""
     proto = protocols.load(protocol)  # a bad --protocol is the user's error, not the plugin's
     report = Report(spec, f"{proto.label} (`{proto.hash[:12]}`)")
@@ -102,9 +117,12 @@ def run_checks(spec: str, protocol: str = "smoke", out: Path | None = None, data
     provided = [(kind, name) for kind in KINDS for name in info.provides.get(kind, [])]
     hooks = [impl.name for impl in registry.pm.get_hookcallers(info.module) or []]
     observer_only = not provided and any(h not in KINDS.values() for h in hooks)  # e.g. a logger: nothing to run
-    report.add("provides something", bool(provided) or observer_only,
-               ", ".join(f"{kind} {name}" for kind, name in provided) or
-               ("observer hooks only, nothing to run" if observer_only else "no factory hook returned anything"))
+    report.add(
+        "provides something",
+        bool(provided) or observer_only,
+        ", ".join(f"{kind} {name}" for kind, name in provided)
+        or ("observer hooks only, nothing to run" if observer_only else "no factory hook returned anything"),
+    )
     bad = [name for _, name in provided if not NAME.match(name)]
     if provided:
         report.add("names are lowercase (a-z 0-9 - _ .)", not bad, f"rename {', '.join(bad)}" if bad else "")
@@ -113,8 +131,16 @@ def run_checks(spec: str, protocol: str = "smoke", out: Path | None = None, data
     with tempfile.TemporaryDirectory(prefix="ssl-bench-check-") as tmp:
         folder = Path(out) if out else Path(tmp)
         for kind, name in provided:
-            _check_run(registry, info, kind, name, proto, folder, report,
-                       dict(data_root=data_root, download=download, device=device, progress=progress))
+            _check_run(
+                registry,
+                info,
+                kind,
+                name,
+                proto,
+                folder,
+                report,
+                dict(data_root=data_root, download=download, device=device, progress=progress),
+            )
     return report
 
 
@@ -144,9 +170,13 @@ def _check_clashes(spec: str, info: PluginInfo, provided, report: Report) -> Non
     others = Registry()
     others.load_builtins()
     others.load_entry_points()
-    clashes = [f"{kind} '{name}' (also in {others.entries[kind][name].plugin.name})" for kind, name in provided
-               if name in others.entries[kind] and others.entries[kind][name].plugin.module is not info.module
-               and others.entries[kind][name].plugin.name != info.name]
+    clashes = [
+        f"{kind} '{name}' (also in {others.entries[kind][name].plugin.name})"
+        for kind, name in provided
+        if name in others.entries[kind]
+        and others.entries[kind][name].plugin.module is not info.module
+        and others.entries[kind][name].plugin.name != info.name
+    ]
     if provided:
         report.add("names are new", not clashes, "; ".join(clashes) + ": choose other names" if clashes else "")
 
@@ -155,9 +185,12 @@ def _check_metadata(info: PluginInfo, report: Report) -> None:
     doc = (getattr(info.module, "__doc__", None) or "").strip()
     version = info.version
     report.add("metadata: name", bool(info.name) and bool(NAME.match(info.name.lower())), info.name)
-    report.add("metadata: version", version not in ("", "unknown", "None"),
-               version if version not in ("", "unknown", "None") else "set __version__ = \"0.1.0\" in the module")
-    for key, hint in (("paper", "the paper it implements, or \"none\" if it is new"), ("license", "an SPDX id, e.g. \"MIT\"")):
+    report.add(
+        "metadata: version",
+        version not in ("", "unknown", "None"),
+        version if version not in ("", "unknown", "None") else 'set __version__ = "0.1.0" in the module',
+    )
+    for key, hint in (("paper", 'the paper it implements, or "none" if it is new'), ("license", 'an SPDX id, e.g. "MIT"')):
         value = info.meta(key)
         ok = isinstance(value, str) and bool(value.strip())
         label = "licence" if key == "license" else key
@@ -173,7 +206,9 @@ def _variant(proto, kind: str, name: str):
     elif kind == "backbone":
         data["backbone"] = {"name": name, "options": {}}
     elif kind == "evaluator":
-        data["eval"]["evaluators"] = [*data["eval"]["evaluators"], name] if name not in data["eval"]["evaluators"] else data["eval"]["evaluators"]
+        data["eval"]["evaluators"] = (
+            [*data["eval"]["evaluators"], name] if name not in data["eval"]["evaluators"] else data["eval"]["evaluators"]
+        )
     return protocols.Protocol.model_validate(data)
 
 
@@ -186,17 +221,27 @@ def _check_run(registry, info, kind, name, proto, folder, report, options) -> No
     if kind in chosen:
         chosen[kind] = name
     label = f"runs: {kind} {name}"
-    config = RunConfig(protocol=run_proto, seed=proto.seeds[0], out=folder / f"{kind}-{name}", plugins=[report.spec],
-                       **chosen, **options)
-    log.info("check: training %s %s under %s (method %s, stream %s, strategy %s)", kind, name, proto.label,
-             chosen["method"], chosen["stream"], chosen["strategy"])
+    config = RunConfig(
+        protocol=run_proto, seed=proto.seeds[0], out=folder / f"{kind}-{name}", plugins=[report.spec], **chosen, **options
+    )
+    log.info(
+        "check: training %s %s under %s (method %s, stream %s, strategy %s)",
+        kind,
+        name,
+        proto.label,
+        chosen["method"],
+        chosen["stream"],
+        chosen["strategy"],
+    )
     t0 = time.time()
     try:
         path = execute(config, registry, resume=False)
         r = Result(path)
         acc = r.summary.get("final_avg_acc")
-        detail = (f"{chosen['method']} / {chosen['stream']} / {chosen['strategy']}: final acc {100 * acc:.1f}%, "
-                  f"{time.time() - t0:.0f} s")
+        detail = (
+            f"{chosen['method']} / {chosen['stream']} / {chosen['strategy']}: final acc {100 * acc:.1f}%, "
+            f"{time.time() - t0:.0f} s"
+        )
         report.runs.append({"kind": kind, "name": name, "file": str(path), "final_avg_acc": acc, "seconds": time.time() - t0})
         ok = acc is not None and 0 <= acc <= 1
         report.add(label, ok, detail if ok else f"final accuracy {acc} is not a number in [0, 1]")

@@ -32,11 +32,21 @@ def class_experiences(dataset: Dataset, groups: Sequence[Sequence[int]], name: s
         te = np.flatnonzero(np.isin(test_labels, group))
         for c in group:
             if not (train_labels == c).any() or not (test_labels == c).any():
-                raise UserError(f"class '{dataset.classes[c]}' has no {'training' if not (train_labels == c).any() else 'held-out'} "
-                                f"images in dataset {dataset.name}; remove the class or add images")
+                raise UserError(
+                    f"class '{dataset.classes[c]}' has no {'training' if not (train_labels == c).any() else 'held-out'} "
+                    f"images in dataset {dataset.name}; remove the class or add images"
+                )
         shown = ", ".join(dataset.classes[c] for c in group[:3]) + (", ..." if len(group) > 3 else "")
-        out.append(Experience(index=i, train_idx=tr, test_idx=te, classes=group,
-                              domains=sorted(set(train_domains[tr].tolist())), name=f"{name} {shown}"))
+        out.append(
+            Experience(
+                index=i,
+                train_idx=tr,
+                test_idx=te,
+                classes=group,
+                domains=sorted(set(train_domains[tr].tolist())),
+                name=f"{name} {shown}",
+            )
+        )
     return out
 
 
@@ -45,5 +55,7 @@ def check_n_experiences(stream: str, n_experiences: int, n_classes: int) -> None
     if n_experiences < 1:
         raise UserError(f"{stream} stream: n_experiences must be at least 1, got {n_experiences}")
     if n_experiences > n_classes:
-        raise UserError(f"{stream} stream: {n_experiences} experiences but the dataset has only {n_classes} classes; "
-                        "use at most as many experiences as classes")
+        raise UserError(
+            f"{stream} stream: {n_experiences} experiences but the dataset has only {n_classes} classes; "
+            "use at most as many experiences as classes"
+        )

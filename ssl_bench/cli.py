@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars, warnings only")
-    parser = argparse.ArgumentParser(prog="ssl-bench", description="Benchmark self-supervised pre-training on streaming data.",
-                                     parents=[common])
+    parser = argparse.ArgumentParser(
+        prog="ssl-bench", description="Benchmark self-supervised pre-training on streaming data.", parents=[common]
+    )
     parser.add_argument("--version", action="version", version=f"ssl-bench {ssl_bench.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -46,14 +47,31 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, parents=[common, *parents])
 
     shared = argparse.ArgumentParser(add_help=False)  # options of both run and sweep
-    shared.add_argument("--plugin", action="append", default=[], metavar="NAME_OR_PATH",
-                        help="load a plugin: installed entry-point name, importable module, or .py file (repeatable)")
+    shared.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="NAME_OR_PATH",
+        help="load a plugin: installed entry-point name, importable module, or .py file (repeatable)",
+    )
     shared.add_argument("--protocol", default="smoke", help="shipped protocol name or .toml path (default: smoke)")
     shared.add_argument("--out", default="runs", type=Path, help="folder for result files (default: runs)")
-    shared.add_argument("--method-opt", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                        help="method option, e.g. temperature=0.2 (repeatable)")
-    shared.add_argument("--strategy-opt", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                        help="strategy option; with several strategies prefix the name: replay.size=500")
+    shared.add_argument(
+        "--method-opt",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="method option, e.g. temperature=0.2 (repeatable)",
+    )
+    shared.add_argument(
+        "--strategy-opt",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="strategy option; with several strategies prefix the name: replay.size=500",
+    )
     shared.add_argument("--data-root", help="folder holding the protocol's dataset")
     shared.add_argument("--download", action="store_true", help="download the dataset if it is missing")
     shared.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: auto)")
@@ -64,8 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", help="strategy name, or several joined by '+' (default: the protocol's default)")
     run.add_argument("--seed", type=int, help="seed (default: the protocol's first seed)")
     run.add_argument("--restart", action="store_true", help="ignore a checkpoint left by an interrupted run")
-    stream_opt = dict(action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                      help="stream option, e.g. path=split.json for --stream manifest (repeatable)")
+    stream_opt = dict(
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="stream option, e.g. path=split.json for --stream manifest (repeatable)",
+    )
     run.add_argument("--stream-opt", **stream_opt)
 
     export = command("stream-export", help="write a stream's split as a manifest file (reload it with --stream manifest)")
@@ -84,10 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--strategies", help="comma-separated strategies, each possibly 'a+b' (default: the protocol's default)")
     sweep.add_argument("--seeds", default="all", help="'all' (the protocol's seeds, default) or e.g. 0,1,2")
     sweep.add_argument("--jobs", type=int, default=1, help="runs at the same time (default: 1)")
-    sweep.add_argument("--launcher", default="local", choices=["local", "slurm", "submitit-local"],
-                       help="local process pool (default), or submitit: SLURM or its local executor")
-    sweep.add_argument("--slurm", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                       help="submitit parameter for the slurm launcher, e.g. slurm_partition=gpu, gpus_per_node=1")
+    sweep.add_argument(
+        "--launcher",
+        default="local",
+        choices=["local", "slurm", "submitit-local"],
+        help="local process pool (default), or submitit: SLURM or its local executor",
+    )
+    sweep.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="submitit parameter for the slurm launcher, e.g. slurm_partition=gpu, gpus_per_node=1",
+    )
 
     lst = command("list", help="list discovered plugins and what they provide, and the shipped protocols")
     lst.add_argument("--plugin", action="append", default=[], metavar="NAME_OR_PATH", help="also load this plugin")
@@ -100,17 +133,28 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", default="plots", type=Path, help="folder for the PNG files (default: plots)")
 
     board = command("leaderboard", help="leaderboard tables from result files, one per protocol hash")
-    board.add_argument("--results", default=Path("leaderboard") / "results", type=Path,
-                       help="folder searched for .h5 files (default: leaderboard/results)")
-    board.add_argument("--format", choices=["md", "html", "csv", "json"],
-                       help="md (default), html (one self-contained page), csv or json; default: from -o's suffix")
+    board.add_argument(
+        "--results",
+        default=Path("leaderboard") / "results",
+        type=Path,
+        help="folder searched for .h5 files (default: leaderboard/results)",
+    )
+    board.add_argument(
+        "--format",
+        choices=["md", "html", "csv", "json"],
+        help="md (default), html (one self-contained page), csv or json; default: from -o's suffix",
+    )
     board.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
 
     check = command("check", help="a contributor's pre-flight: load, validate and run every thing a plugin provides")
     check.add_argument("--plugin", required=True, metavar="NAME_OR_PATH", help="the plugin to check")
     check.add_argument("--protocol", default="smoke", help="protocol to run under (default: smoke)")
-    check.add_argument("--report", default=Path("ssl-bench-check.md"), type=Path,
-                       help="markdown block for the pull request (default: ssl-bench-check.md)")
+    check.add_argument(
+        "--report",
+        default=Path("ssl-bench-check.md"),
+        type=Path,
+        help="markdown block for the pull request (default: ssl-bench-check.md)",
+    )
     check.add_argument("--out", type=Path, help="keep the check runs' result files here (default: a temporary folder)")
     check.add_argument("--data-root", help="folder holding the protocol's dataset")
     check.add_argument("--download", action="store_true", help="download the dataset if it is missing")
@@ -118,8 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = command("submit", help="validate result files and copy them into the leaderboard")
     submit.add_argument("results", nargs="+", type=Path, metavar="RESULT.h5")
-    submit.add_argument("--to", default=Path("leaderboard") / "results", type=Path,
-                        help="leaderboard results folder (default: leaderboard/results)")
+    submit.add_argument(
+        "--to",
+        default=Path("leaderboard") / "results",
+        type=Path,
+        help="leaderboard results folder (default: leaderboard/results)",
+    )
     submit.add_argument("--check", action="store_true", help="validate only, copy nothing (what CI runs)")
     submit.add_argument("--replace", action="store_true", help="overwrite a different file already submitted for the same run")
     return parser
@@ -132,12 +180,22 @@ def _config(args, registry, proto, **chosen):
     def pick(kind: str) -> str:
         return chosen.get(kind) or registry.default_for(kind) or getattr(proto.defaults, kind)
 
-    config = RunConfig(protocol=proto, method=pick("method"), stream=pick("stream"), strategy=pick("strategy"),
-                       seed=proto.seeds[0] if chosen.get("seed") is None else chosen["seed"], out=args.out,
-                       method_options=dict(args.method_opt), strategy_options=dict(args.strategy_opt),
-                       stream_options=dict(getattr(args, "stream_opt", [])),
-                       data_root=args.data_root, download=args.download, device=args.device,
-                       plugins=list(args.plugin), progress=not args.quiet)
+    config = RunConfig(
+        protocol=proto,
+        method=pick("method"),
+        stream=pick("stream"),
+        strategy=pick("strategy"),
+        seed=proto.seeds[0] if chosen.get("seed") is None else chosen["seed"],
+        out=args.out,
+        method_options=dict(args.method_opt),
+        strategy_options=dict(args.strategy_opt),
+        stream_options=dict(getattr(args, "stream_opt", [])),
+        data_root=args.data_root,
+        download=args.download,
+        device=args.device,
+        plugins=list(args.plugin),
+        progress=not args.quiet,
+    )
     _validate(registry, [config.method], [config.stream], [config.strategy])
     return config
 
@@ -198,9 +256,19 @@ def cmd_stream_export(args) -> int:
     stream = args.stream or registry.default_for("stream") or proto.defaults.stream
     registry.get("stream", stream)
     seed = proto.seeds[0] if args.seed is None else args.seed
-    config = RunConfig(protocol=proto, method=proto.defaults.method, stream=stream, strategy=proto.defaults.strategy,
-                       seed=seed, out=Path("."), stream_options=dict(args.stream_opt), data_root=args.data_root,
-                       download=args.download, plugins=list(args.plugin), progress=not args.quiet)
+    config = RunConfig(
+        protocol=proto,
+        method=proto.defaults.method,
+        stream=stream,
+        strategy=proto.defaults.strategy,
+        seed=seed,
+        out=Path("."),
+        stream_options=dict(args.stream_opt),
+        data_root=args.data_root,
+        download=args.download,
+        plugins=list(args.plugin),
+        progress=not args.quiet,
+    )
     dataset, experiences = load_data(config, registry)
     source = {"stream": stream, "seed": seed, "protocol": proto.label, "protocol_hash": proto.hash}
     print(manifest.write(args.output, manifest.describe(dataset, experiences, source)))
@@ -211,8 +279,11 @@ def cmd_list(args) -> int:
     from ssl_bench.registry import KINDS, Registry
 
     registry = Registry.discover(args.plugin)
-    rows = [(kind, name, e.plugin.name, e.plugin.source, e.plugin.version)
-            for kind in KINDS for name, e in sorted(registry.entries[kind].items())]
+    rows = [
+        (kind, name, e.plugin.name, e.plugin.source, e.plugin.version)
+        for kind in KINDS
+        for name, e in sorted(registry.entries[kind].items())
+    ]
     _table(("kind", "name", "plugin", "source", "version"), rows)
     broken = [p for p in registry.plugins.values() if p.error]
     if broken:
@@ -231,8 +302,10 @@ def cmd_show(args) -> int:
     print(f"{args.result}")
     print(f"  protocol   {a['protocol']} v{a['protocol_version']} ({a['protocol_hash'][:12]})")
     print(f"  run        method={a['method']} stream={a['stream']} strategy={a['strategy']} seed={a['seed']}")
-    print(f"  made with  ssl-bench {a['ssl_bench_version']}, torch {a['torch_version']}, {a['device']}, "
-          f"commit {a.get('git_commit') or 'unknown'}, {a.get('seconds', '?')} s, {a.get('steps', '?')} steps")
+    print(
+        f"  made with  ssl-bench {a['ssl_bench_version']}, torch {a['torch_version']}, {a['device']}, "
+        f"commit {a.get('git_commit') or 'unknown'}, {a.get('seconds', '?')} s, {a.get('steps', '?')} steps"
+    )
     definitions = r.group_attrs.get("summary_definitions", {})
     for key, value in sorted(r.summary.items()):
         text = f"  {key:<24} {value:.4f}" if isinstance(value, float) else f"  {key:<24} {value}"
@@ -246,7 +319,9 @@ def cmd_show(args) -> int:
     for i, row in enumerate(acc):
         label = names[i] if i < len(names) else str(i)
         print("  " + f"{label[:22]:<22}" + "".join(f"{v:8.3f}" for v in row))
-    others = sorted(k for k in r.arrays if k.startswith(("metrics/", "end/")) and k not in ("metrics/acc_matrix", "metrics/acc_init"))
+    others = sorted(
+        k for k in r.arrays if k.startswith(("metrics/", "end/")) and k not in ("metrics/acc_matrix", "metrics/acc_init")
+    )
     series = [k for k in others if k.startswith("metrics/") and np.ndim(r[k]) == 1 and len(r[k]) == len(acc)]
     if series:  # one number per phase (collapse AUC, CKA to the previous phase, few-shot accuracy, ...)
         print("\n  per-phase metrics (column: after phase)")
@@ -291,8 +366,15 @@ def cmd_leaderboard(args) -> int:
 def cmd_check(args) -> int:
     from ssl_bench import check
 
-    report = check.run_checks(args.plugin, protocol=args.protocol, out=args.out, data_root=args.data_root,
-                              download=args.download, device=args.device, progress=not args.quiet)
+    report = check.run_checks(
+        args.plugin,
+        protocol=args.protocol,
+        out=args.out,
+        data_root=args.data_root,
+        download=args.download,
+        device=args.device,
+        progress=not args.quiet,
+    )
     block = report.markdown()
     print(report.text())
     try:
@@ -311,11 +393,15 @@ def cmd_submit(args) -> int:
     verb = "valid" if args.check else "submitted"
     for item in accepted:
         d = submit.describe(item)
-        print(f"{verb}: {d['file']}  ({d['method']} / {d['stream']} / {d['strategy']}, seed {d['seed']}, "
-              f"final acc {100 * d['final_avg_acc']:.1f}%)")
+        print(
+            f"{verb}: {d['file']}  ({d['method']} / {d['stream']} / {d['strategy']}, seed {d['seed']}, "
+            f"final acc {100 * d['final_avg_acc']:.1f}%)"
+        )
     if not args.check:
-        print(f"next: ssl-bench leaderboard --results {args.to} -o {args.to.parent / 'README.md'} "
-              f"and --format html -o {args.to.parent / 'index.html'}, then open a pull request")
+        print(
+            f"next: ssl-bench leaderboard --results {args.to} -o {args.to.parent / 'README.md'} "
+            f"and --format html -o {args.to.parent / 'index.html'}, then open a pull request"
+        )
     return 0
 
 
@@ -325,8 +411,17 @@ def _table(header, rows) -> None:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "show": cmd_show, "plot": cmd_plot, "leaderboard": cmd_leaderboard,
-            "stream-export": cmd_stream_export, "check": cmd_check, "submit": cmd_submit}
+COMMANDS = {
+    "run": cmd_run,
+    "sweep": cmd_sweep,
+    "list": cmd_list,
+    "show": cmd_show,
+    "plot": cmd_plot,
+    "leaderboard": cmd_leaderboard,
+    "stream-export": cmd_stream_export,
+    "check": cmd_check,
+    "submit": cmd_submit,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,12 +32,12 @@ DEFINITIONS: dict[str, str] = {
     "avg_acc": "mean_i mean_{j seen by phase i} R[i, j]: average incremental accuracy (Rebuffi et al. 2017)",
     "bwt": "mean over j with last(j) < P-1 of R[P-1, j] - R[last(j), j]: backward transfer (Lopez-Paz & Ranzato 2017)",
     "fwt": "mean over j with first(j) > 0 of R[first(j)-1, j] - b[j]: forward transfer vs the random-init "
-           "backbone (Lopez-Paz & Ranzato 2017)",
+    "backbone (Lopez-Paz & Ranzato 2017)",
     "forgetting_max": "mean over j with last(j) < P-1 of max_{l < P-1} R[l, j] - R[P-1, j]: forgetting (Chaudhry et al. 2018)",
     "forgetting_init_final": "mean over j with last(j) < P-1 of R[last(j), j] - R[P-1, j]: Avalanche's experience "
-                             "forgetting (accuracy when last trained minus final)",
+    "forgetting (accuracy when last trained minus final)",
     "collapse_auc": "metrics/collapse/auc of the last phase: AUC of the normalised cumulative singular-value "
-                    "spectrum (Li, Efros, Pathak); higher = more collapsed",
+    "spectrum (Li, Efros, Pathak); higher = more collapsed",
 }
 
 
@@ -111,8 +111,10 @@ def linear_cka(x: Any, y: Any) -> float:
 def _check_pair(result, joint) -> None:
     a, b = result.attrs, joint.attrs
     if a["protocol_hash"] != b["protocol_hash"]:
-        raise UserError(f"'{joint.path}' was made under another protocol ({b['protocol_hash'][:12]}) than "
-                        f"'{result.path}' ({a['protocol_hash'][:12]}); compare runs of one protocol")
+        raise UserError(
+            f"'{joint.path}' was made under another protocol ({b['protocol_hash'][:12]}) than "
+            f"'{result.path}' ({a['protocol_hash'][:12]}); compare runs of one protocol"
+        )
     if b["strategy"] != "joint":
         raise UserError(f"'{joint.path}' is a '{b['strategy']}' run, not a joint one")
 
@@ -139,6 +141,8 @@ def cka_to_joint(result, joint) -> float | None:
         return None
     ia, ib = np.asarray(result[idx])[-1], np.asarray(joint[idx])[-1]
     if not np.array_equal(ia, ib):
-        raise UserError(f"'{result.path}' and '{joint.path}' stored CKA features of different samples; "
-                        "they must share the protocol, stream and seed")
+        raise UserError(
+            f"'{result.path}' and '{joint.path}' stored CKA features of different samples; "
+            "they must share the protocol, stream and seed"
+        )
     return linear_cka(np.asarray(result[key])[-1], np.asarray(joint[key])[-1])

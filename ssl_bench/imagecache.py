@@ -78,8 +78,9 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def load(name: str, files: list[Path], resolution: int, *, on_corrupt: str = "skip", progress: bool = True,
-         workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load(
+    name: str, files: list[Path], resolution: int, *, on_corrupt: str = "skip", progress: bool = True, workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(images, kept)``: uint8 ``[M, 3, R, R]`` (memory-mapped) and the indices into ``files`` kept.
 
     ``name`` identifies the dataset and split (e.g. ``"tiny-imagenet/train"``); with the
@@ -105,7 +106,9 @@ def load(name: str, files: list[Path], resolution: int, *, on_corrupt: str = "sk
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UserError(f"cannot create the image cache folder {folder}: {err.strerror}; set SSL_BENCH_CACHE to a writable folder") from None
+        raise UserError(
+            f"cannot create the image cache folder {folder}: {err.strerror}; set SSL_BENCH_CACHE to a writable folder"
+        ) from None
     return _build(name, files, resolution, npy, meta_path, on_corrupt, progress, workers)
 
 
@@ -125,8 +128,12 @@ def _build(name, files, resolution, npy, meta_path, on_corrupt, progress, worker
     workers = workers or min(32, (os.cpu_count() or 1) + 2)
     chunk = 256
     try:
-        with ThreadPoolExecutor(workers) as pool, tqdm(total=len(files), desc=f"decoding {name}", unit="img",
-                                                       disable=None if progress else True, dynamic_ncols=True) as bar:
+        with (
+            ThreadPoolExecutor(workers) as pool,
+            tqdm(
+                total=len(files), desc=f"decoding {name}", unit="img", disable=None if progress else True, dynamic_ncols=True
+            ) as bar,
+        ):
             for i, err in pool.map(work, range(len(files)), chunksize=chunk):
                 if err is None:
                     ok[i] = True
@@ -151,8 +158,11 @@ def _build(name, files, resolution, npy, meta_path, on_corrupt, progress, worker
         os.replace(tmp, npy)
         corrupt_names = [str(files[i]) for i in corrupt]
         meta_tmp = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
-        meta_tmp.write_text(json.dumps({"name": name, "resolution": resolution, "n_files": len(files),
-                                        "kept": kept.tolist(), "corrupt": corrupt_names}))
+        meta_tmp.write_text(
+            json.dumps(
+                {"name": name, "resolution": resolution, "n_files": len(files), "kept": kept.tolist(), "corrupt": corrupt_names}
+            )
+        )
         os.replace(meta_tmp, meta_path)  # the metadata file marks the cache entry as complete
     finally:
         if tmp.exists():
@@ -166,12 +176,15 @@ def _report(name, files, corrupt, on_corrupt):
         return
     if on_corrupt == "error":
         raise UserError(f"{name}: cannot decode {corrupt[0]} ({len(corrupt)} corrupt files); remove or replace them")
-    warnings.warn(f"{name}: skipped {len(corrupt)} of {len(files)} image files that could not be decoded "
-                  f"(first: {corrupt[0]})", stacklevel=3)
+    warnings.warn(
+        f"{name}: skipped {len(corrupt)} of {len(files)} image files that could not be decoded (first: {corrupt[0]})",
+        stacklevel=3,
+    )
 
 
-def image_set(name: str, files: list[Path], labels, domains, root: Path, resolution: int, *,
-              on_corrupt: str = "skip", progress: bool = True):
+def image_set(
+    name: str, files: list[Path], labels, domains, root: Path, resolution: int, *, on_corrupt: str = "skip", progress: bool = True
+):
     """An :class:`ssl_bench.api.ImageSet` of ``files`` through the cache; ids are paths relative to ``root``.
 
     Samples whose file is corrupt are dropped (see the module docstring) together with their labels.
@@ -199,7 +212,8 @@ def resize(images, resolution: int, batch: int = 2048):
         return images
     out = torch.empty(len(images), images.shape[1], resolution, resolution, dtype=torch.uint8)
     for s in range(0, len(images), batch):
-        x = F.interpolate(images[s:s + batch].float(), size=(resolution, resolution), mode="bilinear",
-                          antialias=True, align_corners=False)
-        out[s:s + batch] = x.round().clamp(0, 255).to(torch.uint8)
+        x = F.interpolate(
+            images[s : s + batch].float(), size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False
+        )
+        out[s : s + batch] = x.round().clamp(0, 255).to(torch.uint8)
     return out

@@ -44,7 +44,7 @@ def read(path: str | Path) -> dict[str, Any]:
     except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"manifest {path} cannot be parsed: {err}") from None
     if not isinstance(data, dict) or data.get("format", FORMAT) != FORMAT:
-        raise UserError(f"manifest {path}: not an ssl-bench stream manifest (expected \"format\": \"{FORMAT}\")")
+        raise UserError(f'manifest {path}: not an ssl-bench stream manifest (expected "format": "{FORMAT}")')
     if data.get("version", VERSION) != VERSION:
         raise UserError(f"manifest {path}: version {data.get('version')} is not supported (this ssl-bench reads {VERSION})")
     exps = data.get("experiences")
@@ -84,8 +84,10 @@ def _samples(kind: str, wanted, ids: list[str] | None, n: int, where: str) -> np
 def experiences(dataset: Dataset, data: dict[str, Any], where: str = "manifest") -> list[Experience]:
     """The experiences a parsed manifest describes on ``dataset``."""
     if data.get("dataset") not in (None, dataset.name):
-        raise UserError(f"{where} was made for dataset '{data['dataset']}', not '{dataset.name}'; "
-                        "remove its \"dataset\" entry to use it anyway")
+        raise UserError(
+            f"{where} was made for dataset '{data['dataset']}', not '{dataset.name}'; "
+            'remove its "dataset" entry to use it anyway'
+        )
     out = []
     for i, entry in enumerate(data["experiences"]):
         at = f"{where}, experience {i}"
@@ -103,7 +105,9 @@ def experiences(dataset: Dataset, data: dict[str, Any], where: str = "manifest")
             classes = sorted(set(dataset.train.labels[tr].tolist()))
             domains = sorted(set(dataset.train.domains[tr].tolist()))
         elif "classes" in entry or "domains" in entry:
-            classes = _names("classes", entry["classes"], dataset.classes, dataset.class_names, at) if "classes" in entry else None
+            classes = (
+                _names("classes", entry["classes"], dataset.classes, dataset.class_names, at) if "classes" in entry else None
+            )
             domains = _names("domains", entry["domains"], dataset.domains, None, at) if "domains" in entry else None
 
             def pick(split):
@@ -121,8 +125,16 @@ def experiences(dataset: Dataset, data: dict[str, Any], where: str = "manifest")
             domains = domains if domains is not None else sorted(set(dataset.train.domains[tr].tolist()))
         else:
             raise UserError(f"{at}: list 'classes', 'domains', or 'train' and 'test' sample ids")
-        out.append(Experience(index=i, train_idx=tr, test_idx=te, classes=[int(c) for c in classes],
-                              domains=[int(d) for d in domains], name=str(entry.get("name", f"experience {i}"))))
+        out.append(
+            Experience(
+                index=i,
+                train_idx=tr,
+                test_idx=te,
+                classes=[int(c) for c in classes],
+                domains=[int(d) for d in domains],
+                name=str(entry.get("name", f"experience {i}")),
+            )
+        )
     return out
 
 
@@ -167,8 +179,11 @@ def write(path: str | Path, manifest: dict[str, Any]) -> Path:
 def _toml(manifest: dict[str, Any]) -> str:
     """The manifest in TOML (its values are strings, numbers and lists of them; JSON quoting is valid TOML)."""
     value = lambda v: json.dumps(v, ensure_ascii=True)  # noqa: E731
-    lines = [f"format = {value(manifest['format'])}", f"version = {manifest['version']}",
-             f"dataset = {value(manifest['dataset'])}"]
+    lines = [
+        f"format = {value(manifest['format'])}",
+        f"version = {manifest['version']}",
+        f"dataset = {value(manifest['dataset'])}",
+    ]
     if manifest.get("source"):
         lines.append("source = { " + ", ".join(f"{json.dumps(k)} = {value(v)}" for k, v in manifest["source"].items()) + " }")
     for entry in manifest["experiences"]:

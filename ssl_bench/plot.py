@@ -70,7 +70,12 @@ def _save(fig, out: Path, name: str) -> Path:
 
 def _heat(ax, m, row_labels, col_labels, vmin, vmax, cmap="viridis", digits=2):
     im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto")
-    ax.set_xticks(range(len(col_labels)), col_labels, rotation=45 if len(col_labels) > 6 else 0, ha="right" if len(col_labels) > 6 else "center")
+    ax.set_xticks(
+        range(len(col_labels)),
+        col_labels,
+        rotation=45 if len(col_labels) > 6 else 0,
+        ha="right" if len(col_labels) > 6 else "center",
+    )
     ax.set_yticks(range(len(row_labels)), row_labels)
     if m.size <= 150:
         mid = (vmin + vmax) / 2

@@ -37,8 +37,9 @@ def _threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def fit_predict(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, l2: float = 1e-4,
-                max_iter: int = 200) -> torch.Tensor:
+def fit_predict(
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, l2: float = 1e-4, max_iter: int = 200
+) -> torch.Tensor:
     """Fit logistic regression on (train_x, train_y) and return predicted labels of test_x.
 
     Small CPU problems (under a million feature entries) run on one thread: the few hundred
@@ -51,15 +52,21 @@ def fit_predict(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tens
     return _fit_predict(train_x, train_y, test_x, l2, max_iter)
 
 
-def _fit_predict(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, l2: float,
-                 max_iter: int) -> torch.Tensor:
+def _fit_predict(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, l2: float, max_iter: int) -> torch.Tensor:
     classes, y = torch.unique(train_y, return_inverse=True)
     mean, std = train_x.mean(0, keepdim=True), train_x.std(0, keepdim=True) + 1e-6
     x, xt = ((train_x - mean) / std).double(), ((test_x - mean) / std).double()
     w = torch.zeros(x.shape[1], len(classes), dtype=torch.float64, requires_grad=True)
     b = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-7, tolerance_change=1e-10)
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1,
+        max_iter=max_iter,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-7,
+        tolerance_change=1e-10,
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()

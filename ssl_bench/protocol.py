@@ -133,8 +133,11 @@ def load(name_or_path: str) -> Protocol:
         text, where = path.read_text(), str(path)
     else:
         if name_or_path not in shipped():
-            raise UserError(f"unknown protocol '{name_or_path}'." + did_you_mean(name_or_path, shipped())
-                            + " Give a shipped name or a path to a .toml file.")
+            raise UserError(
+                f"unknown protocol '{name_or_path}'."
+                + did_you_mean(name_or_path, shipped())
+                + " Give a shipped name or a path to a .toml file."
+            )
         text = (resources.files("ssl_bench") / "protocols" / f"{name_or_path}.toml").read_text()
         where = f"protocol '{name_or_path}'"
     return parse(text, where)

@@ -116,7 +116,9 @@ class Registry:
         path = Path(spec)
         if spec.endswith(".py") or path.is_file():
             if not path.is_file():
-                raise UserError(f"plugin file '{spec}' does not exist; give an existing .py file, a module name or an installed plugin name")
+                raise UserError(
+                    f"plugin file '{spec}' does not exist; give an existing .py file, a module name or an installed plugin name"
+                )
             return self._add(path.stem, f"file {path}", lambda: _import_file(path), required=True)
         if spec in self.plugins:
             info = self.plugins[spec]
@@ -126,8 +128,10 @@ class Registry:
         for ep in md.entry_points(group=ENTRY_POINT_GROUP, name=spec):
             return self._add(spec, f"entry point ({ep.dist.name if ep.dist else '?'})", ep.load, required=True)
         if importlib.util.find_spec(spec.split(".")[0]) is None:
-            raise UserError(f"no plugin named '{spec}': it is not an installed ssl_bench entry point, an importable module or a .py file."
-                            + did_you_mean(spec, self.plugins))
+            raise UserError(
+                f"no plugin named '{spec}': it is not an installed ssl_bench entry point, an importable module or a .py file."
+                + did_you_mean(spec, self.plugins)
+            )
         return self._add(spec.rsplit(".", 1)[-1], "module", lambda: importlib.import_module(spec), required=True)
 
     def _add(self, name: str, source: str, loader: Callable[[], Any], required: bool, version: str | None = None) -> PluginInfo:
@@ -167,8 +171,10 @@ class Registry:
             allowed = list(inspect.signature(getattr(hookspecs, attr)).parameters)
             extra = [a for a in inspect.signature(fn).parameters if a not in allowed]
             if extra:
-                raise UserError(f"hook {attr} has the wrong signature: it takes {', '.join(extra)}, "
-                                f"but the hook passes only ({', '.join(allowed)})")
+                raise UserError(
+                    f"hook {attr} has the wrong signature: it takes {', '.join(extra)}, "
+                    f"but the hook passes only ({', '.join(allowed)})"
+                )
         try:
             self.pm.register(module, name=f"{info.source}:{info.name}")
         except pluggy.PluginValidationError as err:

@@ -50,17 +50,24 @@ class QuadraticRegularizer(Strategy):
     name = "quadratic"
 
     def __init__(self, lam: float = 1.0, samples: int = 512, decay: float = 1.0, chunk: int = 16):
-        for key, value, ok in (("lam", lam, isinstance(lam, (int, float)) and lam >= 0),
-                               ("samples", samples, isinstance(samples, int) and samples > 0),
-                               ("decay", decay, isinstance(decay, (int, float)) and 0 <= decay <= 1),
-                               ("chunk", chunk, isinstance(chunk, int) and chunk > 0)):
+        for key, value, ok in (
+            ("lam", lam, isinstance(lam, (int, float)) and lam >= 0),
+            ("samples", samples, isinstance(samples, int) and samples > 0),
+            ("decay", decay, isinstance(decay, (int, float)) and 0 <= decay <= 1),
+            ("chunk", chunk, isinstance(chunk, int) and chunk > 0),
+        ):
             if not ok:
                 raise UserError(f"{self.name}: bad option {key}={value!r} (lam >= 0, samples > 0, 0 <= decay <= 1, chunk > 0)")
         self.lam, self.samples, self.decay, self.chunk = float(lam), samples, float(decay), chunk
         self.importances: dict[str, torch.Tensor] = {}
         self.anchors: dict[str, torch.Tensor] = {}
-        self.history: dict[str, list[Any]] = {"importance_norm": [], "importance_max": [], "importance_samples": [],
-                                         "penalty_mean": [], "penalty_steps": []}
+        self.history: dict[str, list[Any]] = {
+            "importance_norm": [],
+            "importance_max": [],
+            "importance_samples": [],
+            "penalty_mean": [],
+            "penalty_steps": [],
+        }
         self._penalty: torch.Tensor | None = None
         self._steps = 0
 
@@ -121,19 +128,31 @@ class QuadraticRegularizer(Strategy):
         limit = 2 * (1 + (tr.momentum if tr.optimizer == "sgd" else 0.0))
         stiffness = tr.lr * self.lam * float(flat.max())
         if stiffness > limit:
-            log.warning("%s: lr * lam * max importance = %.3g > %.3g: the penalty is too stiff for the learning rate and "
-                        "will make the weights oscillate; lower lam below %.3g", self.name, stiffness, limit,
-                        limit / (tr.lr * float(flat.max())))
+            log.warning(
+                "%s: lr * lam * max importance = %.3g > %.3g: the penalty is too stiff for the learning rate and "
+                "will make the weights oscillate; lower lam below %.3g",
+                self.name,
+                stiffness,
+                limit,
+                limit / (tr.lr * float(flat.max())),
+            )
 
     def record(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"lam": self.lam, "decay": self.decay, "n_parameters": int(sum(v.numel() for v in self.importances.values()))}
+        out: dict[str, Any] = {
+            "lam": self.lam,
+            "decay": self.decay,
+            "n_parameters": int(sum(v.numel() for v in self.importances.values())),
+        }
         out.update({k: np.asarray(v) for k, v in self.history.items()})
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"importances": {k: v.cpu() for k, v in self.importances.items()},
-                "anchors": {k: v.cpu() for k, v in self.anchors.items()},
-                "history": {k: list(v) for k, v in self.history.items()}, "rng": self.rng.bit_generator.state}
+        return {
+            "importances": {k: v.cpu() for k, v in self.importances.items()},
+            "anchors": {k: v.cpu() for k, v in self.anchors.items()},
+            "history": {k: list(v) for k, v in self.history.items()},
+            "rng": self.rng.bit_generator.state,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:

@@ -42,7 +42,9 @@ from ssl_bench.errors import UserError
 SCHEMA_VERSION = 1
 
 
-def write(path: Path, attrs: dict[str, Any], arrays: dict[str, Any], group_attrs: dict[str, dict[str, Any]] | None = None) -> Path:
+def write(
+    path: Path, attrs: dict[str, Any], arrays: dict[str, Any], group_attrs: dict[str, dict[str, Any]] | None = None
+) -> Path:
     """Write a result file at ``path`` via a temporary file and an atomic rename.
 
     ``arrays`` maps slash-separated dataset paths to numpy arrays, numbers or strings.
@@ -101,9 +103,13 @@ class Result:
             if version < 0:
                 raise UserError(f"'{path}' has no schema_version: it is not an ssl-bench result file")
             if version > SCHEMA_VERSION:
-                raise UserError(f"'{path}' has schema version {version}, newer than this ssl-bench reads ({SCHEMA_VERSION}); upgrade ssl-bench")
+                raise UserError(
+                    f"'{path}' has schema version {version}, newer than this ssl-bench reads ({SCHEMA_VERSION}); upgrade ssl-bench"
+                )
             if version < SCHEMA_VERSION:
-                raise UserError(f"'{path}' has schema version {version}, older than this ssl-bench reads ({SCHEMA_VERSION}); re-run it")
+                raise UserError(
+                    f"'{path}' has schema version {version}, older than this ssl-bench reads ({SCHEMA_VERSION}); re-run it"
+                )
             self.attrs = {k: _decode(v) for k, v in f.attrs.items()}
             self.arrays: dict[str, Any] = {}
             self.group_attrs: dict[str, dict[str, Any]] = {}

@@ -81,9 +81,11 @@ def validate(path: str | Path) -> Result:
     a = r.attrs
     proto = _shipped_protocol(a["protocol"], where)
     if int(a["protocol_version"]) != proto.version or a["protocol_hash"] != proto.hash:
-        raise UserError(f"{where} was made under protocol {a['protocol']} v{a['protocol_version']} with hash "
-                        f"{str(a['protocol_hash'])[:12]}, but the shipped {proto.label} has hash {proto.hash[:12]}: "
-                        "re-run it with this version of ssl-bench")
+        raise UserError(
+            f"{where} was made under protocol {a['protocol']} v{a['protocol_version']} with hash "
+            f"{str(a['protocol_hash'])[:12]}, but the shipped {proto.label} has hash {proto.hash[:12]}: "
+            "re-run it with this version of ssl-bench"
+        )
     _check_stored_protocol(r, where)
     if int(a["seed"]) not in proto.seeds:
         raise UserError(f"{where} has seed {a['seed']}, which is not one of the protocol's seeds {proto.seeds}")
@@ -95,8 +97,10 @@ def validate(path: str | Path) -> Result:
 
 def _shipped_protocol(name: str, where: str):
     if name not in protocols.shipped():
-        raise UserError(f"{where} was made under protocol '{name}', which does not ship with ssl-bench "
-                        f"({', '.join(protocols.shipped())}); the leaderboard takes shipped protocols only")
+        raise UserError(
+            f"{where} was made under protocol '{name}', which does not ship with ssl-bench "
+            f"({', '.join(protocols.shipped())}); the leaderboard takes shipped protocols only"
+        )
     return protocols.load(name)
 
 
@@ -109,8 +113,10 @@ def _check_stored_protocol(r: Result, where: str) -> None:
     except Exception as err:  # noqa: BLE001 - any problem with the stored text is the file's
         raise UserError(f"{where}: its stored protocol_json is not a valid protocol ({type(err).__name__})") from None
     if stored.hash != r.attrs["protocol_hash"]:
-        raise UserError(f"{where}: the protocol stored in the file hashes to {stored.hash[:12]}, not to its "
-                        f"protocol_hash attribute {str(r.attrs['protocol_hash'])[:12]}: the file was edited")
+        raise UserError(
+            f"{where}: the protocol stored in the file hashes to {stored.hash[:12]}, not to its "
+            f"protocol_hash attribute {str(r.attrs['protocol_hash'])[:12]}: the file was edited"
+        )
 
 
 def _check_plugins(r: Result, where: str) -> None:
@@ -126,8 +132,10 @@ def _check_plugins(r: Result, where: str) -> None:
             raise UserError(f"{where}: the run loaded plugin '{spec}' but recorded no version for it")
     unversioned = sorted(name for name, version in recorded.items() if str(version).strip() in ("", "unknown", "None"))
     if unversioned:
-        raise UserError(f"{where}: plugin(s) {', '.join(unversioned)} recorded no version; set __version__ in the "
-                        "plugin module (or install it as a package) and re-run")
+        raise UserError(
+            f"{where}: plugin(s) {', '.join(unversioned)} recorded no version; set __version__ in the "
+            "plugin module (or install it as a package) and re-run"
+        )
 
 
 def _check_matrix(r: Result, proto, where: str) -> None:
@@ -135,8 +143,10 @@ def _check_matrix(r: Result, proto, where: str) -> None:
         raise UserError(f"{where} has no metrics/acc_matrix")
     acc = np.asarray(r.acc_matrix, dtype=float)
     if acc.ndim != 2 or acc.shape[1] != proto.stream.n_experiences or acc.shape[0] < 1:
-        raise UserError(f"{where}: metrics/acc_matrix has shape {acc.shape}, expected [phases, "
-                        f"{proto.stream.n_experiences}] for {proto.label}")
+        raise UserError(
+            f"{where}: metrics/acc_matrix has shape {acc.shape}, expected [phases, "
+            f"{proto.stream.n_experiences}] for {proto.label}"
+        )
     if not np.all(np.isfinite(acc)) or acc.min() < 0 or acc.max() > 1:
         raise UserError(f"{where}: metrics/acc_matrix has values outside [0, 1]")
 
@@ -148,20 +158,26 @@ def check_summary(r: Result, where: str | None = None) -> dict[str, float]:
     stored = r.summary
     for key in sorted(set(recomputed) | set(stored)):
         if key not in stored:
-            raise UserError(f"{where}: summary key '{key}' is missing (recomputed from the arrays: "
-                            f"{recomputed[key]:.6g}); re-run with this version of ssl-bench")
+            raise UserError(
+                f"{where}: summary key '{key}' is missing (recomputed from the arrays: "
+                f"{recomputed[key]:.6g}); re-run with this version of ssl-bench"
+            )
         if key not in recomputed:
-            raise UserError(f"{where}: summary key '{key}' = {stored[key]} cannot be recomputed from the stored arrays; "
-                            "remove it or re-run")
+            raise UserError(
+                f"{where}: summary key '{key}' = {stored[key]} cannot be recomputed from the stored arrays; remove it or re-run"
+            )
         a, b = float(stored[key]), float(recomputed[key])
         if not (math.isclose(a, b, rel_tol=TOLERANCE, abs_tol=TOLERANCE) or (math.isnan(a) and math.isnan(b))):
-            raise UserError(f"{where}: summary key '{key}' is {a:.6g} but the stored arrays give {b:.6g}: "
-                            "the number was edited, or the file is damaged")
+            raise UserError(
+                f"{where}: summary key '{key}' is {a:.6g} but the stored arrays give {b:.6g}: "
+                "the number was edited, or the file is damaged"
+            )
     return recomputed
 
 
-def submit(paths: list[str | Path], to: str | Path = DEFAULT_TO, check_only: bool = False,
-           replace: bool = False) -> list[Accepted]:
+def submit(
+    paths: list[str | Path], to: str | Path = DEFAULT_TO, check_only: bool = False, replace: bool = False
+) -> list[Accepted]:
     """Validate ``paths`` (all or nothing) and, unless ``check_only``, copy them into ``to``."""
     if not paths:
         raise UserError("give the result files to submit")
@@ -172,12 +188,19 @@ def submit(paths: list[str | Path], to: str | Path = DEFAULT_TO, check_only: boo
         r = validate(path)
         dest = destination(to, r)
         if dest in seen:
-            raise UserError(f"'{path}' and '{seen[dest]}' are the same run (protocol, method, stream, strategy, seed); submit one")
+            raise UserError(
+                f"'{path}' and '{seen[dest]}' are the same run (protocol, method, stream, strategy, seed); submit one"
+            )
         seen[dest] = Path(path)
         if check_only:
             if _inside(Path(path), to) and Path(path).resolve() != dest.resolve():
                 raise UserError(f"'{path}' is in the wrong place: it belongs at '{dest}'")
-        elif dest.exists() and Path(path).resolve() != dest.resolve() and not filecmp.cmp(path, dest, shallow=False) and not replace:
+        elif (
+            dest.exists()
+            and Path(path).resolve() != dest.resolve()
+            and not filecmp.cmp(path, dest, shallow=False)
+            and not replace
+        ):
             raise UserError(f"'{dest}' already holds a different result of this run; pass --replace to overwrite it")
         accepted.append(Accepted(Path(path), dest, r))
     _check_seeds(accepted, to)
@@ -215,9 +238,11 @@ def _check_seeds(accepted: list[Accepted], to: Path) -> None:
         missing = sorted(set(proto.seeds) - seeds)
         if missing:
             _, method, stream, strategy = group
-            raise UserError(f"{method} / {stream} / {strategy} under {proto.label} needs all the protocol's seeds "
-                            f"{proto.seeds}; seed(s) {missing} are missing: run them "
-                            f"(ssl-bench sweep --methods {method} --streams {stream} --strategies {strategy}) and submit them together")
+            raise UserError(
+                f"{method} / {stream} / {strategy} under {proto.label} needs all the protocol's seeds "
+                f"{proto.seeds}; seed(s) {missing} are missing: run them "
+                f"(ssl-bench sweep --methods {method} --streams {stream} --strategies {strategy}) and submit them together"
+            )
 
 
 def _existing_seed(item: Accepted, to: Path, seed: int) -> bool:
@@ -235,5 +260,11 @@ def _existing_seed(item: Accepted, to: Path, seed: int) -> bool:
 
 def describe(item: Accepted) -> dict[str, Any]:
     a = item.result.attrs
-    return {"file": str(item.destination), "method": a["method"], "stream": a["stream"], "strategy": a["strategy"],
-            "seed": int(a["seed"]), "final_avg_acc": item.result.summary.get("final_avg_acc")}
+    return {
+        "file": str(item.destination),
+        "method": a["method"],
+        "stream": a["stream"],
+        "strategy": a["strategy"],
+        "seed": int(a["seed"]),
+        "final_avg_acc": item.result.summary.get("final_avg_acc"),
+    }

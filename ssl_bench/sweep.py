@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 
 def expand(base: RunConfig, methods: list[str], streams: list[str], strategies: list[str], seeds: list[int]) -> list[RunConfig]:
     """Every combination, as RunConfigs that differ from ``base`` only in the swept fields."""
-    return [dataclasses.replace(base, method=m, stream=s, strategy=st, seed=seed, progress=False)
-            for m, s, st, seed in itertools.product(methods, streams, strategies, seeds)]
+    return [
+        dataclasses.replace(base, method=m, stream=s, strategy=st, seed=seed, progress=False)
+        for m, s, st, seed in itertools.product(methods, streams, strategies, seeds)
+    ]
 
 
 def _run_one(config: RunConfig, threads: int) -> str:
@@ -40,7 +42,9 @@ def _run_one(config: RunConfig, threads: int) -> str:
     return str(execute(config, Registry.discover(config.plugins)))
 
 
-def run(configs: list[RunConfig], jobs: int = 1, launcher: str = "local", slurm: dict | None = None) -> tuple[list[Path], list[str]]:
+def run(
+    configs: list[RunConfig], jobs: int = 1, launcher: str = "local", slurm: dict | None = None
+) -> tuple[list[Path], list[str]]:
     """Run every config not already done; return (result paths, one-line failure messages)."""
     todo = [c for c in configs if not c.result_path.exists()]
     done = [c.result_path for c in configs if c.result_path.exists()]

@@ -25,9 +25,11 @@ def ops():
     from ssl_bench.ops import _ext
 
     if not _ext.available():
-        pytest.fail(f"the extension ssl_bench._C is not built ({_ext._load_error}); "
-                    "install with `pip install --no-build-isolation -e .`")
+        pytest.fail(
+            f"the extension ssl_bench._C is not built ({_ext._load_error}); install with `pip install --no-build-isolation -e .`"
+        )
     return torch.ops.ssl_bench
+
 
 TINY = textwrap.dedent("""
     name = "tiny"

@@ -49,12 +49,15 @@ def test_each_sample_and_each_view_is_random():
     assert not torch.allclose(v1, v2)
 
 
-@pytest.mark.parametrize("op,ref,low,high", [
-    (A.adjust_brightness, TF.adjust_brightness, 0.3, 1.7),
-    (A.adjust_contrast, TF.adjust_contrast, 0.3, 1.7),
-    (A.adjust_saturation, TF.adjust_saturation, 0.3, 1.7),
-    (A.adjust_hue, TF.adjust_hue, -0.5, 0.5),
-])
+@pytest.mark.parametrize(
+    "op,ref,low,high",
+    [
+        (A.adjust_brightness, TF.adjust_brightness, 0.3, 1.7),
+        (A.adjust_contrast, TF.adjust_contrast, 0.3, 1.7),
+        (A.adjust_saturation, TF.adjust_saturation, 0.3, 1.7),
+        (A.adjust_hue, TF.adjust_hue, -0.5, 0.5),
+    ],
+)
 def test_colour_ops_equal_torchvision(op, ref, low, high):
     x = torch.rand(12, 3, 9, 9, generator=gen())
     x[0] = 0.5  # a grey image (hue undefined)
@@ -108,7 +111,7 @@ def test_crop_area_distribution_matches_torchvision_random_resized_crop():
     theirs = []
     for _ in range(n):
         _, _, hh, ww = T.RandomResizedCrop.get_params(img, [0.08, 1.0], [3 / 4, 4 / 3])
-        theirs.append(hh * ww / side ** 2)
+        theirs.append(hh * ww / side**2)
     grid = np.linspace(0, 1, 201)
     ks = np.max(np.abs(np.searchsorted(ours, grid) / n - np.searchsorted(np.sort(theirs), grid) / n))
     assert ks < 0.05, ks
@@ -156,8 +159,8 @@ def test_color_jitter_applies_each_samples_own_order_and_factors():
     apply = torch.rand(64, generator=g) < 0.8
     factors, order = A.jitter_params(64, 0.4, 0.4, 0.4, 0.1, g, "cpu")
     for i in range(64):
-        y = x[i:i + 1]
+        y = x[i : i + 1]
         if apply[i]:
             for k in order[i].tolist():
-                y = A.COLOR_OPS[k](y, factors[k][i:i + 1])
-        torch.testing.assert_close(out[i:i + 1], y, atol=1e-6, rtol=0)
+                y = A.COLOR_OPS[k](y, factors[k][i : i + 1])
+        torch.testing.assert_close(out[i : i + 1], y, atol=1e-6, rtol=0)

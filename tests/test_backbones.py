@@ -48,7 +48,8 @@ def test_small_stem_width_and_conv5_removed():
 
 def test_register_backbone_decorator_in_a_user_plugin(tmp_path):
     plugin = tmp_path / "my_backbones.py"
-    plugin.write_text(textwrap.dedent("""
+    plugin.write_text(
+        textwrap.dedent("""
         from torch import nn
         from ssl_bench.backbones import register_backbone
 
@@ -69,7 +70,8 @@ def test_register_backbone_decorator_in_a_user_plugin(tmp_path):
         @register_backbone(name="tiny-cnn-2")
         def other():
             return Tiny()
-    """))
+    """)
+    )
     reg = Registry.discover([str(plugin)])
     assert {"tiny_cnn", "tiny-cnn-2", "resnet18", "resnet50"} <= set(reg.names("backbone"))
     assert reg.get("backbone", "tiny_cnn").plugin.name == "my_backbones"
@@ -78,7 +80,8 @@ def test_register_backbone_decorator_in_a_user_plugin(tmp_path):
 
 def test_register_backbone_refuses_a_hand_written_hook_it_would_hide(tmp_path):
     plugin = tmp_path / "clash.py"
-    plugin.write_text(textwrap.dedent("""
+    plugin.write_text(
+        textwrap.dedent("""
         from ssl_bench import hookimpl
         from ssl_bench.backbones import register_backbone
 
@@ -89,6 +92,7 @@ def test_register_backbone_refuses_a_hand_written_hook_it_would_hide(tmp_path):
         @register_backbone
         def b():
             return None
-    """))
+    """)
+    )
     with pytest.raises(UserError, match="own ssl_bench_backbones"):
         Registry.discover([str(plugin)])

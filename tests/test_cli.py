@@ -17,8 +17,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_cli(*args):
     """Run the real command in a subprocess; return (exit status, stdout, stderr)."""
-    proc = subprocess.run([sys.executable, "-m", "ssl_bench.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssl_bench.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -28,8 +32,19 @@ def test_run_writes_a_valid_result_file(tiny_protocol, tmp_path, capsys):
     path = Path(capsys.readouterr().out.strip())
     assert path.parent == out and path.is_file()
     r = results.Result(path)
-    for key in ("schema_version", "protocol", "protocol_hash", "method", "stream", "strategy", "seed",
-                "ssl_bench_version", "torch_version", "device", "git_commit"):
+    for key in (
+        "schema_version",
+        "protocol",
+        "protocol_hash",
+        "method",
+        "stream",
+        "strategy",
+        "seed",
+        "ssl_bench_version",
+        "torch_version",
+        "device",
+        "git_commit",
+    ):
         assert key in r.attrs, key
     assert (r.attrs["method"], r.attrs["stream"], r.attrs["strategy"], r.attrs["seed"]) == ("simclr", "instance", "sequential", 0)
     acc = r.acc_matrix
@@ -67,7 +82,8 @@ def test_joint_is_compute_matched_with_sequential(tiny_protocol, tmp_path, capsy
 
 def test_crashed_run_leaves_no_result_and_resumes(tiny_protocol, tmp_path, monkeypatch, capsys):
     crash = tmp_path / "crash_plugin.py"
-    crash.write_text(textwrap.dedent("""
+    crash.write_text(
+        textwrap.dedent("""
         import os
         from ssl_bench import hookimpl
 
@@ -75,7 +91,8 @@ def test_crashed_run_leaves_no_result_and_resumes(tiny_protocol, tmp_path, monke
         def ssl_bench_experience_start(run, phase):
             if os.environ.get("CRASH_AT") == phase.name:
                 raise RuntimeError("simulated crash")
-    """))
+    """)
+    )
     out = tmp_path / "runs"
     args = ["-q", "run", "--plugin", str(crash), "--protocol", str(tiny_protocol), "--out", str(out)]
     monkeypatch.setenv("CRASH_AT", "experience 1")
@@ -92,8 +109,10 @@ def test_crashed_run_leaves_no_result_and_resumes(tiny_protocol, tmp_path, monke
 
 def test_resumed_run_equals_uninterrupted_run(tiny_protocol, tmp_path, monkeypatch, capsys):
     crash = tmp_path / "crash2.py"
-    crash.write_text("import os\nfrom ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_experience_start(run, phase):\n"
-                     "    if os.environ.get('CRASH_AT') == phase.name:\n        raise KeyboardInterrupt\n")
+    crash.write_text(
+        "import os\nfrom ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_experience_start(run, phase):\n"
+        "    if os.environ.get('CRASH_AT') == phase.name:\n        raise KeyboardInterrupt\n"
+    )
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     base = ["-q", "run", "--plugin", str(crash), "--protocol", str(tiny_protocol)]
     assert main(base + ["--out", str(whole)]) == 0
@@ -107,7 +126,9 @@ def test_resumed_run_equals_uninterrupted_run(tiny_protocol, tmp_path, monkeypat
     np.testing.assert_allclose(a.acc_matrix, b.acc_matrix, atol=1e-6)
 
 
-@pytest.mark.parametrize("case", ["missing_plugin", "misspelt_method", "bad_signature", "unknown_key", "wrong_type", "unwritable_out"])
+@pytest.mark.parametrize(
+    "case", ["missing_plugin", "misspelt_method", "bad_signature", "unknown_key", "wrong_type", "unwritable_out"]
+)
 def test_bad_input_one_line_exit_2_no_result(case, tiny_protocol, tmp_path):
     out = tmp_path / "runs"
     args = ["run", "--protocol", tiny_protocol, "--out", out]
@@ -124,7 +145,11 @@ def test_bad_input_one_line_exit_2_no_result(case, tiny_protocol, tmp_path):
         expect = "wrong signature"
     elif case in ("unknown_key", "wrong_type"):
         text = tiny_protocol.read_text()
-        text = text.replace("lr = 0.05", "lr = 0.05\nlr_decay = 1") if case == "unknown_key" else text.replace("batch_size = 32", "batch_size = 3.5")
+        text = (
+            text.replace("lr = 0.05", "lr = 0.05\nlr_decay = 1")
+            if case == "unknown_key"
+            else text.replace("batch_size = 32", "batch_size = 3.5")
+        )
         tiny_protocol.write_text(text)
         expect = "unknown key 'train.lr_decay'" if case == "unknown_key" else "'train.batch_size'"
     else:
@@ -155,8 +180,20 @@ def test_help_lists_commands():
 
 def test_sweep_runs_every_combination_and_skips_finished_ones(tiny_protocol, tmp_path, capsys):
     out = tmp_path / "sweep"
-    args = ["-q", "sweep", "--protocol", str(tiny_protocol), "--strategies", "sequential,joint", "--seeds", "all",
-            "--jobs", "2", "--out", str(out)]
+    args = [
+        "-q",
+        "sweep",
+        "--protocol",
+        str(tiny_protocol),
+        "--strategies",
+        "sequential,joint",
+        "--seeds",
+        "all",
+        "--jobs",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     paths = capsys.readouterr().out.split()
     runs = {(r.attrs["strategy"], r.attrs["seed"]) for r in map(results.Result, paths)}
@@ -169,8 +206,10 @@ def test_sweep_runs_every_combination_and_skips_finished_ones(tiny_protocol, tmp
 def test_sweep_through_submitit(tiny_protocol, tmp_path, capsys):
     pytest.importorskip("submitit")
     out = tmp_path / "sweep"
-    assert main(["-q", "sweep", "--protocol", str(tiny_protocol), "--seeds", "1", "--launcher", "submitit-local",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["-q", "sweep", "--protocol", str(tiny_protocol), "--seeds", "1", "--launcher", "submitit-local", "--out", str(out)])
+        == 0
+    )
     (path,) = capsys.readouterr().out.split()
     assert results.Result(path).attrs["seed"] == 1
 

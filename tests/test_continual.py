@@ -10,15 +10,12 @@ from ssl_bench.errors import UserError
 
 # R[i, j]: after phase i, on experience j. R[1, 0] > R[0, 0], so max-based and initial-minus-final
 # forgetting differ for experience 0.
-R = np.array([[0.5, 0.2, 0.1],
-              [0.6, 0.8, 0.3],
-              [0.3, 0.5, 0.7]])
+R = np.array([[0.5, 0.2, 0.1], [0.6, 0.8, 0.3], [0.3, 0.5, 0.7]])
 B = np.array([0.1, 0.1, 0.2])
 
 
 def test_sequential_summary_by_hand():
-    s = continual.summarize({"metrics/acc_matrix": R, "metrics/acc_init": B,
-                             "phases/experiences": json.dumps([[0], [1], [2]])})
+    s = continual.summarize({"metrics/acc_matrix": R, "metrics/acc_init": B, "phases/experiences": json.dumps([[0], [1], [2]])})
     assert s["final_avg_acc"] == pytest.approx((0.3 + 0.5 + 0.7) / 3)
     assert s["init_avg_acc"] == pytest.approx(0.4 / 3)
     assert s["avg_acc"] == pytest.approx((0.5 + (0.6 + 0.8) / 2 + 0.5) / 3)
@@ -34,8 +31,14 @@ def test_sequential_summary_by_hand():
 
 
 def test_joint_run_has_no_transfer_or_forgetting():
-    s = continual.summarize({"metrics/acc_matrix": R[2:], "metrics/acc_init": B, "phases/experiences": "[[0, 1, 2]]",
-                             "metrics/collapse/auc": np.array([0.7])})
+    s = continual.summarize(
+        {
+            "metrics/acc_matrix": R[2:],
+            "metrics/acc_init": B,
+            "phases/experiences": "[[0, 1, 2]]",
+            "metrics/collapse/auc": np.array([0.7]),
+        }
+    )
     assert s == pytest.approx({"final_avg_acc": 0.5, "avg_acc": 0.5, "init_avg_acc": 0.4 / 3, "collapse_auc": 0.7})
 
 
@@ -52,8 +55,13 @@ def test_rectangular_matrix_needs_the_phase_plan():
 
 
 def _write(path, strategy, acc, features, index, protocol_hash="abc"):
-    arrays = {"metrics/acc_matrix": acc, "metrics/acc_init": B, "phases/experiences": json.dumps([[i] for i in range(len(acc))]),
-              "metrics/cka/features": features, "metrics/cka/index": index}
+    arrays = {
+        "metrics/acc_matrix": acc,
+        "metrics/acc_init": B,
+        "phases/experiences": json.dumps([[i] for i in range(len(acc))]),
+        "metrics/cka/features": features,
+        "metrics/cka/index": index,
+    }
     if strategy == "joint":
         arrays["phases/experiences"] = "[[0, 1, 2]]"
     results.write(path, {"protocol_hash": protocol_hash, "strategy": strategy}, arrays)

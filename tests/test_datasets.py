@@ -159,8 +159,9 @@ def test_domainnet_split_files(tmp_path):
 def _tiny_imagenet(root, wnids=("n01443537", "n01629819", "n09999999")):
     (root / "val" / "images").mkdir(parents=True)
     (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
-    (root / "words.txt").write_text("n01443537\tgoldfish, Carassius auratus\nn01629819\tEuropean fire salamander\n"
-                                    "n09999999\tthing\nn00000000\tunused\n")
+    (root / "words.txt").write_text(
+        "n01443537\tgoldfish, Carassius auratus\nn01629819\tEuropean fire salamander\nn09999999\tthing\nn00000000\tunused\n"
+    )
     lines = []
     for c, w in enumerate(wnids):
         for i in range(3):
@@ -197,8 +198,11 @@ def test_tiny_imagenet_layout(tmp_path):
 
 def _cifar_batch(path, n, fine, coarse=None, seed=0):
     rng = np.random.default_rng(seed)
-    batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), fine[0]: [int(x) for x in rng.integers(0, fine[1], n)],
-             "batch_label": "fake"}
+    batch = {
+        "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        fine[0]: [int(x) for x in rng.integers(0, fine[1], n)],
+        "batch_label": "fake",
+    }
     if coarse:
         batch["coarse_labels"] = [batch[fine[0]][i] // 2 for i in range(n)]
     with open(path, "wb") as f:

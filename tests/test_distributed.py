@@ -14,9 +14,26 @@ TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")  # installe
 
 def test_torchrun_two_processes_write_one_result(tiny_protocol, tmp_path):
     out = tmp_path / "runs"
-    proc = subprocess.run([TORCHRUN, "--nproc_per_node=2", "-m", "ssl_bench.cli",
-                           "-q", "run", "--protocol", str(tiny_protocol), "--out", str(out), "--device", "cpu"],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [
+            TORCHRUN,
+            "--nproc_per_node=2",
+            "-m",
+            "ssl_bench.cli",
+            "-q",
+            "run",
+            "--protocol",
+            str(tiny_protocol),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     printed = [line for line in proc.stdout.splitlines() if line.endswith(".h5")]
     assert len(printed) == 1  # only rank 0 prints (and writes)

@@ -198,11 +198,20 @@ def test_sharpness_of_a_quadratic_through_the_evaluator():
     images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
 
     def batch_of(index):
-        return Batch(images=images[index], labels=torch.zeros(len(index), dtype=torch.long),
-                     domains=torch.zeros(len(index), dtype=torch.long), index=index)
+        return Batch(
+            images=images[index],
+            labels=torch.zeros(len(index), dtype=torch.long),
+            domains=torch.zeros(len(index), dtype=torch.long),
+            index=index,
+        )
 
-    run = SimpleNamespace(method=method, experiences=[SimpleNamespace(train_idx=np.arange(10))], batch_of=batch_of,
-                          augment=augment.Augment("simclr"), dataset=SimpleNamespace(resolution=8))
+    run = SimpleNamespace(
+        method=method,
+        experiences=[SimpleNamespace(train_idx=np.arange(10))],
+        batch_of=batch_of,
+        augment=augment.Augment("simclr"),
+        dataset=SimpleNamespace(resolution=8),
+    )
     ev = sharpness.Sharpness(batch_size=4, iters=30, n_probes=8, eps=0.1, steps=5)
     out = ev.evaluate(run, None, None)
     assert out["top_eigenvalue"] == pytest.approx(4.0, rel=1e-3)
@@ -227,8 +236,13 @@ def test_downstream_probe_on_a_whole_dataset():
     registry = Registry.discover()
     backbone = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 32))
     backbone.feature_dim = 32
-    run = SimpleNamespace(registry=registry, dataset=SimpleNamespace(resolution=16), method=SimpleNamespace(backbone=backbone),
-                          config=SimpleNamespace(download=False, progress=False), device=torch.device("cpu"))
+    run = SimpleNamespace(
+        registry=registry,
+        dataset=SimpleNamespace(resolution=16),
+        method=SimpleNamespace(backbone=backbone),
+        config=SimpleNamespace(download=False, progress=False),
+        device=torch.device("cpu"),
+    )
     with pytest.raises(UserError, match="downstream"):
         downstream.Downstream(datasets=[])
     with pytest.raises(UserError, match="distinct 'label'"):
@@ -250,9 +264,13 @@ def test_sharpness_of_a_real_method_is_finite_and_changes_nothing():
     backbone.feature_dim = 4
     method = registry.get("method", "simclr").factory(backbone)
     images = torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8)
-    run = SimpleNamespace(method=method, experiences=[SimpleNamespace(train_idx=np.arange(12))], dataset=SimpleNamespace(resolution=8),
-                          augment=augment.Augment("simclr"),
-                          batch_of=lambda i: Batch(images[i], torch.zeros(len(i), dtype=torch.long), torch.zeros(len(i), dtype=torch.long), i))
+    run = SimpleNamespace(
+        method=method,
+        experiences=[SimpleNamespace(train_idx=np.arange(12))],
+        dataset=SimpleNamespace(resolution=8),
+        augment=augment.Augment("simclr"),
+        batch_of=lambda i: Batch(images[i], torch.zeros(len(i), dtype=torch.long), torch.zeros(len(i), dtype=torch.long), i),
+    )
     state = {k: v.clone() for k, v in method.state_dict().items()}
     out = sharpness.Sharpness(batch_size=8, iters=3, n_probes=2, steps=2).evaluate(run, None, None)
     assert all(math.isfinite(v) for v in out.values()) and out["hessian_trace"] != 0.0

@@ -11,8 +11,14 @@ from ssl_bench.engine.build import Run
 from ssl_bench.registry import KINDS, Registry
 
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
-FOLDERS = {"method": "methods", "stream": "streams", "strategy": "strategies", "dataset": "datasets",
-           "backbone": "backbones", "evaluator": "evaluators"}
+FOLDERS = {
+    "method": "methods",
+    "stream": "streams",
+    "strategy": "strategies",
+    "dataset": "datasets",
+    "backbone": "backbones",
+    "evaluator": "evaluators",
+}
 
 
 def plugin_files():
@@ -43,8 +49,12 @@ def test_each_file_is_in_its_kinds_folder_and_named_after_what_it_registers():
 
 
 def test_no_plugin_imports_another():
-    offenders = [f"{p.relative_to(PLUGINS)}: {line.strip()}" for p in plugin_files()
-                 for line in p.read_text().splitlines() if "ssl_bench_plugins" in line]
+    offenders = [
+        f"{p.relative_to(PLUGINS)}: {line.strip()}"
+        for p in plugin_files()
+        for line in p.read_text().splitlines()
+        if "ssl_bench_plugins" in line
+    ]
     assert not offenders, "plugins import plugins; move what they share into a public module of ssl_bench: " + str(offenders)
 
 
@@ -58,7 +68,13 @@ def test_plugins_read_only_what_run_context_lists():
 
 
 def test_the_engines_run_provides_the_run_context(tiny_protocol, tmp_path):
-    config = RunConfig(protocol=protocol.load(str(tiny_protocol)), method="simclr", stream="instance",
-                       strategy="sequential", seed=0, out=tmp_path)
+    config = RunConfig(
+        protocol=protocol.load(str(tiny_protocol)),
+        method="simclr",
+        stream="instance",
+        strategy="sequential",
+        seed=0,
+        out=tmp_path,
+    )
     run = Run(config, Registry.discover())
     assert all(hasattr(run, name) for name in run_context_members())

@@ -18,8 +18,20 @@ from ssl_bench.cli import main
 T = 4  # experiences of the smoke protocol
 
 
-def make_result(folder: Path, method: str, stream: str, strategy: str, seed: int, *, proto=None, phash: str | None = None,
-                acc: np.ndarray | None = None, collapse: np.ndarray | None = None, plugins=None, rng=None) -> Path:
+def make_result(
+    folder: Path,
+    method: str,
+    stream: str,
+    strategy: str,
+    seed: int,
+    *,
+    proto=None,
+    phash: str | None = None,
+    acc: np.ndarray | None = None,
+    collapse: np.ndarray | None = None,
+    plugins=None,
+    rng=None,
+) -> Path:
     """A result file written the way the engine writes one (summary from continual.summarize), without training."""
     proto = proto or protocols.load("smoke")
     rng = rng or np.random.default_rng(zlib.crc32(f"{method}/{stream}/{strategy}/{seed}".encode()))
@@ -28,16 +40,30 @@ def make_result(folder: Path, method: str, stream: str, strategy: str, seed: int
         acc = rng.uniform(0.2, 0.9, size=(1 if joint else T, T))
     acc = np.asarray(acc, dtype=float)
     n_phases, n_exp = acc.shape
-    arrays = {"metrics/acc_matrix": acc, "metrics/acc_init": rng.uniform(0.1, 0.2, size=n_exp),
-              "phases/experiences": json.dumps([list(range(n_exp))] if joint else [[i] for i in range(n_phases)]),
-              "phases/names": np.array(["joint"] if joint else [f"experience {i}" for i in range(n_phases)], dtype="S"),
-              "protocol_json": json.dumps(proto.model_dump(mode="json"), sort_keys=True),
-              "config": json.dumps({"method": method, "plugins": []})}
+    arrays = {
+        "metrics/acc_matrix": acc,
+        "metrics/acc_init": rng.uniform(0.1, 0.2, size=n_exp),
+        "phases/experiences": json.dumps([list(range(n_exp))] if joint else [[i] for i in range(n_phases)]),
+        "phases/names": np.array(["joint"] if joint else [f"experience {i}" for i in range(n_phases)], dtype="S"),
+        "protocol_json": json.dumps(proto.model_dump(mode="json"), sort_keys=True),
+        "config": json.dumps({"method": method, "plugins": []}),
+    }
     if collapse is not None:
         arrays["metrics/collapse/auc"] = np.asarray(collapse, dtype=float)
-    attrs = {"protocol": proto.name, "protocol_version": proto.version, "protocol_hash": phash or proto.hash,
-             "method": method, "stream": stream, "strategy": strategy, "seed": seed, "ssl_bench_version": "0.1.0",
-             "torch_version": "test", "device": "cpu", "git_commit": "", "plugins": plugins or {"simclr": "0.1.0"}}
+    attrs = {
+        "protocol": proto.name,
+        "protocol_version": proto.version,
+        "protocol_hash": phash or proto.hash,
+        "method": method,
+        "stream": stream,
+        "strategy": strategy,
+        "seed": seed,
+        "ssl_bench_version": "0.1.0",
+        "torch_version": "test",
+        "device": "cpu",
+        "git_commit": "",
+        "plugins": plugins or {"simclr": "0.1.0"},
+    }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / results.result_name(f"{proto.name}-v{proto.version}", method, stream, strategy, seed)
     return results.write(path, attrs, arrays, {"summary": continual.summarize(arrays)})
@@ -50,8 +76,15 @@ def board(tmp_path):
     made = {}
     for seed in (0, 1):
         for strategy in ("sequential", "joint"):
-            made[("simclr", strategy, seed)] = make_result(tmp_path / "a", "simclr", "instance", strategy, seed, rng=rng,
-                                                           collapse=rng.uniform(0.3, 0.6, size=1 if strategy == "joint" else T))
+            made[("simclr", strategy, seed)] = make_result(
+                tmp_path / "a",
+                "simclr",
+                "instance",
+                strategy,
+                seed,
+                rng=rng,
+                collapse=rng.uniform(0.3, 0.6, size=1 if strategy == "joint" else T),
+            )
     made[("moco", "sequential", 0)] = make_result(tmp_path / "a", "moco", "instance", "sequential", 0, rng=rng)
     made[("simclr", "other", 0)] = make_result(tmp_path / "b", "simclr", "instance", "sequential", 0, rng=rng, phash="f" * 64)
     return tmp_path, {k: results.Result(v) for k, v in made.items()}
@@ -82,13 +115,17 @@ def test_cells_are_mean_std_over_seeds_with_gap_and_missing_cells(board):
     assert seq["seeds"] == [0, 1]
     assert seq["metrics"]["final_avg_acc"]["mean"] == pytest.approx(np.mean(finals))
     assert seq["metrics"]["final_avg_acc"]["std"] == pytest.approx(np.std(finals, ddof=1))
-    gaps = [made[("simclr", "joint", s)].acc_matrix[-1].mean() - made[("simclr", "sequential", s)].acc_matrix[-1].mean()
-            for s in (0, 1)]
+    gaps = [
+        made[("simclr", "joint", s)].acc_matrix[-1].mean() - made[("simclr", "sequential", s)].acc_matrix[-1].mean()
+        for s in (0, 1)
+    ]
     assert seq["metrics"]["gap_to_joint"]["mean"] == pytest.approx(np.mean(gaps))
     assert seq["metrics"]["forgetting_max"]["mean"] == pytest.approx(
-        np.mean([made[("simclr", "sequential", s)].summary["forgetting_max"] for s in (0, 1)]))
+        np.mean([made[("simclr", "sequential", s)].summary["forgetting_max"] for s in (0, 1)])
+    )
     assert seq["metrics"]["collapse_auc"]["mean"] == pytest.approx(
-        np.mean([made[("simclr", "sequential", s)]["metrics/collapse/auc"][-1] for s in (0, 1)]))
+        np.mean([made[("simclr", "sequential", s)]["metrics/collapse/auc"][-1] for s in (0, 1)])
+    )
     assert joint["metrics"]["forgetting_max"] is None  # a joint run has no forgetting: "—", not 0
     assert joint["metrics"]["gap_to_joint"]["mean"] == pytest.approx(0.0)
     moco_seq = _row(table, "moco", "instance", "sequential")
@@ -114,8 +151,11 @@ def test_method_stream_pairs_nobody_ran_are_named(tmp_path):
     make_result(tmp_path, "moco", "class", "replay", 0)
     [table] = leaderboard.build(leaderboard.collect(tmp_path))
     assert sorted((r["method"], r["stream"], r["strategy"], len(r["seeds"])) for r in table["rows"]) == [
-        ("moco", "class", "replay", 1), ("moco", "class", "sequential", 0),
-        ("simclr", "instance", "replay", 0), ("simclr", "instance", "sequential", 1)]
+        ("moco", "class", "replay", 1),
+        ("moco", "class", "sequential", 0),
+        ("simclr", "instance", "replay", 0),
+        ("simclr", "instance", "sequential", 1),
+    ]
     assert table["not_run"] == ["moco on instance", "simclr on class"]
     assert "Not run under this protocol: moco on instance, simclr on class." in leaderboard.markdown([table])
 
@@ -130,8 +170,12 @@ def test_csv_and_json_formats(board, capsys):
     assert main(["leaderboard", "--results", str(folder), "-o", str(folder / "board.json")]) == 0  # format from suffix
     doc = json.loads((folder / "board.json").read_text())
     assert len(doc["tables"]) == 2 and [m["key"] for m in doc["metrics"]][0] == "final_avg_acc"
-    seq = next(r for t in doc["tables"] for r in t["rows"] if r["strategy"] == "sequential" and r["method"] == "simclr"
-               and t["hash"] != "f" * 64)
+    seq = next(
+        r
+        for t in doc["tables"]
+        for r in t["rows"]
+        if r["strategy"] == "sequential" and r["method"] == "simclr" and t["hash"] != "f" * 64
+    )
     assert np.asarray(seq["acc_matrix"]).shape == (T, T)
 
 
@@ -161,9 +205,17 @@ def _browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)
 
@@ -216,6 +268,7 @@ def test_html_page_sorts_filters_and_draws_heat_map_in_chromium(board, tmp_path)
         shown = np.array([float(c.get_attribute("data-value")) for c in cells[T:]]).reshape(T, T)
         np.testing.assert_allclose(shown, expected, atol=1e-4)
         assert "selected" in section.find_element(
-            By.CSS_SELECTOR, "tbody tr[data-method='simclr'][data-strategy='sequential']").get_attribute("class")
+            By.CSS_SELECTOR, "tbody tr[data-method='simclr'][data-strategy='sequential']"
+        ).get_attribute("class")
     finally:
         browser.quit()

@@ -40,7 +40,7 @@ def data(n=32, size=16, seed=0):
     labels = torch.arange(n) % 4
     x = torch.rand(n, 3, size, size, generator=g) * 0.3
     for c in range(4):
-        x[labels == c, c % 3, c * 3:c * 3 + 8, 2:10] += 0.7
+        x[labels == c, c % 3, c * 3 : c * 3 + 8, 2:10] += 0.7
     views = [(x + 0.05 * torch.randn(x.shape, generator=g) - 0.5) / 0.25 for _ in range(2)]
     return views, labels
 
@@ -50,7 +50,7 @@ def test_every_method_trains_and_its_loss_decreases(name):
     method = make(name)
     method.train()
     views, labels = data()
-    views = views[:method.n_views]
+    views = views[: method.n_views]
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
     losses = []
     for step in range(12):
@@ -94,7 +94,7 @@ def test_nt_xent_on_orthonormal_embeddings():
 def test_moco_info_nce_against_orthogonal_queue():
     tau, k = 0.2, 6
     q = torch.eye(8)[:2]
-    queue = torch.eye(8)[2:2 + k]
+    queue = torch.eye(8)[2 : 2 + k]
     assert float(moco_info_nce(q, q, queue, tau)) == pytest.approx(math.log(1 + k * math.exp(-1 / tau)), rel=1e-5)
 
 
@@ -121,7 +121,7 @@ def test_vicreg_terms():
     x = torch.randn(64, 1, generator=g)
     zc = torch.cat([x, x], 1)  # two identical dims: off-diagonal covariance = var(x) twice, per view, / d
     v = float(x.var())
-    assert float(vicreg_terms(zc, zc)["covariance"]) == pytest.approx(2 * (2 * v ** 2) / 2, rel=1e-4)
+    assert float(vicreg_terms(zc, zc)["covariance"]) == pytest.approx(2 * (2 * v**2) / 2, rel=1e-4)
 
 
 def test_byol_and_simsiam_cosine_values():
@@ -178,6 +178,7 @@ def test_moco_queue_and_key_encoder_are_state_and_update():
 
 def test_supervised_rejects_labels_beyond_its_head():
     from ssl_bench.errors import UserError
+
     m = make("supervised")
     views, labels = data(n=8)
     with pytest.raises(UserError, match="n_classes"):
@@ -188,10 +189,24 @@ def test_moco_resumes_exactly(tiny_protocol, tmp_path, monkeypatch, capsys):
     """The momentum encoder and the queue are checkpointed: a resumed run equals an uninterrupted one."""
     name = "moco"
     crash = tmp_path / "crash_m.py"
-    crash.write_text("import os\nfrom ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_experience_start(run, phase):\n"
-                     "    if os.environ.get('CRASH_AT') == phase.name:\n        raise KeyboardInterrupt\n")
-    base = ["-q", "run", "--plugin", str(crash), "--protocol", str(tiny_protocol), "--method", name,
-            "--method-opt", "proj_hidden=32", "--method-opt", "proj_dim=16"]
+    crash.write_text(
+        "import os\nfrom ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_experience_start(run, phase):\n"
+        "    if os.environ.get('CRASH_AT') == phase.name:\n        raise KeyboardInterrupt\n"
+    )
+    base = [
+        "-q",
+        "run",
+        "--plugin",
+        str(crash),
+        "--protocol",
+        str(tiny_protocol),
+        "--method",
+        name,
+        "--method-opt",
+        "proj_hidden=32",
+        "--method-opt",
+        "proj_dim=16",
+    ]
     base += ["--method-opt", "queue_size=64", "--method-opt", "momentum=0.9"]
     assert main(base + ["--out", str(tmp_path / "whole")]) == 0
     a = results.Result(capsys.readouterr().out.strip())

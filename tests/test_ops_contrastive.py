@@ -31,15 +31,21 @@ def inputs(form, n, d, dtype=torch.float64, device="cpu", queue=37, seed=0):
 
 
 def fused(form, xs, tau):
-    return {"nt_xent": lambda: C.nt_xent(*xs, tau), "info_nce": lambda: C.info_nce(*xs, tau, symmetric=False),
-            "info_nce_symmetric": lambda: C.info_nce(*xs, tau), "moco": lambda: C.moco_info_nce(*xs, tau)}[form]()
+    return {
+        "nt_xent": lambda: C.nt_xent(*xs, tau),
+        "info_nce": lambda: C.info_nce(*xs, tau, symmetric=False),
+        "info_nce_symmetric": lambda: C.info_nce(*xs, tau),
+        "moco": lambda: C.moco_info_nce(*xs, tau),
+    }[form]()
 
 
 def reference(form, xs, tau):
-    return {"nt_xent": lambda: C.nt_xent_reference(*xs, tau),
-            "info_nce": lambda: C.info_nce_reference(*xs, tau, symmetric=False),
-            "info_nce_symmetric": lambda: C.info_nce_reference(*xs, tau),
-            "moco": lambda: C.moco_info_nce_reference(*xs, tau)}[form]()
+    return {
+        "nt_xent": lambda: C.nt_xent_reference(*xs, tau),
+        "info_nce": lambda: C.info_nce_reference(*xs, tau, symmetric=False),
+        "info_nce_symmetric": lambda: C.info_nce_reference(*xs, tau),
+        "moco": lambda: C.moco_info_nce_reference(*xs, tau),
+    }[form]()
 
 
 def compare(form, n, d, tau, dtype, device, tol, queue=37):
@@ -208,7 +214,7 @@ def _distributed_worker(rank, world, init_file, data, queue_out):
     try:
         n = data[0].shape[0] // world
         for form in ("nt_xent", "info_nce_symmetric"):
-            xs = [x[rank * n:(rank + 1) * n].clone().requires_grad_() for x in data]
+            xs = [x[rank * n : (rank + 1) * n].clone().requires_grad_() for x in data]
             loss = fused(form, xs, 0.2)
             grads = torch.autograd.grad(loss, xs)
             queue_out.put((form, rank, loss.item(), [g.numpy() for g in grads]))
@@ -224,8 +230,7 @@ def test_negatives_gathered_across_two_gloo_processes(tmp_path):
     world, n, d = 2, 6, 5
     data = [torch.randn(world * n, d, dtype=torch.float64) for _ in range(2)]
     out = mp.get_context("spawn").Queue()
-    mp.start_processes(_distributed_worker, args=(world, str(tmp_path / "rdv"), data, out), nprocs=world,
-                       start_method="spawn")
+    mp.start_processes(_distributed_worker, args=(world, str(tmp_path / "rdv"), data, out), nprocs=world, start_method="spawn")
     results = [out.get(timeout=60) for _ in range(2 * world)]
     for form in ("nt_xent", "info_nce_symmetric"):
         full = [x.clone().requires_grad_() for x in data]
@@ -235,4 +240,4 @@ def test_negatives_gathered_across_two_gloo_processes(tmp_path):
         assert abs(sum(r[2] for r in mine) / world - want.item()) < 1e-10
         for _, rank, _, grads in mine:
             for g, w in zip(grads, want_grads):
-                torch.testing.assert_close(torch.from_numpy(g) / world, w[rank * n:(rank + 1) * n])
+                torch.testing.assert_close(torch.from_numpy(g) / world, w[rank * n : (rank + 1) * n])

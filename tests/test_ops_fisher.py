@@ -19,7 +19,6 @@ from ssl_bench.ops.fisher import (
 from tests.conftest import DEVICES
 
 
-
 def rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
@@ -41,8 +40,9 @@ def test_references_equal_explicit_per_sample_gradients():
     xs, gs = torch.randn(5, 3, 6, generator=g, dtype=torch.float64), torch.randn(5, 3, 4, generator=g, dtype=torch.float64)
     expect = sum((gs[n].t() @ xs[n]).square() for n in range(5))
     assert torch.allclose(fisher_linear_reference(gs, xs), expect, rtol=1e-10)
-    assert torch.allclose(fisher_linear_reference(gs[:, 0], xs[:, 0]),
-                          sum(torch.outer(gs[n, 0], xs[n, 0]).square() for n in range(5)), rtol=1e-10)
+    assert torch.allclose(
+        fisher_linear_reference(gs[:, 0], xs[:, 0]), sum(torch.outer(gs[n, 0], xs[n, 0]).square() for n in range(5)), rtol=1e-10
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -112,8 +112,10 @@ def test_fisher_ops_reject_bad_shapes(ops):
 def test_opcheck(ops):
     g = torch.Generator().manual_seed(3)
     torch.library.opcheck(ops.fisher_linear, (torch.randn(6, 4, generator=g), torch.randn(6, 5, generator=g)))
-    torch.library.opcheck(ops.fisher_conv2d, (torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 2, 7, 7, generator=g),
-                                              [3, 3], [2, 2], [1, 1], [1, 1]))
+    torch.library.opcheck(
+        ops.fisher_conv2d,
+        (torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 2, 7, 7, generator=g), [3, 3], [2, 2], [1, 1], [1, 1]),
+    )
 
 
 class Net(nn.Module):
@@ -174,8 +176,7 @@ def test_fisher_diagonal_layer_called_twice():
     ia, ib = torch.randn(4, 2, 5, 5, dtype=torch.float64), torch.randn(4, 2, 6, 6, dtype=torch.float64)
 
     def loss(x1, x2, i1, i2):
-        return ((lin(x1) ** 2).sum() + lin(x2).sin().sum() + conv(i1).square().mean((1, 2, 3)).sum()
-                + conv(i2).cos().sum())
+        return (lin(x1) ** 2).sum() + lin(x2).sin().sum() + conv(i1).square().mean((1, 2, 3)).sum() + conv(i2).cos().sum()
 
     got, _ = fisher_diagonal(nn.ModuleList([lin, conv]), lambda: loss(xa, xb, ia, ib))
     expect = {k: torch.zeros_like(p) for k, p in nn.ModuleList([lin, conv]).named_parameters()}

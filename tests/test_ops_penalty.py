@@ -11,7 +11,6 @@ from ssl_bench.ops.penalty import quadratic_penalty_, quadratic_penalty_referenc
 from tests.conftest import DEVICES
 
 
-
 def make(shapes, device, dtype, seed, with_grad=True):
     g = torch.Generator().manual_seed(seed)
     params = [torch.nn.Parameter(torch.randn(s, generator=g, dtype=dtype).to(device)) for s in shapes]
@@ -25,8 +24,10 @@ def make(shapes, device, dtype, seed, with_grad=True):
 
 def expected(params, anchors, imps, lam):
     value = sum((w.double() * (p.double() - a.double()).square()).sum() for p, a, w in zip(params, anchors, imps))
-    grads = [(0 if p.grad is None else p.grad.double()) + lam * w.double() * (p.double() - a.double())
-             for p, a, w in zip(params, anchors, imps)]
+    grads = [
+        (0 if p.grad is None else p.grad.double()) + lam * w.double() * (p.double() - a.double())
+        for p, a, w in zip(params, anchors, imps)
+    ]
     return 0.5 * lam * value, grads
 
 
@@ -81,8 +82,7 @@ def test_gradient_is_the_derivative_of_the_value():
 
 def test_opcheck(ops):
     params, anchors, imps = make([(3, 4), (5,)], "cpu", torch.float32, seed=9)
-    torch.library.opcheck(ops.quadratic_penalty_, ([p.detach() for p in params], [p.grad for p in params],
-                                                   anchors, imps, 0.5))
+    torch.library.opcheck(ops.quadratic_penalty_, ([p.detach() for p in params], [p.grad for p in params], anchors, imps, 0.5))
 
 
 def test_bad_input(ops):

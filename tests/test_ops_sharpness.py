@@ -51,16 +51,13 @@ def mlp(device, seed=0):
     return loss, [w1, b1, w2]
 
 
-
-
 @pytest.mark.parametrize("device", DEVICES)
 def test_hvp_matches_explicit_hessian(device):
     loss, params = mlp(device)
     # explicit Hessian, column by column, with plain double backward
     flat_grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss(), params, create_graph=True)])
     d = flat_grad.numel()
-    rows = [torch.cat([h.reshape(-1) for h in torch.autograd.grad(flat_grad[i], params, retain_graph=True)])
-            for i in range(d)]
+    rows = [torch.cat([h.reshape(-1) for h in torch.autograd.grad(flat_grad[i], params, retain_graph=True)]) for i in range(d)]
     h = torch.stack(rows)
     v = torch.randn(5, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(device)
     assert torch.allclose(hvp(loss, params, v), v @ h, rtol=1e-9, atol=1e-12)

@@ -15,9 +15,13 @@ def fake_result(path, strategy="sequential", seed=0, T=3, evaluators=("collapse"
     rng = np.random.default_rng(seed)
     phases = [[0, 1, 2][:T]] if strategy == "joint" else [[i] for i in range(T)]
     P = len(phases)
-    arrays = {"metrics/acc_matrix": rng.uniform(0.2, 0.9, (P, T)), "metrics/acc_init": rng.uniform(0.05, 0.2, T),
-              "phases/names": np.array([strategy if strategy == "joint" else f"experience {i}" for i in range(P)], dtype="S"),
-              "phases/steps": np.full(P, 10 * T // P), "phases/experiences": json.dumps(phases)}
+    arrays = {
+        "metrics/acc_matrix": rng.uniform(0.2, 0.9, (P, T)),
+        "metrics/acc_init": rng.uniform(0.05, 0.2, T),
+        "phases/names": np.array([strategy if strategy == "joint" else f"experience {i}" for i in range(P)], dtype="S"),
+        "phases/steps": np.full(P, 10 * T // P),
+        "phases/experiences": json.dumps(phases),
+    }
     if "collapse" in evaluators:
         spectra = np.sort(rng.exponential(size=(P + 1, 16)), axis=1)[:, ::-1].astype(np.float32)
         arrays["init/collapse/spectrum"], arrays["metrics/collapse/spectrum"] = spectra[0], spectra[1:]
@@ -27,8 +31,15 @@ def fake_result(path, strategy="sequential", seed=0, T=3, evaluators=("collapse"
         feats = np.stack([base + 0.3 * i * rng.normal(size=base.shape) for i in range(P + 1)]).astype(np.float16)
         arrays["init/cka/features"], arrays["metrics/cka/features"] = feats[0], feats[1:]
         arrays["metrics/cka/index"] = np.tile(np.arange(40), (P, 1))
-    attrs = {"protocol": "tiny", "protocol_version": 1, "protocol_hash": "abc", "method": "simclr", "stream": "instance",
-             "strategy": strategy, "seed": seed}
+    attrs = {
+        "protocol": "tiny",
+        "protocol_version": 1,
+        "protocol_hash": "abc",
+        "method": "simclr",
+        "stream": "instance",
+        "strategy": strategy,
+        "seed": seed,
+    }
     return results.write(path, attrs, arrays)
 
 
@@ -47,8 +58,11 @@ def test_plot_one_file_through_the_cli(tmp_path, capsys):
 
 
 def test_plot_several_runs_on_one_figure(tmp_path):
-    paths = [fake_result(tmp_path / "seq.h5"), fake_result(tmp_path / "joint.h5", strategy="joint"),
-             fake_result(tmp_path / "seq1.h5", seed=1, evaluators=())]
+    paths = [
+        fake_result(tmp_path / "seq.h5"),
+        fake_result(tmp_path / "joint.h5", strategy="joint"),
+        fake_result(tmp_path / "seq1.h5", seed=1, evaluators=()),
+    ]
     names = plot.labels([results.Result(p) for p in paths])
     assert names == ["sequential / s0", "joint / s0", "sequential / s1"]
     written = plot.plot(paths, tmp_path / "fig")

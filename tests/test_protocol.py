@@ -23,18 +23,21 @@ def test_hash_is_canonical_and_ignores_descriptions():
 
 def test_defaults_are_filled_and_hashed():
     a = protocol.parse(TINY)
-    explicit = protocol.parse(TINY.replace("lr = 0.05", "lr = 0.05\noptimizer = \"sgd\""))
+    explicit = protocol.parse(TINY.replace("lr = 0.05", 'lr = 0.05\noptimizer = "sgd"'))
     assert a.train.optimizer == "sgd" and a.hash == explicit.hash
 
 
-@pytest.mark.parametrize("edit, message", [
-    (("lr = 0.05", "lr = 0.05\nlearning_rate = 1"), "unknown key 'train.learning_rate'"),
-    (("epochs_per_experience = 1", "epochs_per_experiance = 1"), "Did you mean 'epochs_per_experience'"),
-    (("batch_size = 32", 'batch_size = "32"'), "'train.batch_size'"),
-    (("lr = 0.05", "lr = -1.0"), "'train.lr'"),
-    (("[stream]\nn_experiences = 2", ""), "missing key 'stream'"),
-    (("seeds = [0, 1]", "seeds = [0, 1"), "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("lr = 0.05", "lr = 0.05\nlearning_rate = 1"), "unknown key 'train.learning_rate'"),
+        (("epochs_per_experience = 1", "epochs_per_experiance = 1"), "Did you mean 'epochs_per_experience'"),
+        (("batch_size = 32", 'batch_size = "32"'), "'train.batch_size'"),
+        (("lr = 0.05", "lr = -1.0"), "'train.lr'"),
+        (("[stream]\nn_experiences = 2", ""), "missing key 'stream'"),
+        (("seeds = [0, 1]", "seeds = [0, 1"), "not valid TOML"),
+    ],
+)
 def test_bad_protocols_get_one_line_errors(edit, message):
     with pytest.raises(UserError) as err:
         protocol.parse(TINY.replace(*edit), "tiny.toml")

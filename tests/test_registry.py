@@ -74,12 +74,18 @@ def test_broken_installed_plugin_is_reported_not_fatal(tmp_path, monkeypatch):
         reg.load("broken")  # ...but asking for it fails
 
 
-@pytest.mark.parametrize("text, message", [
-    ("from ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_methods(x):\n    return {}\n", "wrong signature"),
-    ("from ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_method():\n    return {}\n", "Did you mean 'ssl_bench_methods'"),
-    ("from ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_methods():\n    return ['x']\n", "must return a dict"),
-    ("import no_such_dependency_xyz\n", "No module named 'no_such_dependency_xyz'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("from ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_methods(x):\n    return {}\n", "wrong signature"),
+        (
+            "from ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_method():\n    return {}\n",
+            "Did you mean 'ssl_bench_methods'",
+        ),
+        ("from ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_methods():\n    return ['x']\n", "must return a dict"),
+        ("import no_such_dependency_xyz\n", "No module named 'no_such_dependency_xyz'"),
+    ],
+)
 def test_bad_plugin_named_by_user_is_a_user_error(tmp_path, text, message):
     path = write(tmp_path, "bad", text)
     with pytest.raises(UserError, match=message) as err:
@@ -98,14 +104,18 @@ def test_unknown_names_suggest():
 
 
 def test_exception_inside_plugin_code_names_the_plugin(tmp_path):
-    path = write(tmp_path, "crashy", """
+    path = write(
+        tmp_path,
+        "crashy",
+        """
         from ssl_bench import hookimpl
         def make(**kw):
             raise ValueError("bad thing")
         @hookimpl
         def ssl_bench_methods():
             return {"crashy": make}
-    """)
+    """,
+    )
     reg = Registry.discover([str(path)])
     with pytest.raises(ValueError) as err:
         reg.get("method", "crashy").factory()

@@ -7,9 +7,12 @@ from ssl_bench.errors import UserError
 
 
 def write_minimal(path, **attrs):
-    return results.write(path, {"protocol": "p", **attrs},
-                         {"config": '{"a": 1}', "metrics/acc_matrix": np.eye(2), "train/loss": np.arange(3.0)},
-                         {"summary": {"final_avg_acc": 0.5}})
+    return results.write(
+        path,
+        {"protocol": "p", **attrs},
+        {"config": '{"a": 1}', "metrics/acc_matrix": np.eye(2), "train/loss": np.arange(3.0)},
+        {"summary": {"final_avg_acc": 0.5}},
+    )
 
 
 def test_round_trip(tmp_path):

@@ -16,9 +16,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_stages_train_at_small_resolution_then_full(tmp_path, capsys):
     proto = tmp_path / "s3l.toml"
-    proto.write_text(TINY.replace("lr = 0.05", "lr = 0.05\nstages = [{ resolution = 8, fraction = 0.75 }, { resolution = 16, fraction = 0.25 }]"))
+    proto.write_text(
+        TINY.replace(
+            "lr = 0.05", "lr = 0.05\nstages = [{ resolution = 8, fraction = 0.75 }, { resolution = 16, fraction = 0.25 }]"
+        )
+    )
     recorder = tmp_path / "recorder.py"
-    recorder.write_text(textwrap.dedent("""
+    recorder.write_text(
+        textwrap.dedent("""
         from ssl_bench import hookimpl
         from ssl_bench_plugins.methods.simclr import SimCLR
 
@@ -32,7 +37,8 @@ def test_stages_train_at_small_resolution_then_full(tmp_path, capsys):
         @hookimpl
         def ssl_bench_methods():
             return {"recorder": Recorder}
-    """))
+    """)
+    )
     assert main(["-q", "run", "--plugin", str(recorder), "--protocol", str(proto), "--out", str(tmp_path / "runs")]) == 0
     r = results.Result(capsys.readouterr().out.strip())
     sizes = sys.modules["ssl_bench_user_recorder"].SIZES
@@ -40,7 +46,7 @@ def test_stages_train_at_small_resolution_then_full(tmp_path, capsys):
     assert len(sizes) == sum(steps) and all(a == b for a, b in sizes)  # both views at the stage's size
     start = 0
     for n in steps:  # within every phase: the first 75% of the steps at 8 px, the rest at 16 px
-        phase = [s[0] for s in sizes[start:start + n]]
+        phase = [s[0] for s in sizes[start : start + n]]
         small = math.ceil(0.75 * n)
         assert phase == [8] * small + [16] * (n - small), phase
         start += n

@@ -57,8 +57,17 @@ class _Bar:
 
 
 def make_run(protocol_path, tmp_path, strategy, method="simclr", options=None, plugins=()):
-    config = RunConfig(protocol=load(str(protocol_path)), method=method, stream="instance", strategy=strategy, seed=0,
-                       out=tmp_path / "runs", strategy_options=options or {}, device="cpu", progress=False)
+    config = RunConfig(
+        protocol=load(str(protocol_path)),
+        method=method,
+        stream="instance",
+        strategy=strategy,
+        seed=0,
+        out=tmp_path / "runs",
+        strategy_options=options or {},
+        device="cpu",
+        progress=False,
+    )
     return Run(config, Registry.discover(list(plugins)))
 
 
@@ -77,9 +86,11 @@ def per_sample_plugin(tmp_path):
 
 def fixed_views(run):
     """Deterministic views (the image and its mirror), so a loop over samples sees the same inputs."""
+
     def views(images, size=None):
         x = augment.prepare(images, run.dataset.resolution)
         return [x, x.flip(-1)]
+
     return views
 
 
@@ -129,7 +140,7 @@ def test_ewc_fisher_is_per_sample_mean_of_squares(micro, tmp_path):
     loop = {k: torch.zeros_like(params[k]) for k in fisher}
     mean_grad = {k: torch.zeros_like(params[k]) for k in fisher}
     for i in index:  # the oracle: one backward per sample
-        views = run.views(run.dataset.train.images[i:i + 1])
+        views = run.views(run.dataset.train.images[i : i + 1])
         grads = torch.autograd.grad(method.loss(views, None), [params[k] for k in fisher])
         for k, g in zip(fisher, grads):
             loop[k] += g.square() / len(index)
@@ -152,7 +163,7 @@ def test_mas_importance_is_mean_abs_per_sample_gradient(micro, tmp_path):
     params = dict(backbone.named_parameters())
     loop = {k: torch.zeros_like(p) for k, p in params.items()}
     for i in range(len(x)):
-        grads = torch.autograd.grad(backbone(x[i:i + 1]).pow(2).sum(), list(params.values()))
+        grads = torch.autograd.grad(backbone(x[i : i + 1]).pow(2).sum(), list(params.values()))
         for k, g in zip(params, grads):
             loop[k] += g.abs() / len(x)
     for k in params:
@@ -277,11 +288,27 @@ def test_joint_sequential_hybrid_take_the_same_number_of_steps(micro, tmp_path):
 
 def test_replay_plus_mas_end_to_end_and_resume_keeps_the_buffer(tiny_protocol, tmp_path, monkeypatch, capsys):
     crash = tmp_path / "crash_at.py"
-    crash.write_text("import os\nfrom ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_experience_start(run, phase):\n"
-                     "    if os.environ.get('CRASH_AT') == phase.name:\n        raise KeyboardInterrupt\n")
+    crash.write_text(
+        "import os\nfrom ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_experience_start(run, phase):\n"
+        "    if os.environ.get('CRASH_AT') == phase.name:\n        raise KeyboardInterrupt\n"
+    )
     out = tmp_path / "runs"
-    args = ["-q", "run", "--plugin", str(crash), "--protocol", str(tiny_protocol), "--strategy", "replay+mas",
-            "--strategy-opt", "replay.size=50", "--strategy-opt", "mas.samples=16", "--out", str(out)]
+    args = [
+        "-q",
+        "run",
+        "--plugin",
+        str(crash),
+        "--protocol",
+        str(tiny_protocol),
+        "--strategy",
+        "replay+mas",
+        "--strategy-opt",
+        "replay.size=50",
+        "--strategy-opt",
+        "mas.samples=16",
+        "--out",
+        str(out),
+    ]
     monkeypatch.setenv("CRASH_AT", "experience 1")
     assert main(args) == 130  # interrupted after experience 0: the checkpoint holds buffer and importances
     monkeypatch.delenv("CRASH_AT")

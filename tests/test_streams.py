@@ -19,8 +19,12 @@ from ssl_bench_plugins.streams.instance import instance_incremental
 from ssl_bench_plugins.streams.manifest import manifest_stream
 from ssl_bench_plugins.datasets.synthetic import synthetic
 
-STREAMS = {"instance": instance_incremental, "class": class_incremental, "distant": distant_class_incremental,
-           "domain": domain_incremental}
+STREAMS = {
+    "instance": instance_incremental,
+    "class": class_incremental,
+    "distant": distant_class_incremental,
+    "domain": domain_incremental,
+}
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +111,23 @@ def _wordnet_line(offset, word, hypernyms):
 
 def test_distant_by_wordnet(tmp_path, monkeypatch):
     # entity <- animal <- {dog <- (poodle, terrier), cat <- (tabby, lynx)};  entity <- artifact <- {car, bus}
-    tree = {"00000001": ("entity", []), "00000002": ("animal", ["00000001"]), "00000003": ("artifact", ["00000001"]),
-            "00000004": ("dog", ["00000002"]), "00000005": ("cat", ["00000002"]),
-            "00000011": ("poodle", ["00000004"]), "00000012": ("terrier", ["00000004"]),
-            "00000013": ("tabby", ["00000005"]), "00000014": ("lynx", ["00000005"]),
-            "00000015": ("car", ["00000003"]), "00000016": ("bus", ["00000003"])}
+    tree = {
+        "00000001": ("entity", []),
+        "00000002": ("animal", ["00000001"]),
+        "00000003": ("artifact", ["00000001"]),
+        "00000004": ("dog", ["00000002"]),
+        "00000005": ("cat", ["00000002"]),
+        "00000011": ("poodle", ["00000004"]),
+        "00000012": ("terrier", ["00000004"]),
+        "00000013": ("tabby", ["00000005"]),
+        "00000014": ("lynx", ["00000005"]),
+        "00000015": ("car", ["00000003"]),
+        "00000016": ("bus", ["00000003"]),
+    }
     data = tmp_path / "data.noun"
-    data.write_text("  1 This software and database is being provided\n"
-                    + "".join(_wordnet_line(o, w, h) for o, (w, h) in tree.items()))
+    data.write_text(
+        "  1 This software and database is being provided\n" + "".join(_wordnet_line(o, w, h) for o, (w, h) in tree.items())
+    )
     classes = ["n00000015", "n00000011", "n00000013", "n00000016", "n00000012", "n00000014"]
     D = distant.wordnet_distances(classes, str(data))
     assert D[1, 4] == 2 and D[1, 2] == 4 and D[0, 1] == 5  # poodle-terrier, poodle-tabby, car-poodle
@@ -174,14 +187,23 @@ def test_manifest_round_trip(shapes, tmp_path, name, suffix):
         assert np.array_equal(np.sort(a.train_idx), b.train_idx) and np.array_equal(np.sort(a.test_idx), b.test_idx)
         assert sorted(a.classes) == sorted(b.classes) and sorted(a.domains) == sorted(b.domains)
     kinds = {k for entry in manifest.read(path)["experiences"] for k in entry}
-    assert kinds == {"instance": {"name", "train", "test"}, "class": {"name", "classes"}, "distant": {"name", "classes"},
-                     "domain": {"name", "domains"}}[name]
+    assert (
+        kinds
+        == {
+            "instance": {"name", "train", "test"},
+            "class": {"name", "classes"},
+            "distant": {"name", "classes"},
+            "domain": {"name", "domains"},
+        }[name]
+    )
 
 
 def test_manifest_by_hand_and_bad_input(shapes, tmp_path):
     good = tmp_path / "m.toml"
-    good.write_text('[[experiences]]\nclasses = ["triangle", "square"]\ndomains = ["sketch"]\n\n'
-                    '[[experiences]]\ntrain = ["train/star3/photo/0", "train/star3/photo/1"]\ntest = ["test/star3/photo/0"]\n')
+    good.write_text(
+        '[[experiences]]\nclasses = ["triangle", "square"]\ndomains = ["sketch"]\n\n'
+        '[[experiences]]\ntrain = ["train/star3/photo/0", "train/star3/photo/1"]\ntest = ["test/star3/photo/0"]\n'
+    )
     a, b = manifest_stream(shapes, n_experiences=2, seed=0, path=str(good))
     assert len(a.train_idx) == 4 and set(shapes.train.domains[a.train_idx].tolist()) == {1}
     assert len(b.train_idx) == 2 and len(b.test_idx) == 1 and b.classes == [shapes.classes.index("star3")]
@@ -207,7 +229,6 @@ def test_manifest_by_hand_and_bad_input(shapes, tmp_path):
         manifest_stream(shapes, n_experiences=1, seed=0, path=str(tmp_path / "missing.json"))
 
 
-
 def test_run_class_stream_end_to_end(tiny_protocol, tmp_path, capsys, one_thread):
     out = tmp_path / "runs"
     assert main(["-q", "run", "--protocol", str(tiny_protocol), "--stream", "class", "--out", str(out)]) == 0
@@ -217,20 +238,66 @@ def test_run_class_stream_end_to_end(tiny_protocol, tmp_path, capsys, one_thread
         c0, c1 = f["stream/experience_0/classes"][()], f["stream/experience_1/classes"][()]
         assert not set(c0) & set(c1) and len(c0) + len(c1) == 20
         assert list(f["stream/class_order"][()]) == list(c0) + list(c1)
-        expected = class_incremental(synthetic(resolution=16, train_per_class_domain=3, test_per_class_domain=2),
-                                     n_experiences=2, seed=0)
+        expected = class_incremental(
+            synthetic(resolution=16, train_per_class_domain=3, test_per_class_domain=2), n_experiences=2, seed=0
+        )
         assert list(c0) == expected[0].classes  # the recorded order is the stream's order
     # the exported manifest reloads as the same split through the CLI
     split = tmp_path / "split.json"
     assert main(["-q", "stream-export", "--protocol", str(tiny_protocol), "--stream", "distant", "-o", str(split)]) == 0
     assert json.loads(split.read_text())["source"]["stream"] == "distant"
-    assert main(["-q", "stream-export", "--protocol", str(tiny_protocol), "--stream", "manifest",
-                 "--stream-opt", f"path={split}", "-o", str(tmp_path / "again.json")]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "stream-export",
+                "--protocol",
+                str(tiny_protocol),
+                "--stream",
+                "manifest",
+                "--stream-opt",
+                f"path={split}",
+                "-o",
+                str(tmp_path / "again.json"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "again.json").read_text())["experiences"] == json.loads(split.read_text())["experiences"]
-    assert main(["-q", "stream-export", "--protocol", str(tiny_protocol), "--stream", "class",
-                 "--stream-opt", "colour=red", "-o", str(tmp_path / "x.json")]) == 2
-    assert main(["-q", "stream-export", "--protocol", str(tiny_protocol), "--stream", "domain",
-                 "--stream-opt", "order=['real']", "-o", str(tmp_path / "x.json")]) == 2
+    assert (
+        main(
+            [
+                "-q",
+                "stream-export",
+                "--protocol",
+                str(tiny_protocol),
+                "--stream",
+                "class",
+                "--stream-opt",
+                "colour=red",
+                "-o",
+                str(tmp_path / "x.json"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "-q",
+                "stream-export",
+                "--protocol",
+                str(tiny_protocol),
+                "--stream",
+                "domain",
+                "--stream-opt",
+                "order=['real']",
+                "-o",
+                str(tmp_path / "x.json"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_run_distant_stream_records_distances(tiny_protocol, tmp_path, capsys, one_thread):

@@ -129,7 +129,9 @@ def test_schema_and_matrix_checks(tmp_path):
 def test_a_different_file_for_a_submitted_run_needs_replace(runs, tmp_path):
     to = tmp_path / "board"
     submit.submit(runs, to=to)
-    again = make_result(tmp_path / "again", "simclr", "instance", "sequential", 0, rng=np.random.default_rng(7))  # another seed-0 run
+    again = make_result(
+        tmp_path / "again", "simclr", "instance", "sequential", 0, rng=np.random.default_rng(7)
+    )  # another seed-0 run
     with pytest.raises(UserError, match="--replace"):
         submit.submit([again, *runs[1:]], to=to)
     submit.submit([again, *runs[1:]], to=to, replace=True)

@@ -23,11 +23,26 @@ __license__ = "Apache-2.0"
 __paper__ = "Krizhevsky, Learning Multiple Layers of Features from Tiny Images, 2009"
 
 VARIANTS = {
-    "cifar10": dict(folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)], test=["test_batch"],
-                    meta="batches.meta", labels="labels", names="label_names",
-                    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", tv="CIFAR10"),
-    "cifar100": dict(folder="cifar-100-python", train=["train"], test=["test"], meta="meta", labels="fine_labels",
-                     names="fine_label_names", url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", tv="CIFAR100"),
+    "cifar10": dict(
+        folder="cifar-10-batches-py",
+        train=[f"data_batch_{i}" for i in range(1, 6)],
+        test=["test_batch"],
+        meta="batches.meta",
+        labels="labels",
+        names="label_names",
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        tv="CIFAR10",
+    ),
+    "cifar100": dict(
+        folder="cifar-100-python",
+        train=["train"],
+        test=["test"],
+        meta="meta",
+        labels="fine_labels",
+        names="fine_label_names",
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        tv="CIFAR100",
+    ),
 }
 
 
@@ -45,8 +60,10 @@ def _download(name: str, v: dict, root: Path) -> None:
     try:
         getattr(torchvision.datasets, v["tv"])(str(root), train=True, download=True)
     except Exception as err:  # noqa: BLE001 - no network, proxy, disk: all end in the same advice
-        raise UserError(f"{name}: download failed ({type(err).__name__}: {err}); fetch {v['url']} and extract it into "
-                        f"{root} so that {root / v['folder']} exists") from None
+        raise UserError(
+            f"{name}: download failed ({type(err).__name__}: {err}); fetch {v['url']} and extract it into "
+            f"{root} so that {root / v['folder']} exists"
+        ) from None
 
 
 def load_cifar(name: str, root, resolution: int, download: bool) -> Dataset:

@@ -39,18 +39,25 @@ def imagefolder(root=None, resolution=64, seed=0, download=False, test_fraction=
         else:
             files = image_files(root / name)
             if len(files) < 2:
-                raise UserError(f"imagefolder: class '{name}' has {len(files)} images in {root / name}; "
-                                "each class needs at least 2 (one is held out)")
+                raise UserError(
+                    f"imagefolder: class '{name}' has {len(files)} images in {root / name}; "
+                    "each class needs at least 2 (one is held out)"
+                )
             parts = dict(zip(("train", "test"), split_held_out(files, root, fraction)))
         for split, files in parts.items():
             if not files:
-                raise UserError(f"imagefolder: class '{name}' has no {split} images "
-                                f"in {(root / split if split == 'train' else test_dir) / name if presplit else root / name}")
+                raise UserError(
+                    f"imagefolder: class '{name}' has no {split} images "
+                    f"in {(root / split if split == 'train' else test_dir) / name if presplit else root / name}"
+                )
             splits[split][0].extend(files)
             splits[split][1].extend([c] * len(files))
-    sets = {split: imagecache.image_set(f"imagefolder/{root.name}/{split}", files, labels, [0] * len(files), root,
-                                        resolution, on_corrupt=on_corrupt)
-            for split, (files, labels) in splits.items()}
+    sets = {
+        split: imagecache.image_set(
+            f"imagefolder/{root.name}/{split}", files, labels, [0] * len(files), root, resolution, on_corrupt=on_corrupt
+        )
+        for split, (files, labels) in splits.items()
+    }
     return Dataset("imagefolder", sets["train"], sets["test"], classes=classes, domains=["default"])
 
 

@@ -46,13 +46,15 @@ def _dataset(name, root, resolution, domains, classes, files, on_corrupt):
         if not rows:
             raise UserError(f"{name}: no {split} images in {root}")
         paths, labels, doms = zip(*rows)
-        sets[split] = imagecache.image_set(f"{name}/{root.name}/{split}", list(paths), labels, doms, root, resolution,
-                                           on_corrupt=on_corrupt)
+        sets[split] = imagecache.image_set(
+            f"{name}/{root.name}/{split}", list(paths), labels, doms, root, resolution, on_corrupt=on_corrupt
+        )
     return Dataset(name, sets["train"], sets["test"], classes=classes, domains=domains)
 
 
-def multidomain(root=None, resolution=64, seed=0, download=False, test_fraction=0.2, domains=None, classes=None,
-                on_corrupt="skip"):
+def multidomain(
+    root=None, resolution=64, seed=0, download=False, test_fraction=0.2, domains=None, classes=None, on_corrupt="skip"
+):
     """Images in ``root/<domain>/<class>/``."""
     if root is None:
         raise UserError("multidomain needs --data-root: a folder with one sub-folder per domain, each with one per class")
@@ -71,8 +73,10 @@ def multidomain(root=None, resolution=64, seed=0, download=False, test_fraction=
                 continue
             found = image_files(per_domain[d][c])
             if len(found) < 2:
-                raise UserError(f"multidomain: {per_domain[d][c]} has {len(found)} images; each class folder needs "
-                                "at least 2 (one is held out)")
+                raise UserError(
+                    f"multidomain: {per_domain[d][c]} has {len(found)} images; each class folder needs "
+                    "at least 2 (one is held out)"
+                )
             train, test = split_held_out(found, root, fraction)
             files["train"] += [(f, ci, di) for f in train]
             files["test"] += [(f, ci, di) for f in test]
@@ -88,8 +92,11 @@ def domainnet(root=None, resolution=64, seed=0, download=False, domains=None, cl
         raise UserError(f"domainnet cannot be downloaded by ssl-bench; {where}")
     root = Path(root).expanduser()
     found = [d for d in DOMAINNET_DOMAINS if (root / f"{d}_train.txt").is_file() and (root / f"{d}_test.txt").is_file()]
-    found += sorted(p.name[:-len("_train.txt")] for p in root.glob("*_train.txt")
-                    if p.name[:-len("_train.txt")] not in found and (root / p.name.replace("_train.txt", "_test.txt")).is_file())
+    found += sorted(
+        p.name[: -len("_train.txt")]
+        for p in root.glob("*_train.txt")
+        if p.name[: -len("_train.txt")] not in found and (root / p.name.replace("_train.txt", "_test.txt")).is_file()
+    )
     if not found:
         raise UserError(f"domainnet: no <domain>_train.txt with <domain>_test.txt in {root}; {where}")
     domains = _subset("domainnet", "domain", found, domains)
@@ -110,14 +117,17 @@ def domainnet(root=None, resolution=64, seed=0, download=False, domains=None, cl
                 if len(segments) < 3:
                     raise UserError(f"domainnet: {listing} line {n}: expected <domain>/<class>/<file>, got '{rel}'")
                 if names.setdefault(label, segments[-2]) != segments[-2]:
-                    raise UserError(f"domainnet: {listing} line {n}: label {label} is class '{names[label]}' elsewhere, "
-                                    f"not '{segments[-2]}'")
+                    raise UserError(
+                        f"domainnet: {listing} line {n}: label {label} is class '{names[label]}' elsewhere, not '{segments[-2]}'"
+                    )
                 rows[split].append((root / rel, label, d))
     all_classes = [names[k] for k in sorted(names)]
     classes = _subset("domainnet", "class", all_classes, classes)
     index = {c: i for i, c in enumerate(classes)}
-    files = {split: [(p, index[names[label]], domains.index(d)) for p, label, d in r if names[label] in index]
-             for split, r in rows.items()}
+    files = {
+        split: [(p, index[names[label]], domains.index(d)) for p, label, d in r if names[label] in index]
+        for split, r in rows.items()
+    }
     missing = next((p for r in files.values() for p, _, _ in r if not p.is_file()), None)
     if missing is not None:
         raise UserError(f"domainnet: {missing} is listed in the split files but missing; unzip the domain's images into {root}")

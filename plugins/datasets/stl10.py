@@ -36,8 +36,10 @@ def stl10(root=None, resolution=96, seed=0, download=False):
         try:
             torchvision.datasets.STL10(str(root), split="train", download=True)
         except Exception as err:  # noqa: BLE001 - no network, proxy, disk: all end in the same advice
-            raise UserError(f"stl10: download failed ({type(err).__name__}: {err}); fetch {URL} and extract it into "
-                            f"{root} so that {folder} exists") from None
+            raise UserError(
+                f"stl10: download failed ({type(err).__name__}: {err}); fetch {URL} and extract it into "
+                f"{root} so that {folder} exists"
+            ) from None
     missing = [f for f in FILES if not (folder / f).is_file()]
     if missing:
         raise UserError(f"stl10: {folder / missing[0]} is missing; fetch {URL} and extract it into {root} again")

@@ -50,7 +50,7 @@ def _smooth_noise(n, size, cells, gen):
 
 
 def _colours(n, gen, low=0.0, high=1.0):
-    return (torch.rand(n, 3, 1, 1, generator=gen) * (high - low) + low)
+    return torch.rand(n, 3, 1, 1, generator=gen) * (high - low) + low
 
 
 def draw(family: str, k: int, domain: str, n: int, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -76,9 +76,9 @@ def draw(family: str, k: int, domain: str, n: int, size: int, gen: torch.Generat
     if family == "frame":
         inside = inside * torch.sigmoid((dist + 0.35) / px)
     line_w = {"sketch": 1.0, "quickdraw": 0.7, "clipart": 1.2}.get(domain, 1.0)
-    edge = torch.exp(-(dist / (line_w * px)) ** 2)
+    edge = torch.exp(-((dist / (line_w * px)) ** 2))
     if family == "frame":
-        edge = torch.maximum(edge, torch.exp(-((dist + 0.35) / (line_w * px)) ** 2))
+        edge = torch.maximum(edge, torch.exp(-(((dist + 0.35) / (line_w * px)) ** 2)))
     inside, edge = inside.unsqueeze(1), edge.unsqueeze(1)
 
     if domain == "photo":
@@ -101,7 +101,9 @@ def draw(family: str, k: int, domain: str, n: int, size: int, gen: torch.Generat
         img = 1 - edge.expand(n, 3, size, size)
     elif domain == "infograph":
         bg = _colours(n, gen, 0.5, 1.0)
-        bars = (torch.rand(n, 1, 1, size, generator=gen) < 0.25).float() * (torch.rand(n, 1, size, 1, generator=gen) < 0.3).float()
+        bars = (torch.rand(n, 1, 1, size, generator=gen) < 0.25).float() * (
+            torch.rand(n, 1, size, 1, generator=gen) < 0.3
+        ).float()
         img = bg * (1 - 0.6 * bars)
         fg = _colours(n, gen)
         img = img * (1 - inside) + fg * inside
@@ -118,19 +120,36 @@ def _split(classes, domains, per_cd, size, seed, split_id):
             images.append(draw(family, k, domain, per_cd, size, gen))
             labels.append(torch.full((per_cd,), ci, dtype=torch.int64))
             doms.append(torch.full((per_cd,), di, dtype=torch.int64))
-    ids = [f"{split_id}/{classes[c][1]}/{domains[d]}/{i}" for c in range(len(classes)) for d in range(len(domains)) for i in range(per_cd)]
+    ids = [
+        f"{split_id}/{classes[c][1]}/{domains[d]}/{i}"
+        for c in range(len(classes))
+        for d in range(len(domains))
+        for i in range(per_cd)
+    ]
     return ImageSet(torch.cat(images), torch.cat(labels), torch.cat(doms), ids)
 
 
-def synthetic(root=None, resolution=32, seed=0, download=False, n_superclasses=4, classes_per_superclass=5,
-              n_domains=4, train_per_class_domain=100, test_per_class_domain=25) -> Dataset:
+def synthetic(
+    root=None,
+    resolution=32,
+    seed=0,
+    download=False,
+    n_superclasses=4,
+    classes_per_superclass=5,
+    n_domains=4,
+    train_per_class_domain=100,
+    test_per_class_domain=25,
+) -> Dataset:
     """Generated shapes: ``n_superclasses`` x ``classes_per_superclass`` classes in ``n_domains`` domains."""
     if not 1 <= n_superclasses <= len(SUPERCLASSES) or not 1 <= classes_per_superclass <= 5:
         raise UserError(f"synthetic: n_superclasses must be 1..{len(SUPERCLASSES)} and classes_per_superclass 1..5")
     if not 1 <= n_domains <= len(DOMAINS):
         raise UserError(f"synthetic: n_domains must be 1..{len(DOMAINS)}")
-    classes = [(family, name, k) for family, members in list(SUPERCLASSES.items())[:n_superclasses]
-               for name, k in members[:classes_per_superclass]]
+    classes = [
+        (family, name, k)
+        for family, members in list(SUPERCLASSES.items())[:n_superclasses]
+        for name, k in members[:classes_per_superclass]
+    ]
     domains = DOMAINS[:n_domains]
     train = _split(classes, domains, train_per_class_domain, resolution, seed, "train")
     test = _split(classes, domains, test_per_class_domain, resolution, seed, "test")

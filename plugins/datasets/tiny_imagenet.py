@@ -25,8 +25,10 @@ __version__ = "0.1.0"
 __license__ = "Apache-2.0"
 __paper__ = "Le & Yang, Tiny ImageNet Visual Recognition Challenge, CS231n 2015"
 
-WHERE = ("download http://cs231n.stanford.edu/tiny-imagenet-200.zip, unzip it and pass the folder holding "
-         "wnids.txt, words.txt, train/ and val/ as --data-root")
+WHERE = (
+    "download http://cs231n.stanford.edu/tiny-imagenet-200.zip, unzip it and pass the folder holding "
+    "wnids.txt, words.txt, train/ and val/ as --data-root"
+)
 
 
 def _lines(path: Path) -> list[str]:
@@ -53,7 +55,7 @@ def tiny_imagenet(root=None, resolution=64, seed=0, download=False, n_classes=No
     if n_classes is not None:
         if not 1 <= int(n_classes) <= len(wnids):
             raise UserError(f"tiny-imagenet: n_classes must be 1..{len(wnids)}, got {n_classes}")
-        wnids = wnids[:int(n_classes)]
+        wnids = wnids[: int(n_classes)]
     words = {}
     for line in _lines(root / "words.txt"):
         wnid, _, names = line.partition("\t")
@@ -85,12 +87,13 @@ def tiny_imagenet(root=None, resolution=64, seed=0, download=False, n_classes=No
         raise UserError(f"tiny-imagenet: {absent[0]} is listed in val/val_annotations.txt but missing ({len(absent)} missing)")
 
     tag = "tiny-imagenet" if n_classes is None and classes is None else f"tiny-imagenet-{len(wnids)}c"
-    train = imagecache.image_set(f"{tag}/train", train_files, train_labels, [0] * len(train_files), root, resolution,
-                                 on_corrupt=on_corrupt)
-    test = imagecache.image_set(f"{tag}/val", test_files, test_labels, [0] * len(test_files), root, resolution,
-                                on_corrupt=on_corrupt)
-    return Dataset("tiny-imagenet", train, test, classes=wnids, domains=["default"],
-                   class_names=[words.get(w, w) for w in wnids])
+    train = imagecache.image_set(
+        f"{tag}/train", train_files, train_labels, [0] * len(train_files), root, resolution, on_corrupt=on_corrupt
+    )
+    test = imagecache.image_set(
+        f"{tag}/val", test_files, test_labels, [0] * len(test_files), root, resolution, on_corrupt=on_corrupt
+    )
+    return Dataset("tiny-imagenet", train, test, classes=wnids, domains=["default"], class_names=[words.get(w, w) for w in wnids])
 
 
 @hookimpl

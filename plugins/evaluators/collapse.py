@@ -56,8 +56,13 @@ def effective_rank(s) -> float:
 def collapse_metrics(x: torch.Tensor) -> dict:
     s = spectrum(x)
     z = F.normalize(x.double(), dim=1)
-    return {"auc": auc(s), "auc_sq": auc(s * s), "rankme": effective_rank(s),
-            "std_normalized": float(z.std(0).mean()), "spectrum": s.float().numpy()}
+    return {
+        "auc": auc(s),
+        "auc_sq": auc(s * s),
+        "rankme": effective_rank(s),
+        "std_normalized": float(z.std(0).mean()),
+        "spectrum": s.float().numpy(),
+    }
 
 
 class Collapse(Evaluator):

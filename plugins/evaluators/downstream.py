@@ -34,15 +34,25 @@ class Downstream(Evaluator):
     name = "downstream"
     when = "end"
 
-    def __init__(self, datasets=(), max_train: int = 10000, max_test: int = 10000, l2: float = 1e-4,
-                 max_iter: int = 200, batch_size: int = 256, seed: int = 0):
+    def __init__(
+        self,
+        datasets=(),
+        max_train: int = 10000,
+        max_test: int = 10000,
+        l2: float = 1e-4,
+        max_iter: int = 200,
+        batch_size: int = 256,
+        seed: int = 0,
+    ):
         if not datasets:
             raise UserError("downstream: give eval.options.downstream.datasets, a list of {name, root, options}")
         self.specs = []
         for spec in datasets:
             if not isinstance(spec, dict) or "name" not in spec or set(spec) - _KEYS:
-                raise UserError(f"downstream: each dataset must be a table with 'name' and optionally 'root', 'label', "
-                                f"'options'; got {spec!r}")
+                raise UserError(
+                    f"downstream: each dataset must be a table with 'name' and optionally 'root', 'label', "
+                    f"'options'; got {spec!r}"
+                )
             self.specs.append(dict(spec))
         labels = [s.get("label", s["name"]) for s in self.specs]
         if len(set(labels)) != len(labels):
@@ -56,8 +66,13 @@ class Downstream(Evaluator):
         for spec in self.specs:
             entry = run.registry.get("dataset", spec["name"])
             try:
-                ds = entry.factory(root=spec.get("root"), resolution=run.dataset.resolution, seed=0,
-                                   download=run.config.download, **spec.get("options", {}))
+                ds = entry.factory(
+                    root=spec.get("root"),
+                    resolution=run.dataset.resolution,
+                    seed=0,
+                    download=run.config.download,
+                    **spec.get("options", {}),
+                )
             except TypeError as err:
                 raise UserError(f"downstream dataset '{spec['name']}': {err}") from None
             self.loaded.append((spec.get("label", spec["name"]), ds))
@@ -69,7 +84,7 @@ class Downstream(Evaluator):
         backbone.eval()
         out = []
         for s in tqdm(range(0, len(idx), self.batch_size), desc=desc, disable=not run.config.progress, leave=False):
-            x = images[torch.from_numpy(idx[s:s + self.batch_size])].to(run.device)
+            x = images[torch.from_numpy(idx[s : s + self.batch_size])].to(run.device)
             out.append(backbone(augment.prepare(x, run.dataset.resolution)).float().cpu())
         backbone.train(was_training)
         return torch.cat(out)

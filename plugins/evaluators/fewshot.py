@@ -30,13 +30,15 @@ def episodes(labels: np.ndarray, n_way: int, k: int, n_query: int, n_episodes: i
     by_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
     eligible = sorted(c for c, pos in by_class.items() if len(pos) > k)
     if len(eligible) < n_way:
-        raise UserError(f"fewshot: {n_way}-way {k}-shot needs {n_way} classes with more than {k} held-out samples, "
-                        f"only {len(eligible)} have them; lower n_way or the shots")
+        raise UserError(
+            f"fewshot: {n_way}-way {k}-shot needs {n_way} classes with more than {k} held-out samples, "
+            f"only {len(eligible)} have them; lower n_way or the shots"
+        )
     for _ in range(n_episodes):
         sup, sup_y, qry, qry_y = [], [], [], []
         for new, c in enumerate(rng.choice(eligible, n_way, replace=False)):
             pos = rng.permutation(by_class[c])
-            q = pos[k:k + n_query]
+            q = pos[k : k + n_query]
             sup.append(pos[:k]), qry.append(q)
             sup_y.append(np.full(k, new)), qry_y.append(np.full(len(q), new))
         yield np.concatenate(sup), np.concatenate(sup_y), np.concatenate(qry), np.concatenate(qry_y)
@@ -53,8 +55,9 @@ class FewShot(Evaluator):
     name = "fewshot"
     when = "phase"
 
-    def __init__(self, n_way: int = 5, shots=(1, 5), n_query: int = 15, episodes: int = 100,
-                 classifier: str = "prototype", seed: int = 0):
+    def __init__(
+        self, n_way: int = 5, shots=(1, 5), n_query: int = 15, episodes: int = 100, classifier: str = "prototype", seed: int = 0
+    ):
         shots = [shots] if isinstance(shots, int) else list(shots)
         if classifier not in ("prototype", "logreg"):
             raise UserError(f"fewshot: classifier must be 'prototype' or 'logreg', got '{classifier}'")

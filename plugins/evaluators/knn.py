@@ -28,7 +28,7 @@ def knn_predict(bank, bank_labels, queries, k, temperature=0.07, chunk=1024):
     k = min(k, len(bank))
     preds = []
     for s in range(0, len(queries), chunk):
-        sim = queries[s:s + chunk] @ bank.T
+        sim = queries[s : s + chunk] @ bank.T
         top, pos = sim.topk(k, dim=1)
         votes = torch.zeros(len(sim), len(classes), dtype=torch.float64)
         votes.scatter_add_(1, y[pos], torch.exp(top.double() / temperature))
@@ -51,8 +51,10 @@ class KNN(Evaluator):
     def evaluate(self, run, features, previous):
         out = {}
         for k in self.ks:
-            acc = [(knn_predict(tr, tr_y, te, k, self.temperature) == te_y).double().mean().item()
-                   for tr, tr_y, te, te_y in zip(features.train, features.train_labels, features.test, features.test_labels)]
+            acc = [
+                (knn_predict(tr, tr_y, te, k, self.temperature) == te_y).double().mean().item()
+                for tr, tr_y, te, te_y in zip(features.train, features.train_labels, features.test, features.test_labels)
+            ]
             out[f"acc_k{k}"] = np.array(acc)
         out["acc"] = out[f"acc_k{self.ks[0]}"]
         return out

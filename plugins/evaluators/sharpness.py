@@ -40,10 +40,21 @@ class Sharpness(Evaluator):
     name = "sharpness"
     when = "end"
 
-    def __init__(self, batch_size: int = 128, iters: int = 20, n_probes: int = 16, eps: float = 1e-3, steps: int = 10,
-                 seed: int = 0, params: str = "all", mode: str = "train"):
+    def __init__(
+        self,
+        batch_size: int = 128,
+        iters: int = 20,
+        n_probes: int = 16,
+        eps: float = 1e-3,
+        steps: int = 10,
+        seed: int = 0,
+        params: str = "all",
+        mode: str = "train",
+    ):
         if params not in ("all", "backbone") or mode not in ("train", "eval"):
-            raise UserError(f"sharpness: params must be 'all' or 'backbone' (got '{params}'), mode 'train' or 'eval' (got '{mode}')")
+            raise UserError(
+                f"sharpness: params must be 'all' or 'backbone' (got '{params}'), mode 'train' or 'eval' (got '{mode}')"
+            )
         if batch_size < 2 or iters < 1 or n_probes < 1 or eps < 0 or steps < 0:
             raise UserError("sharpness: need batch_size >= 2, iters >= 1, n_probes >= 1, eps >= 0, steps >= 0")
         self.batch_size, self.iters, self.n_probes, self.eps, self.steps = batch_size, iters, n_probes, eps, steps
@@ -84,17 +95,22 @@ class Sharpness(Evaluator):
         params = [p for p in module.parameters() if p.requires_grad]
         loss_fn, done = self.loss_fn(run)
         gen = lambda k: torch.Generator().manual_seed(self.seed * 1000 + k)  # noqa: E731 - one stream per measure
-        log.info("sharpness: %d parameter tensors, a fixed batch of up to %d images, PyTorch reference ops "
-                 "(the fused kernels have no second derivative)", len(params), self.batch_size)
+        log.info(
+            "sharpness: %d parameter tensors, a fixed batch of up to %d images, PyTorch reference ops "
+            "(the fused kernels have no second derivative)",
+            len(params),
+            self.batch_size,
+        )
         try:
             with reference_ops():
                 with torch.no_grad():
                     loss = float(loss_fn())
-                return {"loss": loss,
-                        "top_eigenvalue": sharpness.top_eigenvalue(loss_fn, params, iters=self.iters, generator=gen(1)),
-                        "hessian_trace": sharpness.hessian_trace(loss_fn, params, n_probes=self.n_probes, generator=gen(2)),
-                        "eps_sharpness": sharpness.eps_sharpness(loss_fn, params, eps=self.eps, steps=self.steps,
-                                                                 generator=gen(3))}
+                return {
+                    "loss": loss,
+                    "top_eigenvalue": sharpness.top_eigenvalue(loss_fn, params, iters=self.iters, generator=gen(1)),
+                    "hessian_trace": sharpness.hessian_trace(loss_fn, params, n_probes=self.n_probes, generator=gen(2)),
+                    "eps_sharpness": sharpness.eps_sharpness(loss_fn, params, eps=self.eps, steps=self.steps, generator=gen(3)),
+                }
         finally:
             done()
 

@@ -38,9 +38,14 @@ class BarlowTwins(Method):
         super().__init__(backbone)
         self.lambd = lambd
         self.projector = nn.Sequential(
-            nn.Linear(self.feature_dim, proj_hidden, bias=False), nn.BatchNorm1d(proj_hidden), nn.ReLU(inplace=True),
-            nn.Linear(proj_hidden, proj_hidden, bias=False), nn.BatchNorm1d(proj_hidden), nn.ReLU(inplace=True),
-            nn.Linear(proj_hidden, proj_dim, bias=False))
+            nn.Linear(self.feature_dim, proj_hidden, bias=False),
+            nn.BatchNorm1d(proj_hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(proj_hidden, proj_hidden, bias=False),
+            nn.BatchNorm1d(proj_hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(proj_hidden, proj_dim, bias=False),
+        )
 
     def loss(self, views, labels):
         z1, z2 = (self.projector(self.backbone(v)) for v in views[:2])

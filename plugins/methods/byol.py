@@ -29,8 +29,15 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 class BYOL(Method):
-    def __init__(self, backbone, proj_hidden: int = 4096, proj_dim: int = 256, pred_hidden: int = 4096,
-                 base_momentum: float = 0.996, final_momentum: float = 1.0):
+    def __init__(
+        self,
+        backbone,
+        proj_hidden: int = 4096,
+        proj_dim: int = 256,
+        pred_hidden: int = 4096,
+        base_momentum: float = 0.996,
+        final_momentum: float = 1.0,
+    ):
         super().__init__(backbone)
         if not 0 <= base_momentum <= final_momentum <= 1:
             raise UserError("byol: need 0 <= base_momentum <= final_momentum <= 1")

@@ -37,9 +37,17 @@ def _gather(x: torch.Tensor) -> torch.Tensor:
 
 
 class MoCo(Method):
-    def __init__(self, backbone, proj_hidden: int = 2048, proj_dim: int = 128, temperature: float = 0.2,
-                 queue_size: int = 65536, momentum: float = 0.999, momentum_schedule: str = "constant",
-                 symmetric: bool = False):
+    def __init__(
+        self,
+        backbone,
+        proj_hidden: int = 2048,
+        proj_dim: int = 128,
+        temperature: float = 0.2,
+        queue_size: int = 65536,
+        momentum: float = 0.999,
+        momentum_schedule: str = "constant",
+        symmetric: bool = False,
+    ):
         super().__init__(backbone)
         if momentum_schedule not in ("constant", "cosine"):
             raise UserError(f"moco: momentum_schedule must be 'constant' or 'cosine', got '{momentum_schedule}'")

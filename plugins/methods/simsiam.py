@@ -32,11 +32,21 @@ class SimSiam(Method):
         super().__init__(backbone)
         d = self.feature_dim
         self.projector = nn.Sequential(
-            nn.Linear(d, proj_hidden, bias=False), nn.BatchNorm1d(proj_hidden), nn.ReLU(inplace=True),
-            nn.Linear(proj_hidden, proj_hidden, bias=False), nn.BatchNorm1d(proj_hidden), nn.ReLU(inplace=True),
-            nn.Linear(proj_hidden, proj_dim, bias=False), nn.BatchNorm1d(proj_dim, affine=False))
-        self.predictor = nn.Sequential(nn.Linear(proj_dim, pred_hidden, bias=False), nn.BatchNorm1d(pred_hidden),
-                                       nn.ReLU(inplace=True), nn.Linear(pred_hidden, proj_dim))
+            nn.Linear(d, proj_hidden, bias=False),
+            nn.BatchNorm1d(proj_hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(proj_hidden, proj_hidden, bias=False),
+            nn.BatchNorm1d(proj_hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(proj_hidden, proj_dim, bias=False),
+            nn.BatchNorm1d(proj_dim, affine=False),
+        )
+        self.predictor = nn.Sequential(
+            nn.Linear(proj_dim, pred_hidden, bias=False),
+            nn.BatchNorm1d(pred_hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(pred_hidden, proj_dim),
+        )
 
     def loss(self, views, labels):
         z1, z2 = (self.projector(self.backbone(v)) for v in views[:2])

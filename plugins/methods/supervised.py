@@ -35,8 +35,10 @@ class Supervised(Method):
         if labels is None:
             raise UserError("supervised: the method needs labels, but none were given")
         if int(labels.max()) >= self.n_classes:
-            raise UserError(f"supervised: label {int(labels.max())} >= n_classes={self.n_classes}; "
-                            "set --method-opt n_classes=<number of classes>")
+            raise UserError(
+                f"supervised: label {int(labels.max())} >= n_classes={self.n_classes}; "
+                "set --method-opt n_classes=<number of classes>"
+            )
         return F.cross_entropy(self.classifier(self.backbone(views[0])), labels, label_smoothing=self.label_smoothing)
 
 

@@ -40,14 +40,26 @@ def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-4) -> dict[
 
 
 class VICReg(Method):
-    def __init__(self, backbone, proj_hidden: int = 8192, proj_dim: int = 8192, sim_coeff: float = 25.0,
-                 std_coeff: float = 25.0, cov_coeff: float = 1.0):
+    def __init__(
+        self,
+        backbone,
+        proj_hidden: int = 8192,
+        proj_dim: int = 8192,
+        sim_coeff: float = 25.0,
+        std_coeff: float = 25.0,
+        cov_coeff: float = 1.0,
+    ):
         super().__init__(backbone)
         self.coeffs = {"invariance": sim_coeff, "variance": std_coeff, "covariance": cov_coeff}
         self.projector = nn.Sequential(
-            nn.Linear(self.feature_dim, proj_hidden), nn.BatchNorm1d(proj_hidden), nn.ReLU(inplace=True),
-            nn.Linear(proj_hidden, proj_hidden), nn.BatchNorm1d(proj_hidden), nn.ReLU(inplace=True),
-            nn.Linear(proj_hidden, proj_dim))
+            nn.Linear(self.feature_dim, proj_hidden),
+            nn.BatchNorm1d(proj_hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(proj_hidden, proj_hidden),
+            nn.BatchNorm1d(proj_hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(proj_hidden, proj_dim),
+        )
 
     def loss(self, views, labels):
         z1, z2 = (self.projector(self.backbone(v)) for v in views[:2])

@@ -64,8 +64,9 @@ class CaSSLe(Strategy):
             return None
         with torch.no_grad():
             targets = [self.frozen.project(v) for v in views]
-        terms = [-F.cosine_similarity(self.predictor(run.method.project(v)), t.detach(), dim=1).mean()
-                 for v, t in zip(views, targets)]
+        terms = [
+            -F.cosine_similarity(self.predictor(run.method.project(v)), t.detach(), dim=1).mean() for v, t in zip(views, targets)
+        ]
         value = self.weight * torch.stack(terms).mean()
         self._sum = value.detach() if self._sum is None else self._sum + value.detach()
         self._steps += 1
@@ -81,8 +82,11 @@ class CaSSLe(Strategy):
         return {"weight": self.weight, **{k: np.asarray(v) for k, v in self.history.items()}}
 
     def state_dict(self):
-        return {"predictor": self.predictor.state_dict(), "history": {k: list(v) for k, v in self.history.items()},
-                "frozen": None if self.frozen is None else self.frozen.state_dict()}
+        return {
+            "predictor": self.predictor.state_dict(),
+            "history": {k: list(v) for k, v in self.history.items()},
+            "frozen": None if self.frozen is None else self.frozen.state_dict(),
+        }
 
     def load_state_dict(self, state):
         if not state:

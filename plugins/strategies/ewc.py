@@ -51,7 +51,7 @@ class EWC(QuadraticRegularizer):
         batch = run.protocol.train.batch_size
         total, n_total = {}, 0
         for s in range(0, len(index), batch):
-            part = torch.from_numpy(index[s:s + batch])
+            part = torch.from_numpy(index[s : s + batch])
             if len(part) < 2:  # a lone sample has no negatives; it would not be the training loss
                 continue
             images = train.images[part].to(run.device)

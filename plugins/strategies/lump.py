@@ -65,8 +65,11 @@ class LUMP(Strategy):
         return {"alpha": self.alpha, **{k: np.asarray(v) for k, v in self.history.items()}, **self.stream.record()}
 
     def state_dict(self):
-        return {"stream": self.stream.state_dict(), "history": {k: list(v) for k, v in self.history.items()},
-                "rng": self.rng.bit_generator.state}
+        return {
+            "stream": self.stream.state_dict(),
+            "history": {k: list(v) for k, v in self.history.items()},
+            "rng": self.rng.bit_generator.state,
+        }
 
     def load_state_dict(self, state):
         if state:

@@ -42,7 +42,7 @@ def mas_importance(backbone: torch.nn.Module, images: torch.Tensor, chunk: int =
     per_sample = vmap(grad(sq_norm), in_dims=(None, 0))
     total = {k: torch.zeros_like(v) for k, v in params.items()}
     for s in range(0, len(images), chunk):
-        for k, g in per_sample(params, images[s:s + chunk]).items():
+        for k, g in per_sample(params, images[s : s + chunk]).items():
             total[k] += g.abs().sum(0)
     return {k: v / max(1, len(images)) for k, v in total.items()}
 

@@ -31,10 +31,15 @@ __version__ = "0.1.0"
 __license__ = "Apache-2.0"
 __paper__ = "Hu et al., How Well Does Self-Supervised Pre-Training Perform with Streaming Data?, ICLR 2022"
 
+
 def concat(a: Batch, b: Batch) -> Batch:
     """Two batches as one (current samples first)."""
-    return Batch(images=torch.cat([a.images, b.images]), labels=torch.cat([a.labels, b.labels]),
-                 domains=torch.cat([a.domains, b.domains]), index=torch.cat([a.index, b.index]))
+    return Batch(
+        images=torch.cat([a.images, b.images]),
+        labels=torch.cat([a.labels, b.labels]),
+        domains=torch.cat([a.domains, b.domains]),
+        index=torch.cat([a.index, b.index]),
+    )
 
 
 class Replay(Strategy):
@@ -68,8 +73,7 @@ class Replay(Strategy):
         self._count = 0
 
     def record(self):
-        return {"ratio": self.ratio, "replayed_per_phase": np.asarray(self.replayed, np.int64),
-                **self.stream.record()}
+        return {"ratio": self.ratio, "replayed_per_phase": np.asarray(self.replayed, np.int64), **self.stream.record()}
 
     def state_dict(self):
         return {"stream": self.stream.state_dict(), "replayed": list(self.replayed), "rng": self.rng.bit_generator.state}

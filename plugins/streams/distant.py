@@ -49,9 +49,13 @@ __paper__ = "Hu et al., How Well Does Self-Supervised Pre-Training Perform with 
 log = logging.getLogger(__name__)
 
 WNID = re.compile(r"^n(\d{8})$")
-WORDNET_PLACES = ["/usr/share/wordnet/data.noun", "/usr/share/wordnet/dict/data.noun",
-                  "~/nltk_data/corpora/wordnet/data.noun", "/usr/share/nltk_data/corpora/wordnet/data.noun",
-                  "/usr/local/share/nltk_data/corpora/wordnet/data.noun"]
+WORDNET_PLACES = [
+    "/usr/share/wordnet/data.noun",
+    "/usr/share/wordnet/dict/data.noun",
+    "~/nltk_data/corpora/wordnet/data.noun",
+    "/usr/share/nltk_data/corpora/wordnet/data.noun",
+    "/usr/local/share/nltk_data/corpora/wordnet/data.noun",
+]
 
 
 # ------------------------------------------------------------------ distances from a tree
@@ -94,11 +98,15 @@ def find_wordnet(path=None) -> Path:
         if p.is_file():
             return p
     if given:
-        raise UserError(f"distant stream: no WordNet data.noun at {given}; point the 'wordnet' option or "
-                        "SSL_BENCH_WORDNET at WordNet 3.0's data.noun (or its folder)")
-    raise UserError("distant stream: the class ids are WordNet ids but no WordNet 3.0 database was found; "
-                    "run `apt-get install wordnet-base` or set the stream option wordnet=PATH/data.noun "
-                    "(or $SSL_BENCH_WORDNET)")
+        raise UserError(
+            f"distant stream: no WordNet data.noun at {given}; point the 'wordnet' option or "
+            "SSL_BENCH_WORDNET at WordNet 3.0's data.noun (or its folder)"
+        )
+    raise UserError(
+        "distant stream: the class ids are WordNet ids but no WordNet 3.0 database was found; "
+        "run `apt-get install wordnet-base` or set the stream option wordnet=PATH/data.noun "
+        "(or $SSL_BENCH_WORDNET)"
+    )
 
 
 def read_wordnet(path: Path) -> dict[str, list[str]]:
@@ -113,10 +121,11 @@ def read_wordnet(path: Path) -> dict[str, list[str]]:
                 n_words = int(fields[3], 16)
                 at = 4 + 2 * n_words
                 n_ptrs = int(fields[at])
-                ptrs = [fields[at + 1 + 4 * k: at + 5 + 4 * k] for k in range(n_ptrs)]
+                ptrs = [fields[at + 1 + 4 * k : at + 5 + 4 * k] for k in range(n_ptrs)]
             except (IndexError, ValueError):
-                raise UserError(f"distant stream: {path} is not a WordNet data.noun file (cannot read line "
-                                f"'{line[:40].strip()}')") from None
+                raise UserError(
+                    f"distant stream: {path} is not a WordNet data.noun file (cannot read line '{line[:40].strip()}')"
+                ) from None
             parents[fields[0]] = [p[1] for p in ptrs if p[0] in ("@", "@i") and p[2] == "n"]
     if not parents:
         raise UserError(f"distant stream: {path} holds no WordNet noun synsets")
@@ -144,9 +153,18 @@ def wordnet_distances(classes: list[str], wordnet=None) -> np.ndarray:
 # ------------------------------------------------------------------ distances from features
 def _fixed_network() -> nn.Module:
     gen = torch.Generator().manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    net = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
     with torch.no_grad():
         for m in net:
             if isinstance(m, nn.Conv2d):
@@ -252,16 +270,21 @@ def distant_class_incremental(dataset, n_experiences, seed, source="auto", wordn
     D, used = class_distances(dataset, source, wordnet)
     groups = group_classes(D, n_experiences, seed)
     intra, inter = split_distances(D, groups)
-    log.info("distant stream (%s distances): mean class distance %.3f within experiences, %.3f between experiences",
-             used, intra, inter)
+    log.info(
+        "distant stream (%s distances): mean class distance %.3f within experiences, %.3f between experiences", used, intra, inter
+    )
     experiences = class_experiences(dataset, groups)
     n = len(D)
     for e, g in zip(experiences, groups):
         others = np.setdiff1d(np.arange(n), g)
         block = D[np.ix_(g, g)]
-        e.info.update(intra_distance=float(block.sum() / max(1, len(g) * (len(g) - 1))),
-                      inter_distance=float(D[np.ix_(g, others)].mean()) if len(others) else 0.0,
-                      mean_intra_distance=intra, mean_inter_distance=inter, distance_source=used)
+        e.info.update(
+            intra_distance=float(block.sum() / max(1, len(g) * (len(g) - 1))),
+            inter_distance=float(D[np.ix_(g, others)].mean()) if len(others) else 0.0,
+            mean_intra_distance=intra,
+            mean_inter_distance=inter,
+            distance_source=used,
+        )
     return experiences
 
 

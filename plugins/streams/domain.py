@@ -42,8 +42,10 @@ def domain_incremental(dataset, n_experiences, seed, order=None):
         if len(set(order)) != len(order):
             raise UserError("domain stream: order names a domain twice")
     if n_experiences < 1 or n_experiences > len(order):
-        raise UserError(f"domain stream: {n_experiences} experiences but only {len(order)} domains "
-                        f"({', '.join(order)}); use 1..{len(order)} experiences")
+        raise UserError(
+            f"domain stream: {n_experiences} experiences but only {len(order)} domains "
+            f"({', '.join(order)}); use 1..{len(order)} experiences"
+        )
     train_d, test_d = dataset.train.domains.numpy(), dataset.test.domains.numpy()
     train_l = dataset.train.labels.numpy()
     out = []
@@ -51,14 +53,21 @@ def domain_incremental(dataset, n_experiences, seed, order=None):
         d = dataset.domains.index(name)
         tr, te = np.flatnonzero(train_d == d), np.flatnonzero(test_d == d)
         if len(tr) == 0 or len(te) == 0:
-            raise UserError(f"domain stream: domain '{name}' has no {'training' if len(tr) == 0 else 'held-out'} images "
-                            f"in dataset {dataset.name}")
-        out.append(Experience(index=i, train_idx=tr, test_idx=te, classes=sorted(set(train_l[tr].tolist())),
-                              domains=[d], name=f"domain {name}"))
+            raise UserError(
+                f"domain stream: domain '{name}' has no {'training' if len(tr) == 0 else 'held-out'} images "
+                f"in dataset {dataset.name}"
+            )
+        out.append(
+            Experience(
+                index=i, train_idx=tr, test_idx=te, classes=sorted(set(train_l[tr].tolist())), domains=[d], name=f"domain {name}"
+            )
+        )
     classes = [set(e.classes) for e in out]
     if any(c != classes[0] for c in classes):
-        log.warning("domain stream: the domains do not all hold the same classes (%s)",
-                    ", ".join(f"{e.name}: {len(e.classes)}" for e in out))
+        log.warning(
+            "domain stream: the domains do not all hold the same classes (%s)",
+            ", ".join(f"{e.name}: {len(e.classes)}" for e in out),
+        )
     return out
 
 

@@ -19,9 +19,17 @@ def instance_incremental(dataset, n_experiences, seed):
     train = np.array_split(rng.permutation(len(dataset.train)), n_experiences)
     test = np.array_split(rng.permutation(len(dataset.test)), n_experiences)
     labels, domains = dataset.train.labels.numpy(), dataset.train.domains.numpy()
-    return [Experience(index=i, train_idx=np.sort(tr), test_idx=np.sort(te),
-                       classes=sorted(set(labels[tr].tolist())), domains=sorted(set(domains[tr].tolist())), name=f"chunk {i}")
-            for i, (tr, te) in enumerate(zip(train, test))]
+    return [
+        Experience(
+            index=i,
+            train_idx=np.sort(tr),
+            test_idx=np.sort(te),
+            classes=sorted(set(labels[tr].tolist())),
+            domains=sorted(set(domains[tr].tolist())),
+            name=f"chunk {i}",
+        )
+        for i, (tr, te) in enumerate(zip(train, test))
+    ]
 
 
 @hookimpl

@@ -23,8 +23,9 @@ def manifest_stream(dataset, n_experiences, seed, path=None):
         raise UserError("manifest stream: give the manifest file with --stream-opt path=FILE.json (or .toml)")
     experiences = manifest.experiences(dataset, manifest.read(path), where=f"manifest {path}")
     if len(experiences) != n_experiences:
-        log.warning("manifest %s lists %d experiences; the protocol's n_experiences=%d is not used",
-                    path, len(experiences), n_experiences)
+        log.warning(
+            "manifest %s lists %d experiences; the protocol's n_experiences=%d is not used", path, len(experiences), n_experiences
+        )
     return experiences
 
 

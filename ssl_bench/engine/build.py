@@ -43,18 +43,32 @@ def load_data(config: RunConfig, registry: Registry) -> tuple[Dataset, list[Expe
     protocol = config.protocol
     ds = protocol.dataset
     log.info("loading dataset %s at %d px", ds.name, ds.resolution)
-    dataset = _construct(registry.get("dataset", ds.name), root=config.data_root or ds.root,
-                        resolution=ds.resolution, seed=ds.seed, download=config.download, **ds.options)
+    dataset = _construct(
+        registry.get("dataset", ds.name),
+        root=config.data_root or ds.root,
+        resolution=ds.resolution,
+        seed=ds.seed,
+        download=config.download,
+        **ds.options,
+    )
     stream_opts = {**protocol.stream.options.get(config.stream, {}), **config.stream_options}
-    experiences = _construct(registry.get("stream", config.stream), dataset,
-                            n_experiences=protocol.stream.n_experiences, seed=config.seed, **stream_opts)
+    experiences = _construct(
+        registry.get("stream", config.stream),
+        dataset,
+        n_experiences=protocol.stream.n_experiences,
+        seed=config.seed,
+        **stream_opts,
+    )
     if not experiences or any(len(e.train_idx) == 0 or len(e.test_idx) == 0 for e in experiences):
         raise UserError(f"stream '{config.stream}' produced an empty experience; use fewer experiences or more data")
     for e in experiences:
         if e.info:
-            log.info("stream %s, experience %d: %s", config.stream, e.index,
-                     ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in e.info.items()
-                               if np.ndim(v) == 0))
+            log.info(
+                "stream %s, experience %d: %s",
+                config.stream,
+                e.index,
+                ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in e.info.items() if np.ndim(v) == 0),
+            )
     return dataset, experiences
 
 
@@ -106,18 +120,22 @@ class Run:
         self.method: Method = _construct(registry.get("method", config.method), backbone, **config.method_options).to(self.device)
         self.model = distributed.wrap(self.method)  #: what training calls: the method, or DDP around it
         self.strategy: Strategy = _make_strategy(registry, config.strategy, config.strategy_options)
-        self.evaluators: list[Evaluator] = [_construct(registry.get("evaluator", name), **protocol.eval.options.get(name, {}))
-                                            for name in protocol.eval.evaluators]
+        self.evaluators: list[Evaluator] = [
+            _construct(registry.get("evaluator", name), **protocol.eval.options.get(name, {}))
+            for name in protocol.eval.evaluators
+        ]
         if protocol.eval.primary not in protocol.eval.evaluators:
             raise UserError(f"protocol eval.primary '{protocol.eval.primary}' is not among eval.evaluators")
         self.augment = augment.Augment(protocol.augment.recipe, **protocol.augment.options)
 
         tr = protocol.train
-        self.steps_per_experience = [max(1, math.ceil(tr.epochs_per_experience * len(e.train_idx) / tr.batch_size))
-                                     for e in self.experiences]
+        self.steps_per_experience = [
+            max(1, math.ceil(tr.epochs_per_experience * len(e.train_idx) / tr.batch_size)) for e in self.experiences
+        ]
         self.phases: list[Phase] = self.strategy.plan(self.experiences, self.steps_per_experience) or [
             Phase(name=f"experience {e.index}", experiences=[e.index], steps=s)
-            for e, s in zip(self.experiences, self.steps_per_experience)]
+            for e, s in zip(self.experiences, self.steps_per_experience)
+        ]
         self.total_steps = sum(p.steps for p in self.phases)
         self.optimizer = make_optimizer([p for p in self.method.parameters() if p.requires_grad], tr)
         self.step = 0
@@ -137,9 +155,12 @@ class Run:
         index = index.cpu()
         # numpy's row gather is ~100x faster than torch's uint8 indexing on CPU (benchmark/test_bench_cache.py)
         images = torch.from_numpy(train.images.numpy()[index.numpy()])
-        return Batch(images=images.to(self.device, non_blocking=True),
-                     labels=train.labels[index].to(self.device), domains=train.domains[index].to(self.device),
-                     index=index.to(self.device))
+        return Batch(
+            images=images.to(self.device, non_blocking=True),
+            labels=train.labels[index].to(self.device),
+            domains=train.domains[index].to(self.device),
+            index=index.to(self.device),
+        )
 
     def views(self, images: torch.Tensor, size: int | None = None) -> list[torch.Tensor]:
         """Augmented, normalised views of a uint8 batch for the current method."""

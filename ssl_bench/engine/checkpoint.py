@@ -38,10 +38,20 @@ def fingerprint(config: RunConfig) -> str:
 
 def save(run: Run, path: Path, fingerprint: str, next_phase: int, previous: Features) -> None:
     """Save the run's state after a phase (temporary file + rename)."""
-    state = {"fingerprint": fingerprint, "next_phase": next_phase, "step": run.step, "losses": run.losses,
-             "metrics": run.metrics, "init_metrics": run.init_metrics, "method": run.method.state_dict(),
-             "optimizer": run.optimizer.state_dict(), "strategy": run.strategy.state_dict(), "previous": previous,
-             "generator": run.generator.get_state(), "torch_rng": torch.get_rng_state()}
+    state = {
+        "fingerprint": fingerprint,
+        "next_phase": next_phase,
+        "step": run.step,
+        "losses": run.losses,
+        "metrics": run.metrics,
+        "init_metrics": run.init_metrics,
+        "method": run.method.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "strategy": run.strategy.state_dict(),
+        "previous": previous,
+        "generator": run.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+    }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)

@@ -25,7 +25,9 @@ class Composite(Strategy):
         plans = [(p.name, p.plan(experiences, steps)) for p in self.parts]
         plans = [(n, pl) for n, pl in plans if pl is not None]
         if len(plans) > 1:
-            raise UserError(f"strategies {' and '.join(n for n, _ in plans)} both plan the phases; combine at most one of them with others")
+            raise UserError(
+                f"strategies {' and '.join(n for n, _ in plans)} both plan the phases; combine at most one of them with others"
+            )
         return plans[0][1] if plans else None
 
     def setup(self, run: RunContext) -> None:

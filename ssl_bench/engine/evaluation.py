@@ -25,8 +25,9 @@ def probe_indices(protocol: Protocol, experiences: list[Experience], seed: int) 
     """Per experience, the labelled training samples that probes are fitted on (fixed per seed)."""
     cap = protocol.eval.probe_train_per_experience
     rng = np.random.default_rng(seed + 7919)
-    return [np.sort(rng.choice(e.train_idx, cap, replace=False)) if 0 < cap < len(e.train_idx) else e.train_idx
-            for e in experiences]
+    return [
+        np.sort(rng.choice(e.train_idx, cap, replace=False)) if 0 < cap < len(e.train_idx) else e.train_idx for e in experiences
+    ]
 
 
 @torch.no_grad()
@@ -40,7 +41,7 @@ def features(run: Run) -> Features:
     def embed(images: torch.Tensor, index: np.ndarray) -> torch.Tensor:
         out = []
         for s in range(0, len(index), bs):
-            x = images[torch.from_numpy(index[s:s + bs])].to(run.device)
+            x = images[torch.from_numpy(index[s : s + bs])].to(run.device)
             out.append(backbone(augment.prepare(x, run.dataset.resolution)).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, run.method.feature_dim)
 

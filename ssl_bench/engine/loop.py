@@ -42,9 +42,17 @@ def execute(config: RunConfig, registry: Registry, resume: bool = True) -> Path 
     t0 = time.time()
     main = distributed.is_main()  # under torchrun, only rank 0 evaluates and writes
     hook.ssl_bench_run_start(run=run)
-    log.info("run: protocol %s, method %s, stream %s (%d experiences), strategy %s, seed %d, device %s; %d steps",
-             config.protocol.label, config.method, config.stream, len(run.experiences), run.strategy.name, config.seed,
-             run.device, run.total_steps)
+    log.info(
+        "run: protocol %s, method %s, stream %s (%d experiences), strategy %s, seed %d, device %s; %d steps",
+        config.protocol.label,
+        config.method,
+        config.stream,
+        len(run.experiences),
+        run.strategy.name,
+        config.seed,
+        run.device,
+        run.total_steps,
+    )
     if start_phase == 0 and main:
         previous = evaluation.features(run)
         run.init_metrics = evaluation.evaluate(run, "phase", previous, None)
@@ -111,7 +119,7 @@ def train_phase(run: Run, phase: Phase, bar: Any) -> None:
     for k in range(phase.steps):
         if pos + tr.batch_size > len(perm):  # a new epoch: reshuffle (the last partial batch is dropped)
             perm, pos = torch.randperm(len(pool), generator=order), 0
-        index = pool[perm[pos:pos + min(tr.batch_size, len(pool))]][run.rank::run.world_size]
+        index = pool[perm[pos : pos + min(tr.batch_size, len(pool))]][run.rank :: run.world_size]
         pos += tr.batch_size
         batch = run.strategy.batch(run, run.batch_of(index))
         views = run.strategy.views(run, run.views(batch.images, resolution_at(run, k, phase.steps)), batch)
@@ -121,7 +129,9 @@ def train_phase(run: Run, phase: Phase, bar: Any) -> None:
         extra = run.strategy.loss(run, views, batch)
         total = loss if extra is None else loss + extra
         if not torch.isfinite(total):
-            raise FloatingPointError(f"loss became {total.item()} at step {run.step} (phase '{phase.name}'); lower the learning rate")
+            raise FloatingPointError(
+                f"loss became {total.item()} at step {run.step} (phase '{phase.name}'); lower the learning rate"
+            )
         run.optimizer.zero_grad(set_to_none=True)
         total.backward()
         run.strategy.after_backward(run)

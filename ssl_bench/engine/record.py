@@ -41,8 +41,10 @@ def check_writable(out: Path) -> None:
 def write(run: Run, seconds: float) -> Path:
     """Write the result file of a finished run to ``run.config.result_path``; return its path."""
     cfg, protocol = run.config, run.protocol
-    arrays: dict[str, Any] = {"config": json.dumps(cfg.to_json(), sort_keys=True, default=str),
-                              "protocol_json": json.dumps(protocol.model_dump(mode="json"), sort_keys=True)}
+    arrays: dict[str, Any] = {
+        "config": json.dumps(cfg.to_json(), sort_keys=True, default=str),
+        "protocol_json": json.dumps(protocol.model_dump(mode="json"), sort_keys=True),
+    }
     primary = f"{protocol.eval.primary}/acc"
     if primary not in run.init_metrics:
         raise UserError(f"the primary evaluator '{protocol.eval.primary}' returned no 'acc'")
@@ -77,12 +79,23 @@ def write(run: Run, seconds: float) -> Path:
         arrays[f"strategy/{key}"] = value if isinstance(value, str) else np.asarray(value)
     summary = continual.summarize(arrays)
     attrs = {
-        "protocol": protocol.name, "protocol_version": protocol.version, "protocol_hash": protocol.hash,
-        "method": cfg.method, "stream": cfg.stream, "strategy": cfg.strategy, "seed": cfg.seed,
-        "ssl_bench_version": ssl_bench.__version__, "torch_version": torch.__version__,
-        "python_version": platform.python_version(), "device": _device_name(run.device),
-        "git_commit": _git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 2),
-        "steps": run.step, "dataset": protocol.dataset.name, "world_size": run.world_size,
+        "protocol": protocol.name,
+        "protocol_version": protocol.version,
+        "protocol_hash": protocol.hash,
+        "method": cfg.method,
+        "stream": cfg.stream,
+        "strategy": cfg.strategy,
+        "seed": cfg.seed,
+        "ssl_bench_version": ssl_bench.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "device": _device_name(run.device),
+        "git_commit": _git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(seconds, 2),
+        "steps": run.step,
+        "dataset": protocol.dataset.name,
+        "world_size": run.world_size,
         "plugins": {p.name: p.version for p in run.registry.plugins.values() if not p.error},
     }
     definitions = {k: v for k, v in continual.DEFINITIONS.items() if k in summary}

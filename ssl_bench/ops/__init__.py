@@ -10,6 +10,20 @@ from ssl_bench.ops.fisher import fisher_diagonal, fisher_diagonal_reference
 from ssl_bench.ops.penalty import quadratic_penalty_, quadratic_penalty_reference
 from ssl_bench.ops.sharpness import eps_sharpness, hessian_trace, hvp, top_eigenvalue
 
-__all__ = ["backend", "available", "has_cuda", "reference_ops", "nt_xent", "info_nce", "moco_info_nce",
-           "fisher_diagonal", "fisher_diagonal_reference", "quadratic_penalty_", "quadratic_penalty_reference",
-           "hvp", "top_eigenvalue", "hessian_trace", "eps_sharpness"]
+__all__ = [
+    "backend",
+    "available",
+    "has_cuda",
+    "reference_ops",
+    "nt_xent",
+    "info_nce",
+    "moco_info_nce",
+    "fisher_diagonal",
+    "fisher_diagonal_reference",
+    "quadratic_penalty_",
+    "quadratic_penalty_reference",
+    "hvp",
+    "top_eigenvalue",
+    "hessian_trace",
+    "eps_sharpness",
+]

@@ -19,6 +19,7 @@ log = logging.getLogger("ssl_bench.ops")
 
 try:
     from ssl_bench import _C
+
     _load_error: Exception | None = None
 except ImportError as exc:  # not built, or built against another torch
     _C = None
@@ -90,5 +91,8 @@ def announce() -> None:
     elif available():
         log.info("ssl_bench.ops: compiled kernels from ssl_bench._C (%s)", backend())
     else:
-        log.warning("ssl_bench.ops: PyTorch reference implementations, the extension ssl_bench._C is not built "
-                    "(%s); run `pip install --no-build-isolation -e .` to build it", _load_error)
+        log.warning(
+            "ssl_bench.ops: PyTorch reference implementations, the extension ssl_bench._C is not built "
+            "(%s); run `pip install --no-build-isolation -e .` to build it",
+            _load_error,
+        )

@@ -94,8 +94,9 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def _cross_entropy_rows(rows: torch.Tensor, cols: torch.Tensor, target: torch.Tensor, temperature: float,
-                        self_index: torch.Tensor | None = None) -> torch.Tensor:
+def _cross_entropy_rows(
+    rows: torch.Tensor, cols: torch.Tensor, target: torch.Tensor, temperature: float, self_index: torch.Tensor | None = None
+) -> torch.Tensor:
     logits = rows @ cols.t() / temperature
     if self_index is not None:
         logits = logits.scatter(1, self_index.unsqueeze(1), float("-inf"))
@@ -127,8 +128,11 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
     Under torch.distributed the negatives are the 2N rows of all ranks."""
     if _distributed():
-        _warn_once("dist", "ssl_bench.ops: contrastive loss across processes: negatives gathered from all ranks, "
-                           "computed densely (the fused op covers one process)")
+        _warn_once(
+            "dist",
+            "ssl_bench.ops: contrastive loss across processes: negatives gathered from all ranks, "
+            "computed densely (the fused op covers one process)",
+        )
         return _nt_xent_distributed(z1, z2, temperature)
     if not _use_op(temperature, z1):
         return nt_xent_reference(z1, z2, temperature)
@@ -140,8 +144,11 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float, symmetric: bo
 
     Under torch.distributed the candidates of each row are the keys (queries) of all ranks."""
     if _distributed():
-        _warn_once("dist", "ssl_bench.ops: contrastive loss across processes: negatives gathered from all ranks, "
-                           "computed densely (the fused op covers one process)")
+        _warn_once(
+            "dist",
+            "ssl_bench.ops: contrastive loss across processes: negatives gathered from all ranks, "
+            "computed densely (the fused op covers one process)",
+        )
         return _info_nce_distributed(q, k, temperature, symmetric)
     if not _use_op(temperature, q):
         return info_nce_reference(q, k, temperature, symmetric)
@@ -158,8 +165,7 @@ def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tempera
     return contrastive(F.normalize(q, dim=1), F.normalize(k, dim=1), F.normalize(queue, dim=1), temperature, MOCO)
 
 
-def contrastive(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor | None, temperature: float,
-                mode: int) -> torch.Tensor:
+def contrastive(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor | None, temperature: float, mode: int) -> torch.Tensor:
     """The fused op on already L2-normalised inputs; returns the mean loss (differentiable in q, k, queue)."""
     return torch.ops.ssl_bench.contrastive(q, k, queue, 1.0 / temperature, mode)[0]
 
@@ -168,12 +174,18 @@ def _use_op(temperature: float, x: torch.Tensor) -> bool:
     if not _ext.use_compiled():
         return False
     if temperature < MIN_TEMPERATURE:
-        _warn_once("tau", f"ssl_bench.ops: temperature {temperature} < {MIN_TEMPERATURE}: the fused contrastive op "
-                          "does not support it, using the PyTorch reference")
+        _warn_once(
+            "tau",
+            f"ssl_bench.ops: temperature {temperature} < {MIN_TEMPERATURE}: the fused contrastive op "
+            "does not support it, using the PyTorch reference",
+        )
         return False
     if x.device.type == "cuda" and not _ext.has_cuda():
-        _warn_once("cuda", "ssl_bench.ops: the extension was built without CUDA: contrastive losses on the GPU use "
-                           "the PyTorch reference (rebuild with SSL_BENCH_CUDA=1)")
+        _warn_once(
+            "cuda",
+            "ssl_bench.ops: the extension was built without CUDA: contrastive losses on the GPU use "
+            "the PyTorch reference (rebuild with SSL_BENCH_CUDA=1)",
+        )
         return False
     return x.device.type in ("cpu", "cuda")
 
@@ -206,8 +218,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_loss, _grad_lse):
     q, k, queue, lse = ctx.saved_tensors
     queue_grad = queue is not None and ctx.needs_input_grad[2]
-    dq, dk, dqueue = torch.ops.ssl_bench.contrastive_backward(grad_loss, q, k, queue, lse, ctx.inv_tau, ctx.mode,
-                                                              queue_grad)
+    dq, dk, dqueue = torch.ops.ssl_bench.contrastive_backward(grad_loss, q, k, queue, lse, ctx.inv_tau, ctx.mode, queue_grad)
     return dq, dk, dqueue if queue_grad else None, None, None
 
 

@@ -105,8 +105,9 @@ def fisher_conv2d(grad_out, input, kernel_size, stride, padding, dilation) -> to
     ops = _ext.kernels(grad_out.device)
     if ops is None:
         return fisher_conv2d_reference(grad_out, input, kernel_size, stride, padding, dilation)
-    return ops.fisher_conv2d(grad_out.contiguous(), input.contiguous(), list(kernel_size), list(stride),
-                             list(padding), list(dilation))
+    return ops.fisher_conv2d(
+        grad_out.contiguous(), input.contiguous(), list(kernel_size), list(stride), list(padding), list(dilation)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,15 +172,20 @@ def fisher_diagonal(model: nn.Module, loss_fn, others: str = "batch", use_kernel
     first = next(model.parameters(), None)
     ops = _ext.kernels(first.device if first is not None else None)
     if use_kernel and ops is None:
-        raise UserError("fisher_diagonal(use_kernel=True) needs the compiled extension ssl_bench._C; "
-                        "install with `pip install --no-build-isolation -e .`")
+        raise UserError(
+            "fisher_diagonal(use_kernel=True) needs the compiled extension ssl_bench._C; "
+            "install with `pip install --no-build-isolation -e .`"
+        )
     kernel = ops is not None and use_kernel is not False
     _log_backend("kernel" if kernel else "reference")
     linear_fn = fisher_linear if kernel else fisher_linear_reference
     conv_fn = fisher_conv2d if kernel else fisher_conv2d_reference
 
-    hooked = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))
-              and any(p.requires_grad for p in m.parameters(recurse=False))]
+    hooked = [
+        m
+        for m in model.modules()
+        if isinstance(m, (nn.Linear, nn.Conv2d)) and any(p.requires_grad for p in m.parameters(recurse=False))
+    ]
     records: dict[nn.Module, list] = {m: [] for m in hooked}
 
     def forward_hook(module, inputs, output):
@@ -208,7 +214,7 @@ def fisher_diagonal(model: nn.Module, loss_fn, others: str = "batch", use_kernel
     if not targets:
         raise UserError("fisher_diagonal: the model has no trainable parameter reached by loss_fn()")
     grads = torch.autograd.grad(loss, targets, allow_unused=True)
-    edge_grads, other_grads = grads[: len(edges)], grads[len(edges):]
+    edge_grads, other_grads = grads[: len(edges)], grads[len(edges) :]
 
     n_samples = None
     out: dict[str, torch.Tensor] = {}
@@ -242,8 +248,10 @@ def fisher_diagonal(model: nn.Module, loss_fn, others: str = "batch", use_kernel
         if m.bias is not None and m.bias.requires_grad:
             out[names[id(m.bias)]] = b
     if n_samples is None:
-        raise UserError("fisher_diagonal: loss_fn() did not run any Linear/Conv2d layer of the model; "
-                        "the batch size (number of samples) is unknown")
+        raise UserError(
+            "fisher_diagonal: loss_fn() did not run any Linear/Conv2d layer of the model; "
+            "the batch size (number of samples) is unknown"
+        )
     out = {k: v / n_samples for k, v in out.items()}
     for (name, p), g in zip(other_params, other_grads):
         out[name] = torch.zeros_like(p) if g is None else (g / n_samples).square()

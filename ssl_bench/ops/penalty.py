@@ -32,12 +32,16 @@ def backend() -> str:
 def _check(params, anchors, importances):
     params, anchors, importances = list(params), list(anchors), list(importances)
     if not (len(params) == len(anchors) == len(importances)):
-        raise UserError(f"quadratic_penalty_: got {len(params)} params, {len(anchors)} anchors and "
-                        f"{len(importances)} importances; pass one anchor and one importance per parameter")
+        raise UserError(
+            f"quadratic_penalty_: got {len(params)} params, {len(anchors)} anchors and "
+            f"{len(importances)} importances; pass one anchor and one importance per parameter"
+        )
     for i, (p, a, w) in enumerate(zip(params, anchors, importances)):
         if p.shape != a.shape or p.shape != w.shape:
-            raise UserError(f"quadratic_penalty_: tensor {i}: param {tuple(p.shape)}, anchor {tuple(a.shape)} "
-                            f"and importance {tuple(w.shape)} must have the same shape")
+            raise UserError(
+                f"quadratic_penalty_: tensor {i}: param {tuple(p.shape)}, anchor {tuple(a.shape)} "
+                f"and importance {tuple(w.shape)} must have the same shape"
+            )
     return params, anchors, importances
 
 
@@ -72,8 +76,10 @@ def quadratic_penalty_(params, anchors, importances, lam: float, use_kernel: boo
     params, anchors, importances = _check(params, anchors, importances)
     ops = _ext.kernels(params[0].device if params else None)
     if use_kernel and ops is None:
-        raise UserError("quadratic_penalty_(use_kernel=True) needs the compiled extension ssl_bench._C; "
-                        "install with `pip install --no-build-isolation -e .`")
+        raise UserError(
+            "quadratic_penalty_(use_kernel=True) needs the compiled extension ssl_bench._C; "
+            "install with `pip install --no-build-isolation -e .`"
+        )
     kernel = ops is not None and use_kernel is not False and bool(params)
     name = "kernel" if kernel else "reference"
     if name not in _logged:
@@ -85,8 +91,10 @@ def quadratic_penalty_(params, anchors, importances, lam: float, use_kernel: boo
     dtype, device = params[0].dtype, params[0].device
     for t in params + grads + anchors + importances:
         if t.dtype != dtype or t.device != device:
-            raise UserError("quadratic_penalty_: params, grads, anchors and importances must share one dtype "
-                            f"and device (got {t.dtype} on {t.device}, expected {dtype} on {device})")
+            raise UserError(
+                "quadratic_penalty_: params, grads, anchors and importances must share one dtype "
+                f"and device (got {t.dtype} on {t.device}, expected {dtype} on {device})"
+            )
     contig = [t if t.is_contiguous() else t.contiguous() for t in params + anchors + importances]
     n = len(params)
     bad = [i for i, g in enumerate(grads) if not g.is_contiguous()]

@@ -57,11 +57,13 @@ class _Hessian:
         """``vectors``: ``[k, D]`` -> ``[k, D]`` Hessian-vector products in one batched backward."""
         if not self.grad.requires_grad:  # loss is linear in params: H = 0
             return torch.zeros_like(vectors)
-        out = torch.autograd.grad(self.grad, self.params, grad_outputs=vectors, retain_graph=True,
-                                  allow_unused=True, is_grads_batched=True)
+        out = torch.autograd.grad(
+            self.grad, self.params, grad_outputs=vectors, retain_graph=True, allow_unused=True, is_grads_batched=True
+        )
         k = vectors.shape[0]
-        return torch.cat([(vectors.new_zeros(k, p.numel()) if h is None else h.reshape(k, -1))
-                          for h, p in zip(out, self.params)], dim=1)
+        return torch.cat(
+            [(vectors.new_zeros(k, p.numel()) if h is None else h.reshape(k, -1)) for h, p in zip(out, self.params)], dim=1
+        )
 
 
 def hvp(loss_fn, params, vectors: torch.Tensor) -> torch.Tensor:
@@ -147,8 +149,9 @@ def eps_sharpness(loss_fn, params, eps: float = 1e-3, steps: int = 10, generator
         w0 = torch.cat([p.detach().reshape(-1) for p in params])
         loss0 = loss_fn().detach()
     r = eps * (w0.abs() + 1)
-    u = torch.rand(w0.shape, generator=generator, device=generator.device if generator is not None else w0.device,
-                   dtype=w0.dtype).to(w0.device)
+    u = torch.rand(
+        w0.shape, generator=generator, device=generator.device if generator is not None else w0.device, dtype=w0.dtype
+    ).to(w0.device)
     delta = (2 * u - 1) * r
     best = torch.zeros_like(loss0)
     alpha = 2.5 * r / max(steps, 1)

@@ -32,8 +32,9 @@ class MyMethod(Method):
     def __init__(self, backbone, proj_dim: int = 128, gamma: float = 1.0, variance_weight: float = 1.0):
         super().__init__(backbone)
         self.gamma, self.variance_weight = gamma, variance_weight
-        self.projector = nn.Sequential(nn.Linear(self.feature_dim, 256), nn.BatchNorm1d(256),
-                                       nn.ReLU(inplace=True), nn.Linear(256, proj_dim))
+        self.projector = nn.Sequential(
+            nn.Linear(self.feature_dim, 256), nn.BatchNorm1d(256), nn.ReLU(inplace=True), nn.Linear(256, proj_dim)
+        )
 
     def loss(self, views, labels):
         z1, z2 = (self.projector(self.backbone(v)) for v in views)
