@@ -103,7 +103,10 @@ def main(argv=None) -> int:
     )
     print("|---|---|---|---|---|---|")
     for label, acc, summaries, secs in rows:
-        mean = lambda k, ss=summaries: np.mean([s[k] for s in ss]) if all(k in s for s in ss) else float("nan")
+
+        def mean(k, ss=summaries):
+            return np.mean([s[k] for s in ss]) if all(k in s for s in ss) else float("nan")
+
         first = f"{acc[0, 0]:.3f} / {acc[-1, 0]:.3f}" if len(acc) > 1 else "-"
         print(
             f"| {label} | {fmt_matrix(acc)} | {first} | {mean('forgetting_max'):.3f} | {mean('final_avg_acc'):.3f} | {secs:.0f} |"

@@ -32,8 +32,8 @@ from tqdm import tqdm
 
 from ssl_bench import augment
 from ssl_bench.optim import LARS
-from ssl_bench.registry import Registry
 from ssl_bench.probes import fit_predict
+from ssl_bench.registry import Registry
 
 #: per-method options for a short budget (smaller heads; faster momentum; a queue smaller than the data)
 SETTINGS = {
@@ -205,7 +205,8 @@ def main():
         rows[name] = row
         print(name, row)
     table = [
-        "| method | linear probe acc | feature spread | feature eff. rank | projector spread | loss first→last 10 steps | train s (CPU s) |",
+        "| method | linear probe acc | feature spread | feature eff. rank | projector spread "
+        "| loss first→last 10 steps | train s (CPU s) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():

@@ -13,11 +13,10 @@ the small net the ratio is reported only: vmap(grad) of 78 k parameters costs ju
 import pytest
 import torch
 import torch.nn.functional as F
+from benchtools import DEVICES, median_time
 from torch import nn
 
 from ssl_bench.ops.fisher import fisher_diagonal, fisher_diagonal_vmap
-
-from benchtools import DEVICES, median_time
 
 
 class Block(nn.Module):

@@ -12,10 +12,9 @@ pages (page faults every call) and the loop is ~6x slower. The CPU ratio is repo
 import pytest
 import torch
 import torchvision
+from benchtools import DEVICES, median_time
 
 from ssl_bench.ops.penalty import quadratic_penalty_, quadratic_penalty_reference
-
-from benchtools import DEVICES, median_time
 
 
 @pytest.mark.parametrize("device", DEVICES)

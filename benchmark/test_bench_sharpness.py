@@ -10,11 +10,10 @@ Run:  pytest benchmark/test_bench_sharpness.py -s
 import pytest
 import torch
 import torch.nn.functional as F
+from benchtools import DEVICES, median_time
 from torch import nn
 
 from ssl_bench.ops.sharpness import hessian_trace, hessian_trace_reference
-
-from benchtools import DEVICES, median_time
 
 
 def models(device):
@@ -57,8 +56,8 @@ def test_hvp_batched_vs_loop(benchmark, device, arch):
     speedup = t_loop / t_batched
     benchmark.extra_info.update(arch=arch, probes=probes, t_per_hvp_batched=t_batched, t_per_hvp_loop=t_loop, speedup=speedup)
     print(
-        f"\n[sharpness {device.upper()}] {arch} ({sum(p.numel() for p in params)} params, batch {x.shape[0]} at {x.shape[-1]} px, "
-        f"{probes} probes): "
+        f"\n[sharpness {device.upper()}] {arch} ({sum(p.numel() for p in params)} params, "
+        f"batch {x.shape[0]} at {x.shape[-1]} px, {probes} probes): "
         f"per HVP batched {t_batched * 1e3:.2f} ms, per-tensor loop + sync {t_loop * 1e3:.2f} ms, "
         f"speedup {speedup:.2f}x"
     )

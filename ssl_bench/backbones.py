@@ -18,7 +18,7 @@ of its own. A module that writes its own ``ssl_bench_backbones`` hook should ret
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from ssl_bench import hookimpl
 

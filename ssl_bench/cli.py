@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
+import tomllib
 
 import ssl_bench
 from ssl_bench import protocol as protocols

@@ -20,7 +20,8 @@ recompute and compare numbers from the files.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -120,7 +120,7 @@ def _build(name, files, resolution, npy, meta_path, on_corrupt, progress, worker
 
     def work(i: int):
         try:
-            out[i] = decode(files[i], resolution)
+            out[i] = decode(files[i], resolution)  # noqa: F821 - `del out` below runs after every work() has returned
             return i, None
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:  # what Pillow raises on bad data
             return i, err

@@ -144,7 +144,7 @@ def build(results: list[Result]) -> list[dict[str, Any]]:
         rows = {(m, s, a): _row(m, s, a, cells.get((m, s, a), [])) for (m, s), a in itertools.product(pairs, strategies)}
         methods, streams = sorted({m for m, _ in pairs}), sorted({s for _, s in pairs})
         not_run = [f"{m} on {s}" for m, s in itertools.product(methods, streams) if (m, s) not in pairs]
-        for (method, stream, strategy), row in rows.items():
+        for (method, stream, _strategy), row in rows.items():
             row["metrics"]["gap_to_joint"] = _gap(row, rows.get((method, stream, JOINT)))
         ordered = _ranked(list(rows.values()))
         tables.append(

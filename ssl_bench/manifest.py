@@ -21,11 +21,11 @@ export writes classes/domains where they select exactly the experience's samples
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomllib
 
 from ssl_bench.api import Dataset, Experience
 from ssl_bench.errors import UserError
@@ -62,6 +62,16 @@ def _names(kind: str, wanted, names: list[str], alt: list[str] | None, where: st
     if missing:
         raise UserError(f"{where}: unknown {dict(classes='class', domains='domain')[kind]} '{missing[0]}'")
     return [lookup[w] for w in wanted]
+
+
+def _select(split, classes, domains) -> np.ndarray:
+    """Indices of the samples of ``split`` whose class is in ``classes`` and domain in ``domains`` (None: any)."""
+    keep = np.ones(len(split), dtype=bool)
+    if classes is not None:
+        keep &= np.isin(split.labels.numpy(), classes)
+    if domains is not None:
+        keep &= np.isin(split.domains.numpy(), domains)
+    return np.flatnonzero(keep)
 
 
 def _samples(kind: str, wanted, ids: list[str] | None, n: int, where: str) -> np.ndarray:
@@ -109,16 +119,7 @@ def experiences(dataset: Dataset, data: dict[str, Any], where: str = "manifest")
                 _names("classes", entry["classes"], dataset.classes, dataset.class_names, at) if "classes" in entry else None
             )
             domains = _names("domains", entry["domains"], dataset.domains, None, at) if "domains" in entry else None
-
-            def pick(split):
-                keep = np.ones(len(split), dtype=bool)
-                if classes is not None:
-                    keep &= np.isin(split.labels.numpy(), classes)
-                if domains is not None:
-                    keep &= np.isin(split.domains.numpy(), domains)
-                return np.flatnonzero(keep)
-
-            tr, te = pick(dataset.train), pick(dataset.test)
+            tr, te = _select(dataset.train, classes, domains), _select(dataset.test, classes, domains)
             if len(tr) == 0 or len(te) == 0:
                 raise UserError(f"{at}: selects no {'training' if len(tr) == 0 else 'held-out'} images")
             classes = classes if classes is not None else sorted(set(dataset.train.labels[tr].tolist()))

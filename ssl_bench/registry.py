@@ -19,9 +19,10 @@ import logging
 import pkgutil
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 
@@ -83,7 +84,7 @@ class Registry:
 
     # ------------------------------------------------------------------ discovery
     @classmethod
-    def discover(cls, extra: list[str] = ()) -> "Registry":
+    def discover(cls, extra: list[str] = ()) -> Registry:
         """Load the built-ins, the installed entry points and the ``extra`` plugins the user named."""
         reg = cls()
         reg.load_builtins()
@@ -97,7 +98,7 @@ class Registry:
         A built-in plugin is named after its file, without the trailing ``_`` of a keyword (``class_.py``: ``class``).
         """
         package = importlib.import_module(BUILTIN_PACKAGE)
-        for folder in sorted((m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg)):
+        for folder in sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg):
             sub = importlib.import_module(f"{BUILTIN_PACKAGE}.{folder}")
             for mod in sorted(pkgutil.iter_modules(sub.__path__), key=lambda m: m.name):
                 if mod.name.startswith("_") or mod.ispkg:

@@ -104,7 +104,8 @@ class Result:
                 raise UserError(f"'{path}' has no schema_version: it is not an ssl-bench result file")
             if version > SCHEMA_VERSION:
                 raise UserError(
-                    f"'{path}' has schema version {version}, newer than this ssl-bench reads ({SCHEMA_VERSION}); upgrade ssl-bench"
+                    f"'{path}' has schema version {version}, newer than this ssl-bench reads ({SCHEMA_VERSION}); "
+                    "upgrade ssl-bench"
                 )
             if version < SCHEMA_VERSION:
                 raise UserError(

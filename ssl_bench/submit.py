@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from ssl_bench import continual, protocol as protocols
+from ssl_bench import continual
+from ssl_bench import protocol as protocols
 from ssl_bench.errors import UserError
 from ssl_bench.results import Result, result_name
 

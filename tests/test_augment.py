@@ -11,7 +11,6 @@ from torchvision.transforms.v2 import functional as TF
 
 from ssl_bench import augment as A
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -11,7 +11,6 @@ from ssl_bench.errors import UserError
 from ssl_bench.registry import Registry
 from ssl_bench_plugins.backbones.resnet import resnet18, resnet50
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

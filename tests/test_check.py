@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-
 from ssl_bench import check, submit
 from ssl_bench.cli import main
 from ssl_bench.results import Result

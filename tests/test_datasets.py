@@ -12,12 +12,12 @@ from PIL import Image
 from ssl_bench import imagecache
 from ssl_bench.errors import UserError
 from ssl_bench_plugins.datasets.cifar import cifar10, cifar100
-from ssl_bench_plugins.streams.domain import domain_incremental
 from ssl_bench_plugins.datasets.imagefolder import imagefolder
 from ssl_bench_plugins.datasets.multidomain import domainnet, multidomain
 from ssl_bench_plugins.datasets.stl10 import stl10
 from ssl_bench_plugins.datasets.synthetic import synthetic
 from ssl_bench_plugins.datasets.tiny_imagenet import tiny_imagenet
+from ssl_bench_plugins.streams.domain import domain_incremental
 
 
 @pytest.fixture(autouse=True)

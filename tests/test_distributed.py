@@ -8,7 +8,6 @@ import numpy as np
 
 from ssl_bench import results
 
-
 TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")  # installed with torch, beside python
 
 

@@ -16,7 +16,6 @@ from ssl_bench.errors import UserError
 from ssl_bench.registry import Registry
 from ssl_bench_plugins.evaluators import cka, collapse, downstream, fewshot, knn, linear, sharpness
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -96,7 +95,7 @@ def test_fewshot_is_seeded_and_solves_clusters():
 
 def test_fewshot_episodes_are_disjoint_and_validated():
     labels = np.repeat(np.arange(4), 3)
-    for s, s_y, q, q_y in fewshot.episodes(labels, n_way=3, k=2, n_query=5, n_episodes=5, seed=0):
+    for s, s_y, q, _q_y in fewshot.episodes(labels, n_way=3, k=2, n_query=5, n_episodes=5, seed=0):
         assert not set(s) & set(q) and len(s) == 6 and len(q) == 3
         assert (labels[s] == labels[s][::2].repeat(2)).all()  # support positions are grouped by class
         assert sorted(set(s_y)) == [0, 1, 2]

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssl_bench import continual, leaderboard, protocol as protocols, results
+from ssl_bench import continual, leaderboard, results
+from ssl_bench import protocol as protocols
 from ssl_bench.cli import main
 
 T = 4  # experiences of the smoke protocol

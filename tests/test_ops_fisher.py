@@ -15,7 +15,6 @@ from ssl_bench.ops.fisher import (
     fisher_diagonal_vmap,
     fisher_linear_reference,
 )
-
 from tests.conftest import DEVICES
 
 

@@ -7,7 +7,6 @@ import torch
 from ssl_bench.errors import UserError
 from ssl_bench.ops import penalty
 from ssl_bench.ops.penalty import quadratic_penalty_, quadratic_penalty_reference
-
 from tests.conftest import DEVICES
 
 

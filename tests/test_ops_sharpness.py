@@ -15,7 +15,6 @@ from ssl_bench.ops.sharpness import (
     top_eigenvalue,
     top_eigenvalue_reference,
 )
-
 from tests.conftest import DEVICES
 
 

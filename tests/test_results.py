@@ -49,7 +49,7 @@ def test_failed_write_leaves_nothing_and_keeps_old_file(tmp_path):
     class Unstorable:
         pass
 
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError):  # h5py has no type for a Python object
         results.write(path, {"method": "new"}, {"bad": Unstorable()})
     assert results.Result(path).attrs["method"] == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["r.h5"]

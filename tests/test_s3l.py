@@ -10,7 +10,6 @@ from ssl_bench import protocol, results
 from ssl_bench.cli import main
 from tests.conftest import TINY
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -5,9 +5,9 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from ssl_bench.buffers import ReplayBuffer
 
 from ssl_bench import augment, results
+from ssl_bench.buffers import ReplayBuffer
 from ssl_bench.cli import main
 from ssl_bench.engine import RunConfig
 from ssl_bench.engine.build import Run

@@ -11,13 +11,13 @@ from ssl_bench import manifest
 from ssl_bench.api import Dataset, ImageSet
 from ssl_bench.cli import main
 from ssl_bench.errors import UserError
+from ssl_bench_plugins.datasets.synthetic import synthetic
 from ssl_bench_plugins.streams import distant
 from ssl_bench_plugins.streams.class_ import class_incremental
 from ssl_bench_plugins.streams.distant import distant_class_incremental
 from ssl_bench_plugins.streams.domain import domain_incremental
 from ssl_bench_plugins.streams.instance import instance_incremental
 from ssl_bench_plugins.streams.manifest import manifest_stream
-from ssl_bench_plugins.datasets.synthetic import synthetic
 
 STREAMS = {
     "instance": instance_incremental,

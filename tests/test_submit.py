@@ -8,7 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from ssl_bench import protocol as protocols, results, submit
+from ssl_bench import protocol as protocols
+from ssl_bench import results, submit
 from ssl_bench.cli import main
 from ssl_bench.errors import UserError
 from tests.test_leaderboard import make_result

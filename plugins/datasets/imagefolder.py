@@ -5,8 +5,8 @@ class, those are the two splits. Otherwise a fixed ``test_fraction`` (default 0.
 one image) of every class is held out; which images are held out depends only on their file
 names (the lowest CRC-32 of the relative path, :func:`ssl_bench.imagefiles.split_held_out`),
 never on the seed, so every run evaluates on the same images and adding files moves few of
-them. Images are decoded once into the uint8 cache (:mod:`ssl_bench.imagecache`); option ``on_corrupt`` = ``"skip"`` (default: skip and count
-undecodable files, with a warning) or ``"error"``.
+them. Images are decoded once into the uint8 cache (:mod:`ssl_bench.imagecache`); option
+``on_corrupt`` = ``"skip"`` (default: skip and count undecodable files, with a warning) or ``"error"``.
 """
 
 from pathlib import Path

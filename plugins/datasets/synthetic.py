@@ -114,7 +114,7 @@ def draw(family: str, k: int, domain: str, n: int, size: int, gen: torch.Generat
 
 def _split(classes, domains, per_cd, size, seed, split_id):
     images, labels, doms = [], [], []
-    for ci, (family, name, k) in enumerate(classes):
+    for ci, (family, _name, k) in enumerate(classes):
         for di, domain in enumerate(domains):
             gen = torch.Generator().manual_seed(zlib.crc32(f"{seed}/{split_id}/{classes[ci][1]}/{domain}".encode()))
             images.append(draw(family, k, domain, per_cd, size, gen))

@@ -1,4 +1,6 @@
-"""Hybrid continual + multi-epoch training (Li, Efros, Pathak, Understanding Collapse in Non-Contrastive Siamese Representation Learning, ECCV 2022).
+"""Hybrid continual + multi-epoch training (Li, Efros, Pathak, ECCV 2022).
+
+Li, Efros & Pathak, Understanding Collapse in Non-Contrastive Siamese Representation Learning, ECCV 2022.
 
 A continual pass through the stream (one phase per experience, as sequential training),
 followed by one multi-epoch phase on all the data accumulated so far. Li et al. found that

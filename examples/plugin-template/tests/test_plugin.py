@@ -1,10 +1,9 @@
 """Tests of the plugin, without the ssl-bench test suite: the registry accepts it, and it learns a step."""
 
+import ssl_bench_mymethod.plugin as plugin
 import torch
 
 from ssl_bench.registry import Registry
-
-import ssl_bench_mymethod.plugin as plugin
 
 
 def test_registry_finds_the_method():
