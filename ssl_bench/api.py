@@ -142,10 +142,10 @@ class RunContext(typing.Protocol):
     """What plugins may read from a running run: the ``run`` argument of strategy, evaluator and observer hooks.
 
     The engine's run object has more (step counters, metrics so far); those may change without
-    notice. Plugins read these and change none of them, with two exceptions that the hooks
-    document: a strategy may add a parameter group to :attr:`optimizer` in ``setup``, and
-    strategies and evaluators may switch :attr:`method` between train and eval mode when they
-    restore it afterwards.
+    notice. Plugins read these and change none of them, with two exceptions: a strategy may add
+    a parameter group to :attr:`optimizer` in ``setup`` (``cassle`` trains its predictor so), and
+    strategies and evaluators may switch :attr:`method` between train and eval mode, or use its
+    buffers, when they restore them afterwards (``mas``, ``ewc``, ``sharpness``).
     """
 
     config: RunConfig  #: the user's choices: plugins, options, ``out``, ``download``, ``progress``
