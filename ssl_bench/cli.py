@@ -1,4 +1,4 @@
-"""The ``ssl-bench`` command line: run, list, show, leaderboard.
+"""The ``ssl-bench`` command line: run, list, show, leaderboard, report.
 
 Bad input (a misspelt plugin, a broken protocol, an unwritable folder) ends with one line
 on stderr saying what to fix, and exit status 2; ``--debug`` shows the traceback instead.
@@ -145,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="md (default), html (one self-contained page), csv or json; default: from -o's suffix",
     )
     board.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+
+    rep = command("report", help="findings report: the papers' claims checked against result files (markdown + PNGs)")
+    rep.add_argument("results", type=Path, metavar="RESULTS_DIR", help="folder searched for .h5 files (recursively)")
+    rep.add_argument("-o", "--output", type=Path, help="write the markdown here instead of stdout")
+    rep.add_argument("--figures", type=Path, metavar="DIR", help="also draw the figures as PNG files into DIR")
 
     check = command("check", help="a contributor's pre-flight: load, validate and run every thing a plugin provides")
     check.add_argument("--plugin", required=True, metavar="NAME_OR_PATH", help="the plugin to check")
@@ -363,6 +368,17 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from ssl_bench import report
+
+    text = report.report(args.results, args.output, args.figures)
+    if args.output is None:
+        print(text, end="")
+    else:
+        log.info("wrote %s", args.output)
+    return 0
+
+
 def cmd_check(args) -> int:
     from ssl_bench import check
 
@@ -418,6 +434,7 @@ COMMANDS = {
     "show": cmd_show,
     "plot": cmd_plot,
     "leaderboard": cmd_leaderboard,
+    "report": cmd_report,
     "stream-export": cmd_stream_export,
     "check": cmd_check,
     "submit": cmd_submit,
