@@ -150,7 +150,7 @@ def test_spearman_matches_an_independent_computation(reproducing):
     assert report.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert report.spearman([1, 2, 2, 3], [3, 2, 2, 1]) == pytest.approx(-1.0)  # ties get average ranks
     text = section(report.render(report.collect(reproducing)), "4a", "smoke-v1")
-    assert f"Spearman rho = {expected:.3f} over {len(runs)} runs" in text
+    assert f"Spearman rho = {expected:.3f} over {len(runs)} runs of byol, simclr" in text
 
 
 def test_a_claim_that_does_not_hold_is_reported_as_not_reproduced(tmp_path):
