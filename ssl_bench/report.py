@@ -92,6 +92,7 @@ CLAIMS = {
 SECTIONS = (("1", "Sequential vs joint", ("1",)), ("2", "Replay and MAS", ("2",)),
             ("3", "SSL forgets less than supervised", ("3",)), ("4", "Collapse", ("4a", "4b", "4c")),
             ("5", "S3L: small resolution first", ("5",)), ("6", "CKA and sharpness", ("6a", "6b")))
+KEEP = ("metrics/acc_matrix", "metrics/acc_init", "metrics/collapse/auc", "phases/experiences")  #: arrays kept in memory
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable"
 
 
@@ -162,7 +163,11 @@ def collect(folder: str | Path) -> list[Run]:
         except (UserError, OSError, KeyError, ValueError) as err:
             log.warning("skipped %s: %s", p, err)
             continue
-        runs.append(Run(p, p.relative_to(folder).as_posix(), r.attrs, r.arrays, numbers, proto))
+        arrays = {k: v for k, v in r.arrays.items() if k in KEEP or k.startswith("end/sharpness/")}
+        for k in ("metrics/cka/features", "metrics/cka/index"):  # the last phase only: what CKA to joint compares
+            if k in r.arrays:
+                arrays[k] = np.asarray(r.arrays[k])[-1:]
+        runs.append(Run(p, p.relative_to(folder).as_posix(), r.attrs, arrays, numbers, proto))
     if not runs:
         raise UserError(f"none of the {len(paths)} .h5 files under '{folder}' is a readable result file")
     labels: dict[str, set[str]] = defaultdict(set)
