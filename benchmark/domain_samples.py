@@ -31,8 +31,9 @@ def main() -> None:
     wnids = sorted(p.name for p in (args.data_root / "train").iterdir())[: args.n]
     files = [sorted((args.data_root / "train" / w / "images").glob("*"))[0] for w in wnids]
     images = torch.stack([torch.from_numpy(imagecache.decode(f, args.resolution).copy()) for f in files])
-    fig, axes = plt.subplots(len(domain_transforms.DOMAINS), len(files), figsize=(1.3 * len(files), 5.4),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(domain_transforms.DOMAINS), len(files), figsize=(1.3 * len(files), 5.4), squeeze=False, layout="constrained"
+    )
     for i, name in enumerate(domain_transforms.DOMAINS):
         rendered = domain_transforms.TRANSFORMS[name](images)
         for j in range(len(files)):

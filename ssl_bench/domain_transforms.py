@@ -94,10 +94,9 @@ def smooth(images: torch.Tensor, radius: int = 2) -> torch.Tensor:
     total, norm = torch.zeros_like(x), torch.zeros_like(x[:, :1])
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
-            shifted = padded[..., radius + dy:radius + dy + h, radius + dx:radius + dx + w]
+            shifted = padded[..., radius + dy : radius + dy + h, radius + dx : radius + dx + w]
             diff = ((shifted - x) ** 2).sum(1, keepdim=True)
-            weight = np.exp(-(dy * dy + dx * dx) / (2 * CARTOON_SIGMA_SPACE**2)) * torch.exp(
-                -diff / (2 * CARTOON_SIGMA_COLOR**2))
+            weight = np.exp(-(dy * dy + dx * dx) / (2 * CARTOON_SIGMA_SPACE**2)) * torch.exp(-diff / (2 * CARTOON_SIGMA_COLOR**2))
             total += weight * shifted
             norm += weight
     return total / norm
@@ -133,13 +132,14 @@ def apply(images: torch.Tensor, domains, names=DOMAINS) -> torch.Tensor:
     for d, name in enumerate(names):
         idx = torch.nonzero(domains == d).flatten()
         for start in range(0, len(idx), CHUNK):
-            part = idx[start:start + CHUNK]
+            part = idx[start : start + CHUNK]
             out[part] = TRANSFORMS[name](torch.as_tensor(images[part.numpy()]))
     return out
 
 
-def make_domains(name: str, images: torch.Tensor, labels, seed: int, split: int,
-                 names=DOMAINS) -> tuple[torch.Tensor, torch.Tensor]:
+def make_domains(
+    name: str, images: torch.Tensor, labels, seed: int, split: int, names=DOMAINS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Images rendered in their assigned domains, and the domain indices (``split``: 0 train, 1 test).
 
     The rendered images are cached next to the decoded ones (:func:`ssl_bench.imagecache.cache_dir`),
@@ -152,7 +152,7 @@ def make_domains(name: str, images: torch.Tensor, labels, seed: int, split: int,
     source = np.ascontiguousarray(np.asarray(images))
     h = hashlib.sha256(f"{VERSION}\0{name}\0{seed}\0{split}\0{','.join(names)}\0{source.shape}\0".encode())
     for start in range(0, len(source), 4096):
-        h.update(source[start:start + 4096].tobytes())
+        h.update(source[start : start + 4096].tobytes())
     folder = imagecache.cache_dir()
     npy = folder / f"{''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)}-domains-{h.hexdigest()[:20]}.npy"
     if npy.exists():

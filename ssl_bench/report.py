@@ -27,7 +27,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -51,47 +52,70 @@ MAX_RHO = -0.5  #: claim 4a: "predicts" = Spearman rho at most -0.5 (more collap
 FLOPS_TOLERANCE = 0.1  #: claim 5: "equal compute" = estimated training FLOPs within 10%
 
 RULES = {
-    "1": (f"reproduced if, for every one of {', '.join(CONTRASTIVE + NON_CONTRASTIVE)} with sequential and joint runs on "
-          f"all four streams (at least one contrastive and one non-contrastive method needed), the gap (joint - "
-          f"sequential final accuracy) is at most {SMALL_GAP * 100:.0f} points on instance and class, and the gap on "
-          f"distant and on domain each exceeds both of those by more than {LARGER_BY * 100:.0f} point."),
-    "2": (f"on each SSL method's stream with the largest gap to joint (at least {MIN_GAP * 100:.0f} point), fraction "
-          "closed = (acc_strategy - acc_sequential) / (acc_joint - acc_sequential); reproduced if replay and mas each "
-          f"close at least {MIN_FRACTION:.0%} of the gap for every method where both ran."),
-    "3": ("reproduced if, on every stream where supervised and SSL sequential runs exist, every SSL method's mean "
-          "forgetting_max is below the supervised method's."),
-    "4a": (f"Spearman rank correlation over all SSL runs between the collapse AUC after the last phase and the final "
-           f"accuracy; reproduced if rho <= {MAX_RHO} over at least {MIN_CORR_RUNS} runs of at least 2 methods."),
-    "4b": ("for every SSL method and stream with sequential and joint runs (joint has the sequential run's total "
-           "steps), the difference AUC(joint) - AUC(sequential); reproduced if it is positive on average and in more "
-           "than half of the pairs."),
-    "4c": ("for every SSL method and stream with hybrid and joint runs (hybrid: compute-matched by default), "
-           "AUC(joint) - AUC(hybrid); reproduced if it is positive on average and in more than half of the pairs."),
-    "5": (f"protocols are paired when their dataset (but its root), stream, backbone and evaluation are identical, one has "
-          f"train.stages and the other not, and their estimated training FLOPs (epochs_per_experience x sum over stages "
-          f"of fraction x resolution^2) agree within {FLOPS_TOLERANCE:.0%}; reproduced if the staged protocol's mean final "
-          "accuracy is higher for every method/stream/strategy run under both."),
-    "6a": ("linear CKA between the final backbones of sequential and joint runs of the same seed (stored `cka` "
-           "features); reproduced if, on every stream where supervised has it, every SSL method's mean CKA is higher."),
-    "6b": ("top Hessian eigenvalue at the end of sequential runs (end/sharpness); reproduced if, on every stream where "
-           "supervised has it, every SSL method's mean top eigenvalue is lower (flatter)."),
+    "1": (
+        f"reproduced if, for every one of {', '.join(CONTRASTIVE + NON_CONTRASTIVE)} with sequential and joint runs on "
+        f"all four streams (at least one contrastive and one non-contrastive method needed), the gap (joint - "
+        f"sequential final accuracy) is at most {SMALL_GAP * 100:.0f} points on instance and class, and the gap on "
+        f"distant and on domain each exceeds both of those by more than {LARGER_BY * 100:.0f} point."
+    ),
+    "2": (
+        f"on each SSL method's stream with the largest gap to joint (at least {MIN_GAP * 100:.0f} point), fraction "
+        "closed = (acc_strategy - acc_sequential) / (acc_joint - acc_sequential); reproduced if replay and mas each "
+        f"close at least {MIN_FRACTION:.0%} of the gap for every method where both ran."
+    ),
+    "3": (
+        "reproduced if, on every stream where supervised and SSL sequential runs exist, every SSL method's mean "
+        "forgetting_max is below the supervised method's."
+    ),
+    "4a": (
+        f"Spearman rank correlation over all SSL runs between the collapse AUC after the last phase and the final "
+        f"accuracy; reproduced if rho <= {MAX_RHO} over at least {MIN_CORR_RUNS} runs of at least 2 methods."
+    ),
+    "4b": (
+        "for every SSL method and stream with sequential and joint runs (joint has the sequential run's total "
+        "steps), the difference AUC(joint) - AUC(sequential); reproduced if it is positive on average and in more "
+        "than half of the pairs."
+    ),
+    "4c": (
+        "for every SSL method and stream with hybrid and joint runs (hybrid: compute-matched by default), "
+        "AUC(joint) - AUC(hybrid); reproduced if it is positive on average and in more than half of the pairs."
+    ),
+    "5": (
+        f"protocols are paired when their dataset (but its root), stream, backbone and evaluation are identical, one has "
+        f"train.stages and the other not, and their estimated training FLOPs (epochs_per_experience x sum over stages "
+        f"of fraction x resolution^2) agree within {FLOPS_TOLERANCE:.0%}; reproduced if the staged protocol's mean final "
+        "accuracy is higher for every method/stream/strategy run under both."
+    ),
+    "6a": (
+        "linear CKA between the final backbones of sequential and joint runs of the same seed (stored `cka` "
+        "features); reproduced if, on every stream where supervised has it, every SSL method's mean CKA is higher."
+    ),
+    "6b": (
+        "top Hessian eigenvalue at the end of sequential runs (end/sharpness); reproduced if, on every stream where "
+        "supervised has it, every SSL method's mean top eigenvalue is lower (flatter)."
+    ),
 }
 CLAIMS = {
     "1": "Sequential SSL pre-training is nearly as good as joint training at equal compute on the instance and class "
-         "streams; the gap is larger on the distant and domain streams (Hu et al. 2022).",
+    "streams; the gap is larger on the distant and domain streams (Hu et al. 2022).",
     "2": "Replay and MAS close part of the gap to joint where it is largest (Hu et al. 2022).",
     "3": "SSL forgets less than supervised training on the same stream (Hu et al. 2022).",
     "4a": "The collapse AUC predicts linear-probe accuracy across runs (Li, Efros, Pathak 2022).",
     "4b": "Continual training collapses less than multi-epoch training at equal compute (Li, Efros, Pathak 2022).",
     "4c": "A hybrid of continual and multi-epoch training collapses less than multi-epoch training (Li, Efros, Pathak 2022).",
     "5": "Pre-training at low resolution plus a short full-resolution phase beats full resolution only at equal compute "
-         "(S3L, Cao & Wu 2021).",
+    "(S3L, Cao & Wu 2021).",
     "6a": "Sequentially trained SSL models stay closer to the joint model (CKA) than supervised ones (Hu et al. 2022).",
     "6b": "SSL reaches flatter minima than supervised training (Hu et al. 2022).",
 }
-SECTIONS = (("1", "Sequential vs joint", ("1",)), ("2", "Replay and MAS", ("2",)),
-            ("3", "SSL forgets less than supervised", ("3",)), ("4", "Collapse", ("4a", "4b", "4c")),
-            ("5", "S3L: small resolution first", ("5",)), ("6", "CKA and sharpness", ("6a", "6b")))
+SECTIONS = (
+    ("1", "Sequential vs joint", ("1",)),
+    ("2", "Replay and MAS", ("2",)),
+    ("3", "SSL forgets less than supervised", ("3",)),
+    ("4", "Collapse", ("4a", "4b", "4c")),
+    ("5", "S3L: small resolution first", ("5",)),
+    ("6", "CKA and sharpness", ("6a", "6b")),
+)
 KEEP = ("metrics/acc_matrix", "metrics/acc_init", "metrics/collapse/auc", "phases/experiences")  #: arrays kept in memory
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable"
 
@@ -271,7 +295,7 @@ def _ranks(x) -> np.ndarray:
         j = i
         while j + 1 < len(x) and x[order[j + 1]] == x[order[i]]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
     return ranks
 
@@ -316,8 +340,16 @@ def claim1(ix: Index, scope: str, figures: Figures | None) -> Finding:
         gaps = _gaps(ix, scope, method)
         for stream, pair in gaps.items():
             used += pair["sequential"] + pair["joint"]
-            rows.append([method, stream, str(len(pair["joint"])), pm(acc(pair["sequential"])), pm(acc(pair["joint"])),
-                         pm(_gap_values(pair))])
+            rows.append(
+                [
+                    method,
+                    stream,
+                    str(len(pair["joint"])),
+                    pm(acc(pair["sequential"])),
+                    pm(acc(pair["joint"])),
+                    pm(_gap_values(pair)),
+                ]
+            )
         if len(gaps) == len(STREAMS):
             complete[method] = {s: stat(_gap_values(p))[0] for s, p in gaps.items()}
     f = Finding("1", scope, NOT_TESTABLE, runs=used)
@@ -328,9 +360,11 @@ def claim1(ix: Index, scope: str, figures: Figures | None) -> Finding:
         ok_small = small <= SMALL_GAP
         ok_large = min(g["distant"], g["domain"]) > small + LARGER_BY
         checks.append(ok_small and ok_large)
-        lines.append(f"- {method}: instance {num(g['instance'])}, class {num(g['class'])} <= {num(SMALL_GAP)}: "
-                     f"{_mark(ok_small)}; distant {num(g['distant'])}, domain {num(g['domain'])} > "
-                     f"{num(small + LARGER_BY)}: {_mark(ok_large)}")
+        lines.append(
+            f"- {method}: instance {num(g['instance'])}, class {num(g['class'])} <= {num(SMALL_GAP)}: "
+            f"{_mark(ok_small)}; distant {num(g['distant'])}, domain {num(g['domain'])} > "
+            f"{num(small + LARGER_BY)}: {_mark(ok_large)}"
+        )
     for family, methods in (("contrastive", CONTRASTIVE), ("non-contrastive", NON_CONTRASTIVE)):
         if any(m in complete for m in methods):
             continue
@@ -363,11 +397,11 @@ def claim2(ix: Index, scope: str) -> Finding:
         if largest_any is None or means[stream] > largest_any[2]:
             largest_any = (method, stream, means[stream])
         if means[stream] < MIN_GAP:
-            lines.append(f"- {method}: largest gap {num(means[stream])} points ({stream}) is below {num(MIN_GAP)}: "
-                         "no gap to close")
+            lines.append(
+                f"- {method}: largest gap {num(means[stream])} points ({stream}) is below {num(MIN_GAP)}: no gap to close"
+            )
             continue
-        regs = sorted({k[3] for k in ix.groups if k[:3] == (scope, method, stream)
-                       and set(k[3].split("+")) <= {"replay", "mas"}})
+        regs = sorted({k[3] for k in ix.groups if k[:3] == (scope, method, stream) and set(k[3].split("+")) <= {"replay", "mas"}})
         fractions = {}
         for strategy in regs:
             trio = ix.paired(scope, method, stream, "sequential", "joint", strategy)
@@ -376,13 +410,25 @@ def claim2(ix: Index, scope: str) -> Finding:
             seq, joint, s = (stat(acc(trio[k]))[0] for k in ("sequential", "joint", strategy))
             fractions[strategy] = (s - seq) / (joint - seq) if joint - seq > 0 else float("nan")
             f.runs += trio["sequential"] + trio["joint"] + trio[strategy]
-            rows.append([method, stream, strategy, str(len(trio[strategy])), pm(acc(trio["sequential"])),
-                         pm(acc(trio["joint"])), pm(acc(trio[strategy])), f"{fractions[strategy]:.2f}"])
+            rows.append(
+                [
+                    method,
+                    stream,
+                    strategy,
+                    str(len(trio[strategy])),
+                    pm(acc(trio["sequential"])),
+                    pm(acc(trio["joint"])),
+                    pm(acc(trio[strategy])),
+                    f"{fractions[strategy]:.2f}",
+                ]
+            )
         if "replay" in fractions and "mas" in fractions:
             ok = bool(fractions["replay"] >= MIN_FRACTION and fractions["mas"] >= MIN_FRACTION)
             checks.append(ok)
-            lines.append(f"- {method} on {stream}: replay closes {fractions['replay']:.2f}, mas {fractions['mas']:.2f} "
-                         f"of the gap, both >= {MIN_FRACTION}: {_mark(ok)}")
+            lines.append(
+                f"- {method} on {stream}: replay closes {fractions['replay']:.2f}, mas {fractions['mas']:.2f} "
+                f"of the gap, both >= {MIN_FRACTION}: {_mark(ok)}"
+            )
         else:
             for strategy in ("replay", "mas"):
                 if strategy not in fractions:
@@ -390,16 +436,29 @@ def claim2(ix: Index, scope: str) -> Finding:
                     f.missing.append(text)
                     f.to_run += n
     if rows:
-        f.lines += table(["method", "stream (largest gap)", "strategy", "seeds", "sequential acc %", "joint acc %",
-                          "strategy acc %", "fraction closed"], rows)
+        f.lines += table(
+            [
+                "method",
+                "stream (largest gap)",
+                "strategy",
+                "seeds",
+                "sequential acc %",
+                "joint acc %",
+                "strategy acc %",
+                "fraction closed",
+            ],
+            rows,
+        )
     f.lines += [""] + lines if lines else []
     if checks:
         f.verdict, f.missing, f.to_run = _verdict(checks), [], 0
     elif largest_any is None:
         f.missing.append("sequential and joint runs of an SSL method on some stream (claim 1's runs)")
     elif not f.missing:
-        f.missing.append(f"a stream where an SSL method's gap to joint is at least {num(MIN_GAP)} points "
-                         f"(largest here: {largest_any[0]} on {largest_any[1]}, {num(largest_any[2])})")
+        f.missing.append(
+            f"a stream where an SSL method's gap to joint is at least {num(MIN_GAP)} points "
+            f"(largest here: {largest_any[0]} on {largest_any[1]}, {num(largest_any[2])})"
+        )
     return f
 
 
@@ -407,9 +466,11 @@ def claim3(ix: Index, scope: str, figures: Figures | None) -> Finding:
     f = Finding("3", scope, NOT_TESTABLE)
     rows, checks, lines, panels = [], [], [], {}
     for stream in ix.streams(scope):
-        forgot = lambda m: [r for r in ix.get(scope, m, stream, "sequential") if "forgetting_max" in r.numbers]  # noqa: E731
-        sup = forgot(SUPERVISED)
-        ssl = {m: forgot(m) for m in ix.methods(scope, ssl_only=True)}
+        sequential = {
+            m: [r for r in ix.get(scope, m, stream, "sequential") if "forgetting_max" in r.numbers] for m in ix.methods(scope)
+        }
+        sup = sequential.pop(SUPERVISED, [])
+        ssl = sequential
         ssl = {m: g for m, g in ssl.items() if len(g) >= MIN_SEEDS}
         if len(sup) < MIN_SEEDS:
             if ssl:
@@ -422,8 +483,16 @@ def claim3(ix: Index, scope: str, figures: Figures | None) -> Finding:
         sup_forget = stat(r.numbers["forgetting_max"] for r in sup)[0]
         for method, group in [(SUPERVISED, sup), *ssl.items()]:
             f.runs += group
-            rows.append([method, stream, str(len(group)), pm(acc(group)), pm(r.numbers["forgetting_max"] for r in group),
-                         pm(r.numbers["bwt"] for r in group)])
+            rows.append(
+                [
+                    method,
+                    stream,
+                    str(len(group)),
+                    pm(acc(group)),
+                    pm(r.numbers["forgetting_max"] for r in group),
+                    pm(r.numbers["bwt"] for r in group),
+                ]
+            )
             panels[(stream, method)] = group
             if method != SUPERVISED:
                 forget = stat(r.numbers["forgetting_max"] for r in group)[0]
@@ -436,8 +505,9 @@ def claim3(ix: Index, scope: str, figures: Figures | None) -> Finding:
     if checks:
         f.verdict, f.missing, f.to_run = _verdict(checks), [], 0
     elif not f.missing:
-        f.missing.append(f"sequential runs of {SUPERVISED} and of an SSL method on the same stream "
-                         f"({ix.target_seeds(scope)} seeds each)")
+        f.missing.append(
+            f"sequential runs of {SUPERVISED} and of an SSL method on the same stream ({ix.target_seeds(scope)} seeds each)"
+        )
         f.to_run = 2 * ix.target_seeds(scope)
     if figures and panels:
         f.lines += ["", figures.matrices(scope, panels)]
@@ -453,8 +523,10 @@ def claim4(ix: Index, scope: str, figures: Figures | None) -> list[Finding]:
         y = [r.numbers["final_avg_acc"] for r in points]
         rho, methods = spearman(x, y), sorted({r.attrs["method"] for r in points})
         a.runs = points
-        a.lines.append(f"Spearman rho = {rho:.3f} over {len(points)} runs of {', '.join(methods)}; collapse AUC "
-                       f"{min(x):.3f} to {max(x):.3f}, final accuracy {num(min(y))} to {num(max(y))} %.")
+        a.lines.append(
+            f"Spearman rho = {rho:.3f} over {len(points)} runs of {', '.join(methods)}; collapse AUC "
+            f"{min(x):.3f} to {max(x):.3f}, final accuracy {num(min(y))} to {num(max(y))} %."
+        )
         if len(points) >= MIN_CORR_RUNS and len(methods) >= 2 and np.isfinite(rho):
             a.verdict = _verdict([rho <= MAX_RHO])
             a.lines.append(f"\n- rho {rho:.3f} <= {MAX_RHO}: {_mark(rho <= MAX_RHO)}")
@@ -463,8 +535,10 @@ def claim4(ix: Index, scope: str, figures: Figures | None) -> list[Finding]:
         if figures:
             a.lines += ["", figures.scatter(scope, points)]
     if a.verdict == NOT_TESTABLE and not a.missing:
-        a.missing.append(f"at least {MIN_CORR_RUNS} SSL runs of at least 2 methods with the `collapse` evaluator "
-                         f"({len(points)} runs of {len({r.attrs['method'] for r in points})} here)")
+        a.missing.append(
+            f"at least {MIN_CORR_RUNS} SSL runs of at least 2 methods with the `collapse` evaluator "
+            f"({len(points)} runs of {len({r.attrs['method'] for r in points})} here)"
+        )
         a.to_run = max(MIN_CORR_RUNS - len(points), ix.target_seeds(scope))
     return [a, _collapse_pairs(ix, scope, "4b", "sequential"), _collapse_pairs(ix, scope, "4c", "hybrid")]
 
@@ -491,20 +565,36 @@ def _collapse_pairs(ix: Index, scope: str, claim: str, other: str) -> Finding:
             d = [j - o for o, j in zip(a_other, a_joint)]
             diffs.append(stat(d)[0])
             f.runs += pair[other] + pair["joint"]
-            rows.append([method, stream, str(len(d)), pm(a_other, 1, 3), pm(a_joint, 1, 3), pm(d, 1, 3),
-                         pm(acc(pair[other])), pm(acc(pair["joint"]))])
+            rows.append(
+                [
+                    method,
+                    stream,
+                    str(len(d)),
+                    pm(a_other, 1, 3),
+                    pm(a_joint, 1, 3),
+                    pm(d, 1, 3),
+                    pm(acc(pair[other])),
+                    pm(acc(pair["joint"])),
+                ]
+            )
     if rows:
-        f.lines += table(["method", "stream", "seeds", f"AUC {other}", "AUC joint", f"AUC joint - {other}",
-                          f"{other} acc %", "joint acc %"], rows)
+        f.lines += table(
+            ["method", "stream", "seeds", f"AUC {other}", "AUC joint", f"AUC joint - {other}", f"{other} acc %", "joint acc %"],
+            rows,
+        )
     if diffs:
         mean, lower = float(np.mean(diffs)), sum(d > 0 for d in diffs)
         ok = mean > 0 and lower > len(diffs) / 2
         f.verdict, f.missing, f.to_run = _verdict([ok]), [], 0
-        f.lines.append(f"\n- mean AUC joint - {other} {mean:.3f} > 0 and {other} lower in {lower} of {len(diffs)} "
-                       f"pairs (more than half): {_mark(ok)}")
+        f.lines.append(
+            f"\n- mean AUC joint - {other} {mean:.3f} > 0 and {other} lower in {lower} of {len(diffs)} "
+            f"pairs (more than half): {_mark(ok)}"
+        )
     elif not f.missing:
-        f.missing.append(f"{other} and joint runs of an SSL method on one stream, with the `collapse` evaluator "
-                         f"({ix.target_seeds(scope)} seeds each)")
+        f.missing.append(
+            f"{other} and joint runs of an SSL method on one stream, with the `collapse` evaluator "
+            f"({ix.target_seeds(scope)} seeds each)"
+        )
         f.to_run = 2 * ix.target_seeds(scope)
     return f
 
@@ -525,8 +615,17 @@ def claim5(ix: Index) -> list[Finding]:
     staged = [s for s in ix.scopes if ix.protocols[s].get("train", {}).get("stages")]
     full = [s for s in ix.scopes if not ix.protocols[s].get("train", {}).get("stages")]
     if not staged:
-        return [Finding("5", "all", NOT_TESTABLE, missing=["runs under a protocol with train.stages (S3L), e.g. "
-                                                            "tinyimagenet-s3l, and under its equal-compute full-resolution twin"])]
+        return [
+            Finding(
+                "5",
+                "all",
+                NOT_TESTABLE,
+                missing=[
+                    "runs under a protocol with train.stages (S3L), e.g. "
+                    "tinyimagenet-s3l, and under its equal-compute full-resolution twin"
+                ],
+            )
+        ]
     findings = []
     for s in staged:
         ps = ix.protocols[s]
@@ -535,9 +634,17 @@ def claim5(ix: Index) -> list[Finding]:
         if not matched:
             epochs = _flops(ps) / ps["dataset"]["resolution"] ** 2
             others = "; ".join(f"{t} has {ratio:.2f}x the FLOPs" for t, ratio in twins) or "none among the files"
-            findings.append(Finding("5", s, NOT_TESTABLE, missing=[
-                f"runs under a protocol without train.stages, otherwise as {s}, with epochs_per_experience = "
-                f"{epochs:.3g} (equal estimated FLOPs); comparable protocols: {others}"]))
+            findings.append(
+                Finding(
+                    "5",
+                    s,
+                    NOT_TESTABLE,
+                    missing=[
+                        f"runs under a protocol without train.stages, otherwise as {s}, with epochs_per_experience = "
+                        f"{epochs:.3g} (equal estimated FLOPs); comparable protocols: {others}"
+                    ],
+                )
+            )
             continue
         for t, ratio in matched:
             f = Finding("5", f"{s} vs {t}", NOT_TESTABLE)
@@ -551,13 +658,39 @@ def claim5(ix: Index) -> list[Finding]:
                 ma, mb = stat(acc(a))[0], stat(acc(b))[0]
                 checks.append(ma > mb)
                 minutes = lambda g: sum(r.minutes or 0.0 for r in g) / len(g)  # noqa: E731
-                rows.append([method, stream, strategy, f"{len(a)} / {len(b)}", pm(acc(a)), pm(acc(b)), num(ma - mb),
-                             f"{minutes(a):.1f} / {minutes(b):.1f}"])
+                rows.append(
+                    [
+                        method,
+                        stream,
+                        strategy,
+                        f"{len(a)} / {len(b)}",
+                        pm(acc(a)),
+                        pm(acc(b)),
+                        num(ma - mb),
+                        f"{minutes(a):.1f} / {minutes(b):.1f}",
+                    ]
+                )
                 lines.append(f"- {method}/{stream}/{strategy}: staged {num(ma)} > full {num(mb)}: {_mark(ma > mb)}")
             f.lines.append(f"Estimated FLOPs of {t} / {s}: {ratio:.2f}.")
             if rows:
-                f.lines += [""] + table(["method", "stream", "strategy", "seeds", f"{s} acc %", f"{t} acc %",
-                                         "difference (points)", "minutes per run"], rows) + [""] + lines
+                f.lines += (
+                    [""]
+                    + table(
+                        [
+                            "method",
+                            "stream",
+                            "strategy",
+                            "seeds",
+                            f"{s} acc %",
+                            f"{t} acc %",
+                            "difference (points)",
+                            "minutes per run",
+                        ],
+                        rows,
+                    )
+                    + [""]
+                    + lines
+                )
                 f.verdict = _verdict(checks)
             else:
                 f.missing.append(f"the same method/stream/strategy under both protocols with {MIN_SEEDS}+ seeds each")
@@ -595,9 +728,16 @@ def claim6(ix: Index, scope: str) -> list[Finding]:
         for method, group in sharp.items():
             joint = [r for r in ix.get(scope, method, stream, "joint") if r.end("sharpness/top_eigenvalue") is not None]
             b.runs += group + joint
-            rows_b.append([method, stream, str(len(group)), _pm_end(group, "sharpness/top_eigenvalue", 4),
-                           _pm_end(group, "sharpness/hessian_trace", 3),
-                           _pm_end(joint, "sharpness/top_eigenvalue", 4)])
+            rows_b.append(
+                [
+                    method,
+                    stream,
+                    str(len(group)),
+                    _pm_end(group, "sharpness/top_eigenvalue", 4),
+                    _pm_end(group, "sharpness/hessian_trace", 3),
+                    _pm_end(joint, "sharpness/top_eigenvalue", 4),
+                ]
+            )
         if SUPERVISED in cka:
             ref = stat(cka[SUPERVISED])[0]
             for method in (m for m in cka if m != SUPERVISED):
@@ -613,18 +753,25 @@ def claim6(ix: Index, scope: str) -> list[Finding]:
     if rows_a:
         a.lines += table(["method", "stream", "seeds", "CKA(sequential, joint)"], rows_a)
     if rows_b:
-        b.lines += table(["method", "stream", "seeds", "top eigenvalue (sequential)", "Hessian trace (sequential)",
-                          "top eigenvalue (joint)"], rows_b)
-        b.lines.append("\nEach model's sharpness is measured on its own training loss (the SSL loss, or cross-entropy for "
-                       "supervised), so the two scales are not strictly comparable.")
-    for f, checks, lines, what in ((a, checks_a, lines_a, "sequential and joint runs with the `cka` evaluator"),
-                                   (b, checks_b, lines_b, "sequential runs with the `sharpness` evaluator")):
+        b.lines += table(
+            ["method", "stream", "seeds", "top eigenvalue (sequential)", "Hessian trace (sequential)", "top eigenvalue (joint)"],
+            rows_b,
+        )
+        b.lines.append(
+            "\nEach model's sharpness is measured on its own training loss (the SSL loss, or cross-entropy for "
+            "supervised), so the two scales are not strictly comparable."
+        )
+    for f, checks, lines, what in (
+        (a, checks_a, lines_a, "sequential and joint runs with the `cka` evaluator"),
+        (b, checks_b, lines_b, "sequential runs with the `sharpness` evaluator"),
+    ):
         f.lines += [""] + lines if lines else []
         if checks:
             f.verdict = _verdict(checks)
         else:
-            f.missing.append(f"{what}, for {SUPERVISED} and an SSL method on the same stream "
-                             f"({ix.target_seeds(scope)} seeds each)")
+            f.missing.append(
+                f"{what}, for {SUPERVISED} and an SSL method on the same stream ({ix.target_seeds(scope)} seeds each)"
+            )
             f.to_run = (4 if f is a else 2) * ix.target_seeds(scope)
     return [a, b]
 
@@ -679,8 +826,9 @@ class Figures:
 
         streams = list(dict.fromkeys(s for s, _ in panels))
         methods = [SUPERVISED] + sorted({m for _, m in panels} - {SUPERVISED})
-        fig, axes = plt.subplots(len(streams), len(methods), figsize=(2.6 * len(methods), 2.4 * len(streams)),
-                                 squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(
+            len(streams), len(methods), figsize=(2.6 * len(methods), 2.4 * len(streams)), squeeze=False, layout="constrained"
+        )
         for (i, stream), (j, method) in ((a, b) for a in enumerate(streams) for b in enumerate(methods)):
             ax = axes[i][j]
             group = panels.get((stream, method))
@@ -705,8 +853,9 @@ class Figures:
         fig, ax = plt.subplots(figsize=(5.0, 3.8), layout="constrained")
         for method in sorted({r.attrs["method"] for r in points}):
             mine = [r for r in points if r.attrs["method"] == method]
-            ax.scatter([r.numbers["collapse_auc"] for r in mine], [100 * r.numbers["final_avg_acc"] for r in mine],
-                       label=method, s=18)
+            ax.scatter(
+                [r.numbers["collapse_auc"] for r in mine], [100 * r.numbers["final_avg_acc"] for r in mine], label=method, s=18
+            )
         ax.set_xlabel("collapse AUC after the last phase (higher = more collapsed)")
         ax.set_ylabel("final accuracy %")
         ax.set_title(f"Collapse vs accuracy, {scope}", fontsize=9)
@@ -721,8 +870,12 @@ def findings(runs: list[Run], figures: Figures | None = None) -> list[Finding]:
     ix = Index(runs)
     out: list[Finding] = []
     per_scope: list[Callable[[str], list[Finding]]] = [
-        lambda s: [claim1(ix, s, figures)], lambda s: [claim2(ix, s)], lambda s: [claim3(ix, s, figures)],
-        lambda s: claim4(ix, s, figures), lambda s: claim6(ix, s)]
+        lambda s: [claim1(ix, s, figures)],
+        lambda s: [claim2(ix, s)],
+        lambda s: [claim3(ix, s, figures)],
+        lambda s: claim4(ix, s, figures),
+        lambda s: claim6(ix, s),
+    ]
     for make in per_scope:
         for scope in ix.scopes:
             out += make(scope)
@@ -751,27 +904,38 @@ def _budget(ix: Index, f: Finding) -> str:
         return f" To test it: about {f.to_run} more runs."
     per = float(np.median(minutes))
     devices = ", ".join(sorted({r.device for r in ix.runs if r.scope == scope}))
-    return (f" To test it: about {f.to_run} more runs, about {f.to_run * per:.0f} min at this protocol's median "
-            f"{per:.1f} min per run ({devices}).")
+    return (
+        f" To test it: about {f.to_run} more runs, about {f.to_run * per:.0f} min at this protocol's median "
+        f"{per:.1f} min per run ({devices})."
+    )
 
 
 def render(runs: list[Run], figures: Figures | None = None) -> str:
     """The findings report as markdown (deterministic for the same files)."""
     ix = Index(runs)
     found = findings(runs, figures)
-    out = ["# Findings: what ssl-bench reproduces", "",
-           f"Generated by `ssl-bench report` from {len(runs)} result files under {len(ix.scopes)} protocol(s); the same "
-           "files give the same report. Every number is recomputed from the stored arrays "
-           "(`ssl_bench.continual`), never taken from stored summaries. Numbers are mean ± standard deviation over "
-           f"seeds (ddof = 1); accuracies are the final linear-probe accuracy averaged over experiences, in %. A "
-           f"comparison uses the seeds both sides have, at least {MIN_SEEDS}. Each claim's verdict rule is fixed in "
-           "`ssl_bench/report.py` and printed below; a claim is judged per protocol.", "",
-           "## Verdicts", ""]
-    out += table(["claim", "protocol", "verdict", "runs", "compute"],
-                 [[f.claim, f.scope, f"**{f.verdict}**", str(len({r.rel for r in f.runs})), _compute(f.runs)] for f in found])
+    out = [
+        "# Findings: what ssl-bench reproduces",
+        "",
+        f"Generated by `ssl-bench report` from {len(runs)} result files under {len(ix.scopes)} protocol(s); the same "
+        "files give the same report. Every number is recomputed from the stored arrays "
+        "(`ssl_bench.continual`), never taken from stored summaries. Numbers are mean ± standard deviation over "
+        f"seeds (ddof = 1); accuracies are the final linear-probe accuracy averaged over experiences, in %. A "
+        f"comparison uses the seeds both sides have, at least {MIN_SEEDS}. Each claim's verdict rule is fixed in "
+        "`ssl_bench/report.py` and printed below; a claim is judged per protocol.",
+        "",
+        "## Verdicts",
+        "",
+    ]
+    out += table(
+        ["claim", "protocol", "verdict", "runs", "compute"],
+        [[f.claim, f.scope, f"**{f.verdict}**", str(len({r.rel for r in f.runs})), _compute(f.runs)] for f in found],
+    )
     out += ["", "## Compute", ""]
-    out += table(["protocol", "runs", "compute"], [[s, str(len([r for r in runs if r.scope == s])),
-                                                    _compute([r for r in runs if r.scope == s])] for s in ix.scopes])
+    out += table(
+        ["protocol", "runs", "compute"],
+        [[s, str(len([r for r in runs if r.scope == s])), _compute([r for r in runs if r.scope == s])] for s in ix.scopes],
+    )
     for number, title, claims in SECTIONS:
         out += ["", f"## {number}. {title}"]
         for claim in claims:
@@ -783,9 +947,18 @@ def render(runs: list[Run], figures: Figures | None = None) -> str:
                 if f.verdict == NOT_TESTABLE:
                     out += ["", "Missing: " + "; ".join(f.missing) + "." + _budget(ix, f)]
     out += ["", "## Runs", ""]
-    out += table(["protocol", "method", "stream", "strategy", "seeds", "device", "minutes"],
-                 [[*key, ", ".join(str(r.seed) for r in group), ", ".join(sorted({r.device for r in group})),
-                   f"{sum(r.minutes or 0.0 for r in group):.1f}"] for key, group in sorted(ix.groups.items())])
+    out += table(
+        ["protocol", "method", "stream", "strategy", "seeds", "device", "minutes"],
+        [
+            [
+                *key,
+                ", ".join(str(r.seed) for r in group),
+                ", ".join(sorted({r.device for r in group})),
+                f"{sum(r.minutes or 0.0 for r in group):.1f}",
+            ]
+            for key, group in sorted(ix.groups.items())
+        ],
+    )
     return re.sub(r"\n{3,}", "\n\n", "\n".join(out)) + "\n"
 
 

@@ -78,7 +78,7 @@ def test_make_domains_renders_each_image_by_its_domain_and_caches(cache):
     assert images.shape == x.shape and sorted(np.bincount(domains.numpy()).tolist()) == [5, 5, 5, 5]
     for i in range(20):
         name = dt.DOMAINS[domains[i]]
-        assert torch.equal(images[i], dt.TRANSFORMS[name](x[i:i + 1])[0]), name
+        assert torch.equal(images[i], dt.TRANSFORMS[name](x[i : i + 1])[0]), name
     assert len(list(cache.glob("*domains*.npy"))) == 1
     again, domains2 = dt.make_domains("toy/train", x, labels, seed=0, split=0)  # from the cache
     assert torch.equal(again, images) and torch.equal(domains2, domains)

@@ -36,11 +36,30 @@ def matrix(strategy: str, final: float, peak: float) -> tuple[np.ndarray, list[l
     return acc, plan
 
 
-def make(folder, method, stream, strategy, seed, final, *, peak=None, auc=None, proto=SMOKE, features=None,
-         sharpness=None, seconds=60.0, device="cpu: test x2"):
+def make(
+    folder,
+    method,
+    stream,
+    strategy,
+    seed,
+    final,
+    *,
+    peak=None,
+    auc=None,
+    proto=SMOKE,
+    features=None,
+    sharpness=None,
+    seconds=60.0,
+    device="cpu: test x2",
+):
     acc, plan = matrix(strategy, final, final + 0.05 if peak is None else peak)
-    arrays = {"metrics/acc_matrix": acc, "metrics/acc_init": np.full(T, 0.1), "phases/experiences": json.dumps(plan),
-              "protocol_json": json.dumps(proto.model_dump(mode="json"), sort_keys=True), "config": "{}"}
+    arrays = {
+        "metrics/acc_matrix": acc,
+        "metrics/acc_init": np.full(T, 0.1),
+        "phases/experiences": json.dumps(plan),
+        "protocol_json": json.dumps(proto.model_dump(mode="json"), sort_keys=True),
+        "config": "{}",
+    }
     if auc is not None:
         arrays["metrics/collapse/auc"] = np.full(len(plan), auc)
     if features is not None:
@@ -49,8 +68,17 @@ def make(folder, method, stream, strategy, seed, final, *, peak=None, auc=None, 
     if sharpness is not None:
         arrays["end/sharpness/top_eigenvalue"] = np.float64(sharpness)
         arrays["end/sharpness/hessian_trace"] = np.float64(10 * sharpness)
-    attrs = {"protocol": proto.name, "protocol_version": proto.version, "protocol_hash": proto.hash, "method": method,
-             "stream": stream, "strategy": strategy, "seed": seed, "device": device, "seconds": seconds}
+    attrs = {
+        "protocol": proto.name,
+        "protocol_version": proto.version,
+        "protocol_hash": proto.hash,
+        "method": method,
+        "stream": stream,
+        "strategy": strategy,
+        "seed": seed,
+        "device": device,
+        "seconds": seconds,
+    }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / results.result_name(proto.label, method, stream, strategy, seed)
     return results.write(path, attrs, arrays, {"summary": {"final_avg_acc": 0.99}})  # a lie the report must ignore
@@ -76,15 +104,26 @@ def reproducing(tmp_path_factory):
                     extra = {}
                     if (method, stream) == ("simclr", "instance"):  # near the joint model's features, flatter
                         noisy = joint_x + 0.1 * rng.normal(size=joint_x.shape)
-                        extra = {"features": joint_x if strategy == "joint" else noisy,
-                                 "sharpness": 1.0 + j if strategy == "sequential" else None}
+                        extra = {
+                            "features": joint_x if strategy == "joint" else noisy,
+                            "sharpness": 1.0 + j if strategy == "sequential" else None,
+                        }
                     make(root, method, stream, strategy, seed, final, auc=auc_of(method, strategy, final), **extra)
             seq, joint = b + j, b + GAP["domain"] + j  # replay closes half of the domain gap, mas 30%
             for strategy, frac in (("replay", 0.5), ("mas", 0.3)):
                 make(root, method, "domain", strategy, seed, seq + frac * (joint - seq))
             make(root, method, "instance", "hybrid", seed, b + j, auc=auc_of(method, "hybrid", b + j))
-        make(root, "supervised", "instance", "sequential", seed, 0.7 + j, peak=0.95 + j, sharpness=5.0 + j,
-             features=rng.normal(size=(64, 8)))
+        make(
+            root,
+            "supervised",
+            "instance",
+            "sequential",
+            seed,
+            0.7 + j,
+            peak=0.95 + j,
+            sharpness=5.0 + j,
+            features=rng.normal(size=(64, 8)),
+        )
         make(root, "supervised", "instance", "joint", seed, 0.75 + j, features=joint_x)
         # S3L: a staged protocol and its equal-FLOPs full-resolution twin
         staged = variant("smoke-s3l", 2.0, [{"resolution": 16, "fraction": 0.5}, {"resolution": 32, "fraction": 0.5}])
@@ -141,8 +180,11 @@ def test_every_claim_reproduced_with_its_numbers(reproducing):
 
 
 def test_spearman_matches_an_independent_computation(reproducing):
-    runs = [r for r in report.collect(reproducing) if r.scope == "smoke-v1" and r.attrs["method"] != "supervised"
-            and "collapse_auc" in r.numbers]
+    runs = [
+        r
+        for r in report.collect(reproducing)
+        if r.scope == "smoke-v1" and r.attrs["method"] != "supervised" and "collapse_auc" in r.numbers
+    ]
     x = np.array([r.numbers["collapse_auc"] for r in runs])
     y = np.array([r.numbers["final_avg_acc"] for r in runs])
     expected = np.corrcoef(report._ranks(x), report._ranks(y))[0, 1]
@@ -183,8 +225,10 @@ def test_missing_runs_make_a_claim_not_testable_and_are_named(tmp_path):
     v = verdicts(text)
     assert set(v.values()) == {"not testable"}
     one = section(text, "1", "smoke-v1")
-    assert ("a contrastive method (simclr or moco) on all four streams, e.g. simclr: simclr/class/sequential "
-            "(1 of 3 seeds), simclr/class/joint (0 of 3 seeds), simclr/distant/sequential (0 of 3 seeds)") in one
+    assert (
+        "a contrastive method (simclr or moco) on all four streams, e.g. simclr: simclr/class/sequential "
+        "(1 of 3 seeds), simclr/class/joint (0 of 3 seeds), simclr/distant/sequential (0 of 3 seeds)"
+    ) in one
     assert "a non-contrastive method (byol or simsiam) on all four streams, e.g. byol: byol/instance/sequential" in one
     assert "byol/domain/joint (0 of 3 seeds)." in one
     # 2 + 3 for simclr's class, 2 x 2 x 3 for distant and domain, 4 x 2 x 3 for byol: at the median 2 min per run
