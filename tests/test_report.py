@@ -8,7 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from ssl_bench import protocol as protocols, report, results
+from ssl_bench import protocol as protocols
+from ssl_bench import report, results
 from ssl_bench.cli import main
 from ssl_bench.errors import UserError
 
