@@ -9,10 +9,10 @@ the same shape and dtype:
 - ``photo``: the image unchanged;
 - ``grayscale``: ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` (rounded) in all three
   channels;
-- ``sketch``: pencil-on-paper edges: the luma is smoothed (3x3 binomial), its Sobel gradient
+- ``edges``: an edge sketch, pencil on paper: the luma is smoothed (3x3 binomial), its Sobel gradient
   magnitude taken (replicate padding), and a pixel is drawn black where the magnitude is at
-  least the larger of :data:`SKETCH_FLOOR` and the image's :data:`SKETCH_QUANTILE` quantile,
-  white elsewhere; so at most ``1 - SKETCH_QUANTILE`` of the pixels are black (up to ties), and
+  least the larger of :data:`EDGE_FLOOR` and the image's :data:`EDGE_QUANTILE` quantile,
+  white elsewhere; so at most ``1 - EDGE_QUANTILE`` of the pixels are black (up to ties), and
   an image without edges is white;
 - ``cartoon``: flat colours: an edge-preserving ("bilateral-ish") smoothing, a 5x5 window
   weighted by spatial distance (sigma :data:`CARTOON_SIGMA_SPACE` px) and colour difference
@@ -24,6 +24,10 @@ with the dataset's seed and dealt to the domains in turn, so each domain gets an
 each class (up to one image) and of the whole split, and the same seed always gives the same
 assignment. The train and test splits are dealt with two generators derived from that seed.
 Rendering happens once, at the protocol's resolution; the result is cached on disk.
+
+Dataset plugins offer it as the option ``transform_domains`` (:func:`with_domains`): ``true`` for the four
+domains above, or a list of their names. The edge domain is called ``edges``, not ``sketch``, so
+that the ``domain`` stream, which puts DomainNet's names first, keeps this module's order.
 """
 
 from __future__ import annotations
@@ -37,14 +41,15 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bench import imagecache
+from ssl_bench.api import Dataset, ImageSet
 from ssl_bench.errors import UserError
 
 log = logging.getLogger(__name__)
 
-DOMAINS = ("photo", "grayscale", "sketch", "cartoon")
+DOMAINS = ("photo", "grayscale", "edges", "cartoon")
 VERSION = 1  #: bump when a transform changes: part of the cache key
-SKETCH_FLOOR = 40.0  #: minimum Sobel magnitude of an edge (a step of 10 grey levels)
-SKETCH_QUANTILE = 0.85  #: at most 15% of an image's pixels are drawn as edges
+EDGE_FLOOR = 40.0  #: minimum Sobel magnitude of an edge (a step of 10 grey levels)
+EDGE_QUANTILE = 0.85  #: at most 15% of an image's pixels are drawn as edges
 CARTOON_LEVELS = 4
 CARTOON_SIGMA_SPACE = 2.0
 CARTOON_SIGMA_COLOR = 30.0
@@ -78,10 +83,10 @@ def sobel_magnitude(images: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(gx**2 + gy**2)
 
 
-def sketch(images: torch.Tensor) -> torch.Tensor:
+def edges(images: torch.Tensor) -> torch.Tensor:
     mag = sobel_magnitude(images)
-    q = torch.quantile(mag.flatten(1), SKETCH_QUANTILE, dim=1).view(-1, 1, 1, 1)
-    edge = mag >= torch.clamp(q, min=SKETCH_FLOOR)
+    q = torch.quantile(mag.flatten(1), EDGE_QUANTILE, dim=1).view(-1, 1, 1, 1)
+    edge = mag >= torch.clamp(q, min=EDGE_FLOOR)
     out = torch.where(edge, 0, 255).to(torch.uint8)
     return out.expand(-1, 3, -1, -1).contiguous()
 
@@ -112,7 +117,7 @@ def cartoon(images: torch.Tensor) -> torch.Tensor:
     return posterise(smooth(images))
 
 
-TRANSFORMS = {"photo": photo, "grayscale": grayscale, "sketch": sketch, "cartoon": cartoon}
+TRANSFORMS = {"photo": photo, "grayscale": grayscale, "edges": edges, "cartoon": cartoon}
 
 
 def assign(labels, seed: int, n_domains: int = len(DOMAINS)) -> np.ndarray:
@@ -169,3 +174,37 @@ def make_domains(
     finally:
         tmp.unlink(missing_ok=True)
     return out, torch.from_numpy(domains)
+
+
+def with_domains(dataset: Dataset, seed: int, domains: bool | list[str] | tuple[str, ...] = True) -> Dataset:
+    """``dataset`` with every image rendered in a domain assigned by ``seed`` (the dataset option ``transform_domains``).
+
+    ``domains``: ``True`` for :data:`DOMAINS`, or a list of transform names (at least two).
+    Class labels and sample ids are kept; ``Dataset.domains`` becomes the list of names.
+    """
+    if len(dataset.domains) > 1:
+        raise UserError(
+            f"{dataset.name}: option transform_domains is for data without domains; it has {', '.join(dataset.domains)}"
+        )
+    names = list(DOMAINS) if domains is True else domains
+    if isinstance(names, str):
+        names = [d.strip() for d in names.split(",") if d.strip()]
+    if not isinstance(names, (list, tuple)) or len(names) < 2 or len(set(names)) != len(names):
+        raise UserError(
+            f"{dataset.name}: option transform_domains must be true or a list of at least two different names of "
+            f"{', '.join(TRANSFORMS)}, got {domains!r}"
+        )
+    sets = []
+    for split, part in enumerate((dataset.train, dataset.test)):
+        tag = f"{dataset.name}-{'train' if split == 0 else 'test'}"
+        images, assigned = make_domains(tag, part.images, part.labels.numpy(), seed, split, tuple(names))
+        sets.append(ImageSet(images, part.labels, assigned, part.ids))
+    return Dataset(
+        dataset.name,
+        sets[0],
+        sets[1],
+        classes=dataset.classes,
+        domains=list(names),
+        class_names=dataset.class_names,
+        hierarchy=dataset.hierarchy,
+    )

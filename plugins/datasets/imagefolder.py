@@ -7,11 +7,13 @@ names (the lowest CRC-32 of the relative path, :func:`ssl_bench.imagefiles.split
 never on the seed, so every run evaluates on the same images and adding files moves few of
 them. Images are decoded once into the uint8 cache (:mod:`ssl_bench.imagecache`); option
 ``on_corrupt`` = ``"skip"`` (default: skip and count undecodable files, with a warning) or ``"error"``.
+Option ``transform_domains`` (``true`` or a list of names; default off) renders every image in a domain
+assigned from the dataset's ``seed``, as tiny-imagenet's option does (:mod:`ssl_bench.domain_transforms`).
 """
 
 from pathlib import Path
 
-from ssl_bench import hookimpl, imagecache
+from ssl_bench import domain_transforms, hookimpl, imagecache
 from ssl_bench.api import Dataset
 from ssl_bench.errors import UserError
 from ssl_bench.imagefiles import check_fraction, class_folders, image_files, split_held_out
@@ -21,7 +23,7 @@ __license__ = "Apache-2.0"
 __paper__ = None
 
 
-def imagefolder(root=None, resolution=64, seed=0, download=False, test_fraction=0.2, on_corrupt="skip"):
+def imagefolder(root=None, resolution=64, seed=0, download=False, test_fraction=0.2, on_corrupt="skip", transform_domains=None):
     """Images in ``root/<class>/`` (or ``root/train/<class>/`` and ``root/test/<class>/``)."""
     if root is None:
         raise UserError("imagefolder needs --data-root: a folder with one sub-folder of images per class")
@@ -58,7 +60,8 @@ def imagefolder(root=None, resolution=64, seed=0, download=False, test_fraction=
         )
         for split, (files, labels) in splits.items()
     }
-    return Dataset("imagefolder", sets["train"], sets["test"], classes=classes, domains=["default"])
+    ds = Dataset("imagefolder", sets["train"], sets["test"], classes=classes, domains=["default"])
+    return domain_transforms.with_domains(ds, seed, transform_domains) if transform_domains else ds
 
 
 @hookimpl

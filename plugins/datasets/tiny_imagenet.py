@@ -13,11 +13,18 @@ WordNet 3.0 noun ids, so the ``distant`` stream can group them by the WordNet hi
 Images are decoded once into the uint8 cache (:mod:`ssl_bench.imagecache`). Options:
 ``n_classes`` (the first n of the sorted ids) or ``classes`` (a list of ids) take a subset;
 ``on_corrupt`` = ``"skip"`` (default: skip and count undecodable files, with a warning) or ``"error"``.
+
+Option ``transform_domains`` (default off) makes a domain-incremental benchmark of it
+(:mod:`ssl_bench.domain_transforms`): ``true`` renders every image in one of four domains, photo,
+grayscale, edges (an edge sketch) and cartoon (smoothed and posterised), or a list names some of
+them. Each image's domain is assigned from the dataset's ``seed`` (the protocol's
+``dataset.seed``), balanced within every class, the same for every run of the protocol; the
+``domain`` stream then has one experience per domain.
 """
 
 from pathlib import Path
 
-from ssl_bench import hookimpl, imagecache
+from ssl_bench import domain_transforms, hookimpl, imagecache
 from ssl_bench.api import Dataset
 from ssl_bench.errors import UserError
 
@@ -37,7 +44,9 @@ def _lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-def tiny_imagenet(root=None, resolution=64, seed=0, download=False, n_classes=None, classes=None, on_corrupt="skip"):
+def tiny_imagenet(
+    root=None, resolution=64, seed=0, download=False, n_classes=None, classes=None, on_corrupt="skip", transform_domains=None
+):
     """Tiny ImageNet from ``root`` at ``resolution`` px (64 is the native size)."""
     if root is None:
         raise UserError(f"tiny-imagenet needs --data-root: {WHERE}")
@@ -93,7 +102,8 @@ def tiny_imagenet(root=None, resolution=64, seed=0, download=False, n_classes=No
     test = imagecache.image_set(
         f"{tag}/val", test_files, test_labels, [0] * len(test_files), root, resolution, on_corrupt=on_corrupt
     )
-    return Dataset("tiny-imagenet", train, test, classes=wnids, domains=["default"], class_names=[words.get(w, w) for w in wnids])
+    ds = Dataset("tiny-imagenet", train, test, classes=wnids, domains=["default"], class_names=[words.get(w, w) for w in wnids])
+    return domain_transforms.with_domains(ds, seed, transform_domains) if transform_domains else ds
 
 
 @hookimpl
