@@ -353,6 +353,14 @@ def claim1(ix: Index, scope: str, figures: Figures | None) -> Finding:
         if len(gaps) == len(STREAMS):
             complete[method] = {s: stat(_gap_values(p))[0] for s, p in gaps.items()}
     f = Finding("1", scope, NOT_TESTABLE, runs=used)
+    made = ix.protocols[scope].get("dataset", {}).get("options", {}).get("transform_domains")
+    if made:
+        names = ", ".join(made) if isinstance(made, list) else "photo, grayscale, edges, cartoon"
+        f.lines += [
+            f"The domains of this protocol's data are made from image transforms ({names}; dataset option "
+            "`transform_domains`, `ssl_bench/domain_transforms.py`), not natural domains as DomainNet's.",
+            "",
+        ]
     if rows:
         f.lines += table(["method", "stream", "seeds", "sequential acc %", "joint acc %", "gap (points)"], rows)
     for method, g in complete.items():

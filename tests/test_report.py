@@ -278,3 +278,12 @@ def test_two_renders_are_byte_identical_figures_included(reproducing, tmp_path):
         assert data == (b / "figures" / p).read_bytes() and data.startswith(b"\x89PNG")
         assert b"tIME" not in data and b"Software" not in data
     assert str(tmp_path) not in text  # no absolute paths
+
+
+def test_domains_made_from_transforms_are_named(tmp_path):
+    d = SMOKE.model_dump(mode="json")
+    d["name"], d["dataset"]["options"] = "smoke-domains", {"transform_domains": True}
+    proto = protocols.Protocol.model_validate(d)
+    make(tmp_path, "simclr", "domain", "sequential", 0, 0.5, proto=proto)
+    text = section(report.render(report.collect(tmp_path)), "1", "smoke-domains-v1")
+    assert "made from image transforms (photo, grayscale, edges, cartoon; dataset option `transform_domains`" in text
