@@ -35,10 +35,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike
 
 from ssl_bench import imagecache
 from ssl_bench.api import Dataset, ImageSet
@@ -120,7 +122,7 @@ def cartoon(images: torch.Tensor) -> torch.Tensor:
 TRANSFORMS = {"photo": photo, "grayscale": grayscale, "edges": edges, "cartoon": cartoon}
 
 
-def assign(labels, seed: int, n_domains: int = len(DOMAINS)) -> np.ndarray:
+def assign(labels: ArrayLike, seed: int, n_domains: int = len(DOMAINS)) -> np.ndarray:
     """Domain index of every image: balanced within each class and overall, fixed by ``seed``."""
     labels = np.asarray(labels)
     order = np.random.default_rng(seed).permutation(len(labels))
@@ -130,12 +132,12 @@ def assign(labels, seed: int, n_domains: int = len(DOMAINS)) -> np.ndarray:
     return out
 
 
-def apply(images: torch.Tensor, domains, names=DOMAINS) -> torch.Tensor:
+def apply(images: torch.Tensor, domains: ArrayLike, names: Sequence[str] = DOMAINS) -> torch.Tensor:
     """A new uint8 tensor: image i rendered by the transform of domain ``names[domains[i]]``."""
-    domains = torch.as_tensor(np.asarray(domains), dtype=torch.int64)
+    index = torch.as_tensor(np.asarray(domains), dtype=torch.int64)
     out = torch.empty(images.shape, dtype=torch.uint8)
     for d, name in enumerate(names):
-        idx = torch.nonzero(domains == d).flatten()
+        idx = torch.nonzero(index == d).flatten()
         for start in range(0, len(idx), CHUNK):
             part = idx[start : start + CHUNK]
             out[part] = TRANSFORMS[name](torch.as_tensor(images[part.numpy()]))
@@ -143,7 +145,7 @@ def apply(images: torch.Tensor, domains, names=DOMAINS) -> torch.Tensor:
 
 
 def make_domains(
-    name: str, images: torch.Tensor, labels, seed: int, split: int, names=DOMAINS
+    name: str, images: torch.Tensor, labels: ArrayLike, seed: int, split: int, names: Sequence[str] = DOMAINS
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images rendered in their assigned domains, and the domain indices (``split``: 0 train, 1 test).
 
@@ -176,7 +178,7 @@ def make_domains(
     return out, torch.from_numpy(domains)
 
 
-def with_domains(dataset: Dataset, seed: int, domains: bool | list[str] | tuple[str, ...] = True) -> Dataset:
+def with_domains(dataset: Dataset, seed: int, domains: bool | str | Sequence[str] = True) -> Dataset:
     """``dataset`` with every image rendered in a domain assigned by ``seed`` (the dataset option ``transform_domains``).
 
     ``domains``: ``True`` for :data:`DOMAINS`, or a list of transform names (at least two).

@@ -25,12 +25,13 @@ import logging
 import os
 import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ssl_bench import continual
 from ssl_bench.errors import UserError
@@ -132,7 +133,7 @@ class Run:
     protocol: dict[str, Any]
     scope: str = ""  #: protocol label, e.g. tinyimagenet-cpu-v1
 
-    def __getitem__(self, key: str):  # as results.Result, for continual.cka_to_joint
+    def __getitem__(self, key: str) -> Any:  # as results.Result, for continual.cka_to_joint
         return self.arrays[key]
 
     @property
@@ -195,11 +196,11 @@ def collect(folder: str | Path) -> list[Run]:
     if not runs:
         raise UserError(f"none of the {len(paths)} .h5 files under '{folder}' is a readable result file")
     labels: dict[str, set[str]] = defaultdict(set)
-    for r in runs:
-        labels[f"{r.attrs['protocol']}-v{r.attrs['protocol_version']}"].add(r.attrs["protocol_hash"])
-    for r in runs:
-        label = f"{r.attrs['protocol']}-v{r.attrs['protocol_version']}"
-        r.scope = label if len(labels[label]) == 1 else f"{label}#{r.attrs['protocol_hash'][:8]}"
+    for run in runs:
+        labels[f"{run.attrs['protocol']}-v{run.attrs['protocol_version']}"].add(run.attrs["protocol_hash"])
+    for run in runs:
+        label = f"{run.attrs['protocol']}-v{run.attrs['protocol_version']}"
+        run.scope = label if len(labels[label]) == 1 else f"{label}#{run.attrs['protocol_hash'][:8]}"
     return runs
 
 
@@ -253,12 +254,12 @@ class Index:
 # ---------------------------------------------------------------------------------------- numbers
 
 
-def stat(values) -> tuple[float, float | None]:
+def stat(values: Iterable[Any]) -> tuple[float, float | None]:
     v = np.asarray(list(values), dtype=float)
     return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else None)
 
 
-def pm(values, scale: float = 100.0, digits: int = 2) -> str:
+def pm(values: Iterable[Any], scale: float = 100.0, digits: int = 2) -> str:
     """``mean ± std`` with a fixed number of digits (std omitted for one value)."""
     m, s = stat(values)
     text = f"{m * scale:.{digits}f}"
@@ -275,10 +276,10 @@ def acc(runs: list[Run]) -> list[float]:
 
 def auc(runs: list[Run]) -> list[float] | None:
     values = [r.numbers.get("collapse_auc") for r in runs]
-    return None if any(v is None for v in values) else [float(v) for v in values]
+    return None if any(v is None for v in values) else [float(v) for v in values if v is not None]
 
 
-def spearman(x, y) -> float:
+def spearman(x: ArrayLike, y: ArrayLike) -> float:
     """Spearman's rank correlation (average ranks for ties); NaN when either side is constant."""
     rx, ry = _ranks(x), _ranks(y)
     if rx.std() == 0 or ry.std() == 0:
@@ -286,7 +287,7 @@ def spearman(x, y) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def _ranks(x) -> np.ndarray:
+def _ranks(x: ArrayLike) -> np.ndarray:
     x = np.asarray(x, dtype=float)
     order = np.argsort(x, kind="mergesort")
     ranks = np.empty(len(x))
@@ -728,14 +729,14 @@ def claim6(ix: Index, scope: str) -> list[Finding]:
                 if len(values) >= MIN_SEEDS:
                     cka[method] = values
                     a.runs += pair["sequential"] + pair["joint"]
-            group = [r for r in ix.get(scope, method, stream, "sequential") if r.end("sharpness/top_eigenvalue") is not None]
-            if len(group) >= MIN_SEEDS:
-                sharp[method] = group
+            ended = [r for r in ix.get(scope, method, stream, "sequential") if r.end("sharpness/top_eigenvalue") is not None]
+            if len(ended) >= MIN_SEEDS:
+                sharp[method] = ended
         for method, values in cka.items():
             rows_a.append([method, stream, str(len(values)), pm(values, 1, 3)])
         for method, group in sharp.items():
-            joint = [r for r in ix.get(scope, method, stream, "joint") if r.end("sharpness/top_eigenvalue") is not None]
-            b.runs += group + joint
+            joint_runs = [r for r in ix.get(scope, method, stream, "joint") if r.end("sharpness/top_eigenvalue") is not None]
+            b.runs += group + joint_runs
             rows_b.append(
                 [
                     method,
@@ -743,7 +744,7 @@ def claim6(ix: Index, scope: str) -> list[Finding]:
                     str(len(group)),
                     _pm_end(group, "sharpness/top_eigenvalue", 4),
                     _pm_end(group, "sharpness/hessian_trace", 3),
-                    _pm_end(joint, "sharpness/top_eigenvalue", 4),
+                    _pm_end(joint_runs, "sharpness/top_eigenvalue", 4),
                 ]
             )
         if SUPERVISED in cka:
@@ -800,7 +801,7 @@ class Figures:
         except OSError as err:
             raise UserError(f"cannot create figures folder '{folder}': {err.strerror or err}") from None
 
-    def _save(self, fig, name: str, alt: str) -> str:
+    def _save(self, fig: Any, name: str, alt: str) -> str:
         import matplotlib.pyplot as plt
 
         path = self.folder / name
