@@ -1,13 +1,15 @@
-"""The ``ssl-bench`` command line: run, list, show, leaderboard, report.
+"""The ``ssl-bench`` command line: run, list, show, leaderboard, report, submit, verify, ...
 
 Bad input (a misspelt plugin, a broken protocol, an unwritable folder) ends with one line
 on stderr saying what to fix, and exit status 2; ``--debug`` shows the traceback instead.
+Output into a pipe that closes early (``ssl-bench show F | head``) ends quietly with status 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -145,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="md (default), html (one self-contained page), csv or json; default: from -o's suffix",
     )
     board.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+    board.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when a file was skipped as bad (what CI runs); without it, bad files are only warned about",
+    )
 
     rep = command("report", help="findings report: the papers' claims checked against result files (markdown + PNGs)")
     rep.add_argument("results", type=Path, metavar="RESULTS_DIR", help="folder searched for .h5 files (recursively)")
@@ -175,6 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--check", action="store_true", help="validate only, copy nothing (what CI runs)")
     submit.add_argument("--replace", action="store_true", help="overwrite a different file already submitted for the same run")
+
+    verify = command("verify", help="re-run a result file's seed on the CPU from its stored configuration and compare")
+    verify.add_argument("results", nargs="+", type=Path, metavar="RESULT.h5")
+    verify.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="NAME_OR_PATH",
+        help="load these plugins instead of the --plugin paths stored in the file (repeatable)",
+    )
+    verify.add_argument(
+        "--any-protocol", action="store_true", help="re-run even a protocol that is not CPU-sized (may take hours)"
+    )
+    verify.add_argument(
+        "--skip-non-cpu",
+        action="store_true",
+        help="skip files under protocols that are not CPU-sized, with a note, instead of failing (what CI runs)",
+    )
+    verify.add_argument("--keep", type=Path, metavar="DIR", help="keep the re-run's result file in DIR")
     return parser
 
 
@@ -300,46 +326,63 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from ssl_bench.results import Result
+    from ssl_bench import continual, results
 
-    r = Result(args.result)
-    a = r.attrs
-    print(f"{args.result}")
-    print(f"  protocol   {a['protocol']} v{a['protocol_version']} ({a['protocol_hash'][:12]})")
-    print(f"  run        method={a['method']} stream={a['stream']} strategy={a['strategy']} seed={a['seed']}")
-    print(
-        f"  made with  ssl-bench {a['ssl_bench_version']}, torch {a['torch_version']}, {a['device']}, "
-        f"commit {a.get('git_commit') or 'unknown'}, {a.get('seconds', '?')} s, {a.get('steps', '?')} steps"
-    )
-    definitions = r.group_attrs.get("summary_definitions", {})
-    for key, value in sorted(r.summary.items()):
-        text = f"  {key:<24} {value:.4f}" if isinstance(value, float) else f"  {key:<24} {value}"
-        print(f"{text}   {definitions[key]}" if key in definitions else text)
+    r = results.Result(args.result)
+    r.require(results.IDENTITY + ("ssl_bench_version", "torch_version", "device"), ["metrics/acc_matrix"])
     acc = r.acc_matrix
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in r.get("phases/names", [])]
-    print("\n  accuracy matrix (row: after phase, column: evaluated on experience)")
-    header = "  " + " " * 22 + "".join(f"{'exp ' + str(j):>8}" for j in range(acc.shape[1]))
-    print(header)
-    print("  " + f"{'init':<22}" + "".join(f"{v:8.3f}" for v in r["metrics/acc_init"]))
+    if acc.ndim != 2 or acc.dtype.kind not in "fiu":
+        raise UserError(
+            f"{r.where}: metrics/acc_matrix must be a numeric [phases, experiences] matrix, got {acc.dtype} {acc.shape}"
+        )
+    init = r.get("metrics/acc_init")
+    try:
+        results.check(r)
+        problem = None
+    except UserError as err:
+        problem = str(err)
+    try:
+        summary = r.summary
+    except UserError:
+        summary = {}
+    # everything is read and checked; now print
+    a = {k: str(v) for k, v in r.attrs.items()}
+    lines = [
+        f"{args.result}",
+        f"  protocol   {a['protocol']} v{a['protocol_version']} ({a['protocol_hash'][:12]})",
+        f"  run        method={a['method']} stream={a['stream']} strategy={a['strategy']} seed={a['seed']}",
+        f"  made with  ssl-bench {a['ssl_bench_version']}, torch {a['torch_version']}, {a['device']}, "
+        f"commit {a.get('git_commit') or 'unknown'}, {a.get('seconds', '?')} s, {a.get('steps', '?')} steps",
+    ]
+    for key, value in sorted(summary.items()):
+        lines.append(f"  {key:<24} {value:.4f}   {continual.DEFINITIONS.get(key, '')}".rstrip())
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.atleast_1d(r.get("phases/names", []))]
+    lines.append("\n  accuracy matrix (row: after phase, column: evaluated on experience)")
+    lines.append("  " + " " * 22 + "".join(f"{'exp ' + str(j):>8}" for j in range(acc.shape[1])))
+    if init is not None and np.shape(init) == (acc.shape[1],) and np.asarray(init).dtype.kind in "fiu":
+        lines.append("  " + f"{'init':<22}" + "".join(f"{v:8.3f}" for v in init))
     for i, row in enumerate(acc):
         label = names[i] if i < len(names) else str(i)
-        print("  " + f"{label[:22]:<22}" + "".join(f"{v:8.3f}" for v in row))
+        lines.append("  " + f"{label[:22]:<22}" + "".join(f"{v:8.3f}" for v in row))
     others = sorted(
-        k for k in r.arrays if k.startswith(("metrics/", "end/")) and k not in ("metrics/acc_matrix", "metrics/acc_init")
+        k for k in r.shapes if k.startswith(("metrics/", "end/")) and k not in ("metrics/acc_matrix", "metrics/acc_init")
     )
-    series = [k for k in others if k.startswith("metrics/") and np.ndim(r[k]) == 1 and len(r[k]) == len(acc)]
+    numeric = lambda k: np.asarray(r[k]).dtype.kind in "fiub"  # noqa: E731 - reads only the small datasets asked for
+    series = [k for k in others if k.startswith("metrics/") and r.shapes[k] == (len(acc),) and numeric(k)]
     if series:  # one number per phase (collapse AUC, CKA to the previous phase, few-shot accuracy, ...)
-        print("\n  per-phase metrics (column: after phase)")
-        print("  " + " " * 30 + "".join(f"{'init':>10}" + "".join(f"{'phase ' + str(i):>10}" for i in range(len(acc)))))
+        lines.append("\n  per-phase metrics (column: after phase)")
+        lines.append("  " + " " * 30 + "".join(f"{'init':>10}" + "".join(f"{'phase ' + str(i):>10}" for i in range(len(acc)))))
         for k in series:
-            init = r.get("init/" + k.split("/", 1)[1])
-            cells = f"{float(init):10.4f}" if init is not None and np.ndim(init) == 0 else f"{'':>10}"
-            print("  " + f"{k.split('/', 1)[1][:30]:<30}" + cells + "".join(f"{float(v):10.4f}" for v in r[k]))
-    ends = [k for k in others if k.startswith("end/") and np.ndim(r[k]) == 0 and not isinstance(r[k], str)]
-    for k in ends:
-        print(f"  {k:<40} {float(r[k]):.4f}")
+            init_key = "init/" + k.split("/", 1)[1]
+            cells = f"{float(r[init_key]):10.4f}" if r.shapes.get(init_key) == () and numeric(init_key) else f"{'':>10}"
+            lines.append("  " + f"{k.split('/', 1)[1][:30]:<30}" + cells + "".join(f"{float(v):10.4f}" for v in r[k]))
+    for k in [k for k in others if k.startswith("end/") and r.shapes[k] == () and numeric(k)]:
+        lines.append(f"  {k:<40} {float(r[k]):.4f}")
     if others:
-        print("\n  stored metrics: " + ", ".join(f"{k} {tuple(np.shape(r[k]))}" for k in others))
+        lines.append("\n  stored metrics: " + ", ".join(f"{k} {r.shapes[k]}" for k in others))
+    if problem:
+        log.warning("this file would be refused by submit and skipped by the leaderboard: %s", problem)
+    print("\n".join(lines))
     return 0
 
 
@@ -355,16 +398,20 @@ def cmd_leaderboard(args) -> int:
     from ssl_bench import leaderboard
 
     fmt = leaderboard.format_for(args.output, args.format)
-    text = leaderboard.render(leaderboard.build(leaderboard.collect(args.results)), fmt)
+    skipped: list = []
+    text = leaderboard.render(leaderboard.build(leaderboard.collect(args.results, skipped)), fmt)
     if args.output is None:
         print(text, end="")
-        return 0
-    try:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text, encoding="utf-8")
-    except OSError as err:
-        raise UserError(f"cannot write '{args.output}': {err.strerror or err}") from None
-    log.info("wrote %s (%s)", args.output, fmt)
+    else:
+        try:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(text, encoding="utf-8")
+        except OSError as err:
+            raise UserError(f"cannot write '{args.output}': {err.strerror or err}") from None
+        log.info("wrote %s (%s)", args.output, fmt)
+    if skipped and args.strict:
+        print(f"ssl-bench: error: {len(skipped)} bad result file(s) skipped (named above); fix or remove them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -421,6 +468,33 @@ def cmd_submit(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from ssl_bench import verify
+
+    failed = 0
+    for path in args.results:
+        outcome = verify.verify(
+            path,
+            plugins=args.plugin,
+            any_protocol=args.any_protocol,
+            skip_other=args.skip_non_cpu,
+            keep=args.keep,
+            progress=not args.quiet,
+        )
+        if outcome.skipped:
+            print(f"skipped: {path}: {outcome.skipped}")
+        elif outcome.ok:
+            worst = max(outcome.differences.values(), default=0.0)
+            print(
+                f"reproduced: {path} (largest |difference| {worst:.3f}; tolerances {verify.CELL_TOLERANCE} per accuracy, "
+                f"{verify.SUMMARY_TOLERANCE} per summary number)"
+            )
+        else:
+            failed += 1
+            print(f"ssl-bench: error: '{path}' does not reproduce: {'; '.join(outcome.failures)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _table(header, rows) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for row in [header, *rows]:
@@ -438,6 +512,7 @@ COMMANDS = {
     "stream-export": cmd_stream_export,
     "check": cmd_check,
     "submit": cmd_submit,
+    "verify": cmd_verify,
 }
 
 
@@ -453,7 +528,13 @@ def main(argv: list[str] | None = None) -> int:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         with logging_redirect_tqdm():
-            return COMMANDS[args.command](args)
+            code = COMMANDS[args.command](args)
+            sys.stdout.flush()  # here, so that a closed pipe is seen below and not at exit
+            return code
+    except BrokenPipeError:
+        # the reader went away (ssl-bench show F | head): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except UserError as err:
         if args.debug:
             raise

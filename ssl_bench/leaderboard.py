@@ -8,14 +8,23 @@ standard deviation over the row's seeds of a summary number stored in the files
 (``ssl_bench.continual``), plus the gap to the joint-training row of the same method and
 stream. :func:`build` makes the tables as plain data; :func:`render` writes them as
 markdown, a self-contained HTML page, CSV or JSON.
+
+The numbers are never the ones a file stores: :func:`collect` keeps only files that pass
+:func:`ssl_bench.results.check` (the checks ``ssl-bench submit`` makes of a file on its own,
+content hash included) and skips every other file with a warning naming it and why; each
+summary is recomputed from the file's arrays by :func:`ssl_bench.continual.summarize`.
+Every string that comes from a file is escaped for the format it is written in.
 """
 
 from __future__ import annotations
 
 import csv
+import html as html_lib
 import io
 import itertools
 import json
+import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
@@ -25,7 +34,9 @@ from typing import Any
 import numpy as np
 
 from ssl_bench.errors import UserError
-from ssl_bench.results import Result
+from ssl_bench.results import Result, check, crashing
+
+log = logging.getLogger(__name__)
 
 MISSING = "—"
 FORMATS = ("md", "html", "csv", "json")
@@ -68,12 +79,41 @@ METRICS = (
 JOINT = "joint"
 
 
-def collect(folder: str | Path) -> list[Result]:
-    """Every result file under ``folder`` (recursively), in path order."""
+def collect(folder: str | Path, skipped: list[tuple[Path, str]] | None = None) -> list[Result]:
+    """Every good result file under ``folder`` (recursively), in path order.
+
+    A file that fails :func:`ssl_bench.results.check` (truncated, not HDF5, another schema,
+    missing attributes, edited, relabelled), that crashes the HDF5 library
+    (:func:`ssl_bench.results.crashing`), or a second file of a run already found, is skipped
+    with one warning line naming it and why, and appended to ``skipped`` as (path, reason).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"results folder '{folder}' does not exist")
-    return [Result(p) for p in sorted(folder.rglob("*.h5"))]
+    good: list[Result] = []
+    first: dict[tuple, Path] = {}
+    paths = sorted(folder.rglob("*.h5"))
+    crashed = crashing(paths)
+    for path in paths:
+        try:
+            if path in crashed:
+                raise UserError(crashed[path])
+            r = Result(path)
+            check(r)
+            a = r.attrs
+            run = (a["protocol_hash"], a["method"], a["stream"], a["strategy"], a["seed"])
+            if run in first:
+                raise UserError(
+                    f"'{path}' is the same run (protocol, method, stream, strategy, seed) as '{first[run]}'; keep one"
+                )
+        except UserError as err:
+            log.warning("skipped a bad result file: %s", err)
+            if skipped is not None:
+                skipped.append((path, str(err)))
+            continue
+        first[run] = path
+        good.append(r)
+    return good
 
 
 def _stat(values: list[float]) -> dict[str, Any] | None:
@@ -197,8 +237,24 @@ def cell(metric: Metric, stat: dict[str, Any] | None) -> str:
     return text
 
 
+def md_text(value) -> str:
+    """Text from a result file, safe in a markdown table cell: markdown syntax backslashed, HTML escaped, one line."""
+    text = "".join(" " if c.isspace() or not c.isprintable() else c for c in str(value))
+    return html_lib.escape(re.sub(r"([\\`*_\[\]|~])", r"\\\1", text), quote=False)
+
+
+def _hex(value) -> str:
+    return re.sub(r"[^0-9a-f]", "", str(value))
+
+
+def csv_text(value) -> str:
+    """Text from a result file, safe in a spreadsheet: one line, never read as a formula."""
+    text = "".join(" " if c.isspace() or not c.isprintable() else c for c in str(value))
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
 def _title(table: dict[str, Any]) -> str:
-    return f"{table['protocol']} v{table['version']} · protocol `{table['hash'][:12]}`"
+    return f"{md_text(table['protocol'])} v{int(table['version'])} · protocol `{_hex(table['hash'])[:12]}`"
 
 
 def markdown(
@@ -220,7 +276,7 @@ def markdown(
     if not tables:
         return "\n".join(out + ["_No result files found._", ""])
     for table in tables:
-        out += [f"## {_title(table)}", "", f"Protocol hash `{table['hash']}`, {table['n_files']} result files."]
+        out += [f"## {_title(table)}", "", f"Protocol hash `{_hex(table['hash'])}`, {table['n_files']} result files."]
         if table["ambiguous"]:
             out.append(
                 "**Another table has the same protocol name and version but a different hash: "
@@ -233,15 +289,13 @@ def markdown(
         for row in table["rows"]:
             values = [
                 str(row["rank"]) if row["rank"] is not None else MISSING,
-                row["method"],
-                row["stream"],
-                row["strategy"],
+                *(md_text(row[k]) for k in ("method", "stream", "strategy")),
                 *(cell(m, row["metrics"][m.key]) for m in METRICS),
                 str(len(row["seeds"])),
             ]
             out.append("| " + " | ".join(values) + " |")
         if table["not_run"]:
-            out += ["", f"Not run under this protocol: {', '.join(table['not_run'])}."]
+            out += ["", f"Not run under this protocol: {', '.join(map(md_text, table['not_run']))}."]
         out.append("")
     return "\n".join(out)
 
@@ -268,13 +322,11 @@ def to_csv(tables: list[dict[str, Any]]) -> str:
             stats = [row["metrics"][m.key] or {} for m in METRICS]
             w.writerow(
                 [
-                    t["protocol"],
+                    csv_text(t["protocol"]),
                     t["version"],
-                    t["hash"],
+                    csv_text(t["hash"]),
                     "" if row["rank"] is None else row["rank"],
-                    row["method"],
-                    row["stream"],
-                    row["strategy"],
+                    *(csv_text(row[k]) for k in ("method", "stream", "strategy")),
                     len(row["seeds"]),
                     " ".join(map(str, row["seeds"])),
                     *itertools.chain.from_iterable((_num(s.get("mean")), _num(s.get("std"))) for s in stats),
@@ -301,7 +353,8 @@ def to_json(tables: list[dict[str, Any]]) -> str:
 def html(tables: list[dict[str, Any]]) -> str:
     """One self-contained page: the JSON document inlined into the template (no network, no CDN)."""
     template = (resources.files("ssl_bench") / "templates" / "leaderboard.html").read_text(encoding="utf-8")
-    data = to_json(tables).replace("</", "<\\/")  # a string can never close the <script> element
+    # no <, > or & at all in the inlined JSON: a string can never close the <script> element or open a comment
+    data = to_json(tables).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     if template.count("/*LEADERBOARD_DATA*/null") != 1:
         raise RuntimeError("templates/leaderboard.html lost its /*LEADERBOARD_DATA*/null placeholder")
     return template.replace("/*LEADERBOARD_DATA*/null", data)

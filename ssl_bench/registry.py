@@ -17,6 +17,7 @@ import importlib.util
 import inspect
 import logging
 import pkgutil
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -45,6 +46,9 @@ ENTRY_POINT_GROUP = "ssl_bench"
 BUILTIN_PACKAGE = "ssl_bench_plugins"
 #: source file -> plugin name, so an error raised inside plugin code can name its plugin
 PLUGIN_FILES: dict[str, str] = {}
+#: what a registered name may be: it is typed on command lines and printed into file names and leaderboards
+#: (result files' names are checked against it too); a strategy's name has no '+', which joins strategies
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 
 @dataclass
@@ -204,6 +208,13 @@ class Registry:
                 result = impl.function()
                 if not isinstance(result, dict) or not all(isinstance(k, str) and callable(v) for k, v in result.items()):
                     raise UserError(f"{hook}() must return a dict of {{name: callable}}, got {type(result).__name__}")
+                for name in result:
+                    if not NAME_PATTERN.fullmatch(name) or (kind == "strategy" and "+" in name):
+                        allowed = "'-', '_', '.'" + ("" if kind == "strategy" else ", '+'")
+                        raise UserError(
+                            f"{kind} name {name[:80]!r} is not allowed: use at most 64 letters, digits and "
+                            f"{allowed}, starting with a letter or digit"
+                        )
                 found[kind] = result
         return found
 

@@ -1,10 +1,11 @@
-"""Result files: one HDF5 file per run, written atomically, read back with a schema check.
+"""Result files: one HDF5 file per run, written atomically, read back lazily with a schema check.
 
 Layout (schema version 1), the contract that tools and later versions rely on:
 
 - root attributes: ``schema_version``, ``protocol``, ``protocol_version``, ``protocol_hash``,
   ``method``, ``stream``, ``strategy``, ``seed``, ``ssl_bench_version``, ``torch_version``,
-  ``device``, ``git_commit``, ``created``, ``plugins`` (JSON: plugin -> version);
+  ``device``, ``git_commit``, ``created``, ``plugins`` (JSON: plugin -> version),
+  ``content_hash`` (sha256 of everything else in the file, see :func:`content_hash`);
 - ``config``: the fully resolved run configuration, a UTF-8 JSON string;
 - ``protocol_json``: the validated protocol (every default filled in), canonical JSON;
 - ``metrics/acc_matrix``: float [P, T], row i = after training phase i (one per experience
@@ -25,12 +26,26 @@ Evaluator datasets (under ``metrics/`` per phase, first axis = phase; ``init/`` 
 ``cka/features`` [n, D] float16 and ``cka/index`` [n] (test indices of the fixed subset).
 Under ``end/``: ``sharpness/{loss,top_eigenvalue,hessian_trace,eps_sharpness}``,
 ``downstream/<label>/acc``, ``cka/joint`` (when the joint run's file was in ``--out``).
+
+Limits: a result file holds numbers, not data. No dataset may declare more than
+:data:`MAX_DATASET_BYTES` (the largest real one, a 1.28M-image stream's ``train_idx``, is
+10 MB), nor all of them together more than :data:`MAX_TOTAL_BYTES`; data must live in the
+file itself (no external or virtual storage, no soft or external links). :class:`Result`
+checks this from the file's metadata before reading anything, then reads each dataset only
+when asked for it, so a small file that declares a huge unwritten dataset costs nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +53,17 @@ import h5py
 import numpy as np
 
 from ssl_bench.errors import UserError
+from ssl_bench.registry import NAME_PATTERN
 
 SCHEMA_VERSION = 1
+MAX_DATASET_BYTES = 64 * 2**20
+MAX_TOTAL_BYTES = 256 * 2**20
+HASH_ATTR = "content_hash"
+#: the attributes that say which run a file is; each must agree with the stored ``config``
+IDENTITY = ("protocol", "protocol_version", "protocol_hash", "method", "stream", "strategy", "seed")
+REQUIRED_ATTRS = (*IDENTITY, "ssl_bench_version", "torch_version", "device", "plugins")
+#: stored and recomputed summary numbers must agree this closely (both are float64; only rounding differs)
+TOLERANCE = 1e-9
 
 
 def write(
@@ -47,7 +71,8 @@ def write(
 ) -> Path:
     """Write a result file at ``path`` via a temporary file and an atomic rename.
 
-    ``arrays`` maps slash-separated dataset paths to numpy arrays, numbers or strings.
+    ``arrays`` maps slash-separated dataset paths to numpy arrays, numbers or strings. The
+    file's :func:`content_hash` is computed from what was written and stored last.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -65,6 +90,7 @@ def write(
                 g = f.require_group(group)
                 for key, value in values.items():
                     g.attrs[key] = _attr(value)
+            f.attrs[HASH_ATTR] = content_hash(f)
             f.flush()
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
@@ -87,56 +113,247 @@ def _attr(value):
     return value
 
 
+def content_hash(f: h5py.File) -> str:
+    """sha256 over every attribute and dataset of an open file (paths in order), except this hash itself.
+
+    Written by :func:`write`; :func:`check` recomputes it, so an edit made after the run with
+    any tool that does not also recompute the hash is caught. It is not a signature.
+    """
+    names: list[str] = []
+    f.visititems(lambda name, obj: names.append(name))
+    digest = hashlib.sha256()
+    for name in ["", *sorted(names)]:
+        obj = f[name] if name else f
+        for key in sorted(obj.attrs):
+            if name or key != HASH_ATTR:
+                _feed(digest, f"attr /{name}@{key}", obj.attrs[key])
+        if isinstance(obj, h5py.Dataset):
+            _feed(digest, f"data /{name}", obj[()])
+    return digest.hexdigest()
+
+
+def _feed(digest, tag: str, value) -> None:
+    """Length-prefixed tag and content; a numeric array's buffer is hashed in place (no copy of a large one)."""
+    tag_bytes = tag.encode()
+    digest.update(len(tag_bytes).to_bytes(8, "little") + tag_bytes)
+    arr = None if isinstance(value, (h5py.Empty, bytes, str)) else np.asarray(value)
+    if arr is not None and arr.dtype.kind not in "OSUV":
+        arr = np.ascontiguousarray(arr)
+        head = b"n" + arr.dtype.str.encode() + repr(arr.shape).encode()
+        digest.update((len(head) + arr.nbytes).to_bytes(8, "little") + head)
+        digest.update(arr.reshape(-1).view(np.uint8))
+    else:
+        part = _canonical(value)
+        digest.update(len(part).to_bytes(8, "little") + part)
+
+
+def _canonical(value) -> bytes:
+    """Bytes that depend on a value's content only (str and bytes alike: h5py returns either, by version)."""
+    if isinstance(value, h5py.Empty):
+        return b"e" + str(value.dtype).encode()
+    if isinstance(value, (bytes, np.bytes_)):
+        return b"s" + bytes(value)
+    if isinstance(value, str):
+        return b"s" + value.encode()
+    arr = np.asarray(value)
+    if arr.dtype.kind in "OSU":
+        parts = [_canonical(x) for x in arr.reshape(-1)]
+        return b"a" + repr(arr.shape).encode() + b"".join(len(p).to_bytes(8, "little") + p for p in parts)
+    return b"n" + arr.dtype.str.encode() + repr(arr.shape).encode() + np.ascontiguousarray(arr).tobytes()
+
+
+def _declared_bytes(obj: h5py.Dataset) -> int:
+    return int(math.prod(obj.shape or ())) * obj.dtype.itemsize
+
+
 class Result:
-    """A result file read into memory (they are small): attributes, config and arrays."""
+    """A result file: attributes and config up front, every dataset read only when asked for.
+
+    Opening checks the schema version and the layout limits (see the module docstring) from
+    metadata alone. ``r["metrics/acc_matrix"]``, ``r.get(name)`` and the ``r.arrays`` mapping
+    read one dataset each; ``r.shapes`` gives every dataset's declared shape without reading.
+    ``r.summary`` is recomputed from the arrays (:func:`ssl_bench.continual.summarize`);
+    what the file stores is ``r.stored_summary``. Any problem is a :class:`UserError` naming the file.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.where = f"'{path}'"
         if not self.path.is_file():
             raise UserError(f"result file '{path}' does not exist")
-        try:
-            f = h5py.File(self.path, "r")
-        except OSError as err:
-            raise UserError(f"'{path}' is not a readable HDF5 result file ({err})") from None
-        with f:
-            version = int(f.attrs.get("schema_version", -1))
-            if version < 0:
-                raise UserError(f"'{path}' has no schema_version: it is not an ssl-bench result file")
-            if version > SCHEMA_VERSION:
-                raise UserError(
-                    f"'{path}' has schema version {version}, newer than this ssl-bench reads ({SCHEMA_VERSION}); "
-                    "upgrade ssl-bench"
-                )
-            if version < SCHEMA_VERSION:
-                raise UserError(
-                    f"'{path}' has schema version {version}, older than this ssl-bench reads ({SCHEMA_VERSION}); re-run it"
-                )
-            self.attrs = {k: _decode(v) for k, v in f.attrs.items()}
-            self.arrays: dict[str, Any] = {}
-            self.group_attrs: dict[str, dict[str, Any]] = {}
-            f.visititems(self._visit)
-        self.config = json.loads(self.arrays.pop("config", "{}"))
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.group_attrs: dict[str, dict[str, Any]] = {}
+        self._cache: dict[str, Any] = {}
+        with self._open() as f:
+            self._guard(lambda: self._load(f))
+        self.arrays = _Arrays(self)
 
-    def _visit(self, name, obj):
-        if isinstance(obj, h5py.Dataset):
-            value = obj[()]
-            self.arrays[name] = value.decode() if isinstance(value, bytes) else value
-        elif obj.attrs:
-            self.group_attrs[name] = {k: _decode(v) for k, v in obj.attrs.items()}
+    def _load(self, f: h5py.File) -> None:
+        version = f.attrs.get("schema_version", -1)
+        try:
+            version = int(version) if np.ndim(version) == 0 else -1
+        except (TypeError, ValueError):
+            version = -1
+        if version < 0:
+            raise UserError(f"{self.where} has no schema_version: it is not an ssl-bench result file")
+        if version > SCHEMA_VERSION:
+            raise UserError(
+                f"{self.where} has schema version {version}, newer than this ssl-bench reads ({SCHEMA_VERSION}); "
+                "upgrade ssl-bench"
+            )
+        if version < SCHEMA_VERSION:
+            raise UserError(
+                f"{self.where} has schema version {version}, older than this ssl-bench reads ({SCHEMA_VERSION}); re-run it"
+            )
+        self._scan(f)
+        self.attrs = {k: _decode(v) for k, v in f.attrs.items()}
+
+    def _guard(self, action):
+        """Run a read of the file; h5py's errors on a damaged file become one line naming it."""
+        try:
+            return action()
+        except UserError:
+            raise
+        except Exception as err:  # noqa: BLE001 - whatever a damaged file makes h5py raise
+            raise UserError(f"{self.where} is damaged or not a result file ({type(err).__name__}: {err})") from None
+
+    def _open(self) -> h5py.File:
+        try:
+            return h5py.File(self.path, "r")
+        except Exception as err:  # noqa: BLE001 - OSError mostly; a file that h5py cannot open at all
+            raise UserError(f"{self.where} is not a readable HDF5 result file ({err})") from None
+
+    def _scan(self, f: h5py.File) -> None:
+        """Record every dataset's shape and the groups' attributes; refuse what breaks the limits (metadata only)."""
+        total = 0
+
+        def visit(name, obj):
+            nonlocal total
+            if isinstance(obj, h5py.Dataset):
+                self._check_dataset(name, obj)
+                total += _declared_bytes(obj)
+                self.shapes[name] = tuple(obj.shape or ())
+            else:
+                self._check_links(obj)
+                if obj.attrs:
+                    self.group_attrs[name] = {k: _decode(v) for k, v in obj.attrs.items()}
+
+        self._check_links(f)
+        f.visititems(visit)
+        if total > MAX_TOTAL_BYTES:
+            raise UserError(
+                f"{self.where} declares {total / 2**20:.0f} MiB of datasets, more than a result file may "
+                f"({MAX_TOTAL_BYTES / 2**20:.0f} MiB): it is not an ssl-bench result file"
+            )
+
+    def _check_links(self, group: h5py.Group) -> None:
+        for key in group:
+            link = group.get(key, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                raise UserError(
+                    f"{self.where}: '{(group.name.rstrip('/') + '/' + key).lstrip('/')}' is a "
+                    f"{type(link).__name__}; result files hold their data themselves"
+                )
+
+    def _check_dataset(self, name: str, obj: h5py.Dataset) -> None:
+        size = _declared_bytes(obj)
+        if size > MAX_DATASET_BYTES:
+            raise UserError(
+                f"{self.where}: dataset '{name}' declares shape {tuple(obj.shape)} ({size / 2**20:.0f} MiB), "
+                f"more than a result file may hold ({MAX_DATASET_BYTES / 2**20:.0f} MiB per dataset)"
+            )
+        if obj.is_virtual or obj.external:
+            raise UserError(
+                f"{self.where}: dataset '{name}' keeps its data outside the file; result files hold their data themselves"
+            )
+
+    def _read(self, name: str):
+        if name not in self._cache:
+            if name not in self.shapes:
+                raise KeyError(name)
+
+            def read():
+                with self._open() as f:
+                    obj = f.get(name)
+                    if not isinstance(obj, h5py.Dataset):
+                        raise UserError(f"{self.where}: '{name}' is no longer a dataset (the file changed while open)")
+                    self._check_dataset(name, obj)  # again: the file may have been replaced since it was opened
+                    value = obj[()]
+                    return value.decode() if isinstance(value, bytes) else value
+
+            self._cache[name] = self._guard(read)
+        return self._cache[name]
 
     def __getitem__(self, name: str):
-        return self.arrays[name]
+        return self._read(name)
 
     def get(self, name: str, default=None):
-        return self.arrays.get(name, default)
+        return self._read(name) if name in self.shapes else default
+
+    def missing(self, attrs=(), arrays=()) -> list[str]:
+        """The attributes and datasets of ``attrs`` and ``arrays`` that the file lacks."""
+        return [a for a in attrs if a not in self.attrs] + [d for d in arrays if d not in self.shapes]
+
+    def require(self, attrs=(), arrays=()) -> None:
+        gone = self.missing(attrs, arrays)
+        if gone:
+            raise UserError(f"{self.where} lacks {', '.join(gone)}: it was not written by 'ssl-bench run', or was damaged")
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        text = self.get("config")
+        if text is None:
+            return {}
+        try:
+            config = json.loads(text)
+        except (TypeError, ValueError):
+            config = None
+        if not isinstance(config, dict):
+            raise UserError(f"{self.where}: its config dataset is not a JSON object")
+        return config
 
     @property
-    def summary(self) -> dict[str, Any]:
+    def stored_summary(self) -> dict[str, Any]:
+        """The ``summary`` attributes as stored (trust :attr:`summary` instead)."""
         return self.group_attrs.get("summary", {})
+
+    @cached_property
+    def summary(self) -> dict[str, float]:
+        """The headline numbers recomputed from the stored arrays (:func:`ssl_bench.continual.summarize`)."""
+        from ssl_bench import continual
+
+        self.require(arrays=["metrics/acc_matrix"])
+        try:
+            return continual.summarize(self.arrays)
+        except UserError as err:
+            raise UserError(f"{self.where}: {err}") from None
+        except Exception as err:  # noqa: BLE001 - arrays of the wrong type or shape, from a damaged or edited file
+            raise UserError(f"{self.where}: its arrays cannot be summarised ({type(err).__name__}: {err})") from None
 
     @property
     def acc_matrix(self) -> np.ndarray:
-        return np.asarray(self.arrays["metrics/acc_matrix"])
+        return np.asarray(self["metrics/acc_matrix"])
+
+
+class _Arrays(Mapping):
+    """The datasets of a result file by path (``config`` excepted), read on first access."""
+
+    def __init__(self, result: Result):
+        self._result = result
+
+    def __getitem__(self, name: str):
+        if name == "config":
+            raise KeyError(name)
+        return self._result._read(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in self._result.shapes if name != "config")
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __contains__(self, name) -> bool:
+        return name != "config" and name in self._result.shapes
 
 
 def _decode(value):
@@ -145,6 +362,165 @@ def _decode(value):
     if isinstance(value, np.generic):
         value = value.item()
     return value
+
+
+def check(r: Result) -> dict[str, float]:
+    """Is ``r`` a whole, unedited result file? Return its summary recomputed from the arrays.
+
+    The checks ``ssl-bench leaderboard`` and ``submit`` share (``submit`` adds the shipped
+    protocol, the seeds and plugin versions): the required attributes and datasets are there;
+    names match :data:`ssl_bench.registry.NAME_PATTERN`; every identity attribute (:data:`IDENTITY`) equals the
+    stored config's, and the stored protocol hashes to ``protocol_hash``; the accuracy matrix
+    is [phases, experiences] in [0, 1]; the stored summary equals the recomputed one key by
+    key; and :func:`content_hash` matches. A :class:`UserError` says which check failed.
+    """
+    where = r.where
+    r.require(REQUIRED_ATTRS, ("config", "protocol_json", "metrics/acc_matrix"))
+    _check_identity(r)
+    acc = r.acc_matrix
+    if acc.ndim != 2 or acc.size == 0 or acc.dtype.kind not in "fiu":
+        raise UserError(
+            f"{where}: metrics/acc_matrix must be a non-empty numeric [phases, experiences] matrix, got {acc.dtype} {acc.shape}"
+        )
+    if not np.all(np.isfinite(acc)) or acc.min() < 0 or acc.max() > 1:
+        raise UserError(f"{where}: metrics/acc_matrix has values outside [0, 1]")
+    init = r.get("metrics/acc_init")
+    if init is not None and (
+        np.shape(init) != (acc.shape[1],)
+        or np.asarray(init).dtype.kind not in "fiu"
+        or not np.all((np.asarray(init) >= 0) & (np.asarray(init) <= 1))
+    ):
+        raise UserError(f"{where}: metrics/acc_init must be {acc.shape[1]} accuracies in [0, 1], one per experience")
+    if "phases/names" in r.shapes and r.shapes["phases/names"] != (acc.shape[0],):
+        raise UserError(f"{where}: phases/names must name the {acc.shape[0]} phases of the accuracy matrix")
+    recomputed = _check_summary(r)
+    stored_hash = r.attrs.get(HASH_ATTR)
+    if not stored_hash:
+        raise UserError(f"{where} has no {HASH_ATTR}: it was written by an older ssl-bench; re-run it")
+
+    def rehash(f):
+        # the limits again: the file may have been replaced since it was opened, and the hash reads everything
+        f.visititems(lambda name, obj: r._check_dataset(name, obj) if isinstance(obj, h5py.Dataset) else None)
+        return content_hash(f)
+
+    with r._open() as f:
+        actual = r._guard(lambda: rehash(f))
+    if actual != stored_hash:
+        raise UserError(f"{where}: its contents do not match its {HASH_ATTR}: the file was edited after the run, or is damaged")
+    return recomputed
+
+
+def _check_identity(r: Result) -> None:
+    where, a, config = r.where, r.attrs, r.config
+    for key in ("protocol", "method", "stream", "strategy"):
+        parts = a[key].split("+") if isinstance(a[key], str) and key == "strategy" else [a[key]]
+        if not all(isinstance(p, str) and NAME_PATTERN.fullmatch(p) for p in parts):
+            raise UserError(
+                f"{where}: its {key} attribute {str(a[key])[:80]!r} is not a valid name (letters, digits, '-', '_', '.', '+')"
+            )
+    if not isinstance(a["protocol_hash"], str) or not re.fullmatch(r"[0-9a-f]{64}", a["protocol_hash"]):
+        raise UserError(f"{where}: its protocol_hash attribute is not a sha256 hex digest")
+    for key in ("seed", "protocol_version"):
+        if not isinstance(a[key], int) or isinstance(a[key], bool):
+            raise UserError(f"{where}: its {key} attribute {str(a[key])[:80]!r} is not an integer")
+    proto = config.get("protocol") if isinstance(config.get("protocol"), dict) else {}
+    expected = {
+        "method": config.get("method"),
+        "stream": config.get("stream"),
+        "strategy": config.get("strategy"),
+        "seed": config.get("seed"),
+        "protocol_hash": config.get("protocol_hash"),
+        "protocol": proto.get("name"),
+        "protocol_version": proto.get("version"),
+    }
+    for key in IDENTITY:
+        if a[key] != expected[key]:
+            want = expected[key] if isinstance(expected[key], int) else repr(str(expected[key])[:80])
+            raise UserError(
+                f"{where}: its {key} attribute {a[key]!r} differs from the run's stored configuration "
+                f"({want}): the file was relabelled or damaged"
+            )
+    from ssl_bench import protocol as protocols
+
+    try:
+        stored = json.loads(r["protocol_json"])
+        valid = protocols.Protocol.model_validate(stored)
+    except Exception as err:  # noqa: BLE001 - any problem with the stored text is the file's
+        raise UserError(f"{where}: its stored protocol_json is not a valid protocol ({type(err).__name__})") from None
+    if valid.hash != a["protocol_hash"]:
+        raise UserError(
+            f"{where}: the protocol stored in the file hashes to {valid.hash[:12]}, not to its "
+            f"protocol_hash attribute {a['protocol_hash'][:12]}: the file was edited"
+        )
+    if stored != proto:
+        raise UserError(f"{where}: its protocol_json differs from the protocol in its stored configuration: the file was edited")
+
+
+def _check_summary(r: Result) -> dict[str, float]:
+    """The stored summary must be exactly what the stored arrays give; say which key differs."""
+    where, recomputed, stored = r.where, r.summary, r.stored_summary
+    for key in sorted(set(recomputed) | set(stored)):
+        value = stored.get(key)
+        shown = value if isinstance(value, (int, float)) else repr(str(value)[:40])  # file text: quoted, never raw
+        if key not in stored:
+            raise UserError(
+                f"{where}: summary key '{key}' is missing (recomputed from the arrays: "
+                f"{recomputed[key]:.6g}); re-run with this version of ssl-bench"
+            )
+        if key not in recomputed:
+            raise UserError(
+                f"{where}: summary key {str(key)[:40]!r} = {shown} cannot be recomputed from the stored arrays; "
+                "remove it or re-run"
+            )
+        try:
+            a = float(value)
+        except (TypeError, ValueError):
+            a = float("inf")
+        b = float(recomputed[key])
+        if not (math.isclose(a, b, rel_tol=TOLERANCE, abs_tol=TOLERANCE) or (math.isnan(a) and math.isnan(b))):
+            raise UserError(
+                f"{where}: summary key '{key}' is {shown} but the stored arrays give {b:.6g}: "
+                "the number was edited, or the file is damaged"
+            )
+    return recomputed
+
+
+_PROBE = """
+import sys
+from ssl_bench import results
+print("ready", flush=True)
+for path in sys.argv[1:]:
+    try:
+        results.check(results.Result(path))
+    except Exception:
+        pass
+    print(path, flush=True)
+"""
+
+
+def crashing(paths: list[Path]) -> dict[Path, str]:
+    """The files among ``paths`` that kill the process reading them, with why (the others map to nothing).
+
+    The HDF5 library can crash on a damaged or crafted file (one flipped byte does it), which
+    no Python code can catch. So every file is read and checked once in a child process,
+    restarted after the file that killed it; tools that read many files skip those it names.
+    """
+    crashed: dict[Path, str] = {}
+    todo = [Path(p) for p in paths]
+    here = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
+    while todo:
+        proc = subprocess.run([sys.executable, "-c", _PROBE, *map(str, todo)], capture_output=True, text=True, env=env)
+        lines = proc.stdout.splitlines()
+        if proc.returncode == 0:
+            break
+        if not lines or lines[0] != "ready":
+            raise RuntimeError(f"could not start a process to read result files: {proc.stderr.strip()[-500:]}")
+        bad = todo[len(lines) - 1]
+        how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+        crashed[bad] = f"'{bad}' kills the process that reads it ({how}, in the HDF5 library): it is damaged or was crafted"
+        todo = todo[len(lines) :]
+    return crashed
 
 
 def result_name(protocol_label: str, method: str, stream: str, strategy: str, seed: int) -> str:

@@ -2,20 +2,23 @@
 
 A file is accepted only when
 
-- it is a result file of the schema version this ssl-bench reads;
-- its protocol is a shipped one, with the same version and hash as the shipped file today,
-  and the protocol text stored in the file hashes to that same hash;
+- it passes :func:`ssl_bench.results.check`, the checks the leaderboard makes too: a result
+  file of the schema version this ssl-bench reads, within the size limits; every identity
+  attribute (protocol, version, hash, method, stream, strategy, seed) equals the run's stored
+  configuration; the stored protocol text hashes to ``protocol_hash``; its ``summary``
+  numbers are exactly what :func:`ssl_bench.continual.summarize` computes from its arrays
+  (a hand-edited number is rejected with the key that disagrees); and its content hash,
+  written with the file, matches its contents;
+- its protocol is a shipped one, with the same version and hash as the shipped file today;
 - its seed is one of the protocol's seeds, and the submission of each method x stream x
   strategy holds *all* the protocol's seeds (counting files already in the leaderboard);
 - every plugin it loaded recorded a version, including each plugin named with ``--plugin``;
-- its accuracy matrix has one column per experience of the protocol, values in [0, 1];
-- its ``summary`` numbers are exactly what :func:`ssl_bench.continual.summarize` computes
-  from its stored arrays (no key missing, none extra), so a hand-edited number is rejected
-  with the key that disagrees.
+- its accuracy matrix has one column per experience of the protocol, values in [0, 1].
 
-This checks that a file is internally consistent and made under the shipped protocol; it is
-not a signature: a file whose raw arrays were edited *and* re-summarised passes. Reviewers
-see the run's configuration, environment and loss curve in the file (``ssl-bench show``).
+This shows that a file was not edited after its run and that it claims the shipped
+protocol; it is not a signature: a consistent forgery (arrays made up, then summarised and
+hashed the way ssl-bench does) passes. Only re-running detects that: ``ssl-bench verify``
+re-runs a file's seed under a CPU-sized protocol and compares.
 
 Accepted files are copied to ``<to>/<protocol>-v<version>/<method>/<canonical name>.h5``.
 """
@@ -25,26 +28,19 @@ from __future__ import annotations
 import filecmp
 import json
 import logging
-import math
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ssl_bench import continual
 from ssl_bench import protocol as protocols
 from ssl_bench.errors import UserError
-from ssl_bench.results import Result, result_name
+from ssl_bench.results import REQUIRED_ATTRS, Result, check, crashing, result_name
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TO = Path("leaderboard") / "results"
-REQUIRED_ATTRS = ("protocol", "protocol_version", "protocol_hash", "method", "stream", "strategy", "seed", "plugins")
-#: recomputed and stored summary numbers must agree this closely (both are float64; only rounding differs)
-TOLERANCE = 1e-9
 
 
 @dataclass
@@ -74,50 +70,32 @@ def destination(to: Path, r: Result) -> Path:
 
 def validate(path: str | Path) -> Result:
     """Read one result file and check it on its own; any problem is a UserError naming the file."""
-    r = Result(path)  # schema version
-    where = f"'{path}'"
-    missing = [k for k in REQUIRED_ATTRS if k not in r.attrs]
-    if missing:
-        raise UserError(f"{where} lacks the attribute(s) {', '.join(missing)}: it was not written by 'ssl-bench run'")
+    r = Result(path)  # schema version, size limits
+    where = r.where
+    r.require(REQUIRED_ATTRS)
     a = r.attrs
     proto = _shipped_protocol(a["protocol"], where)
-    if int(a["protocol_version"]) != proto.version or a["protocol_hash"] != proto.hash:
+    if a["protocol_version"] != proto.version or a["protocol_hash"] != proto.hash:
         raise UserError(
             f"{where} was made under protocol {a['protocol']} v{a['protocol_version']} with hash "
             f"{str(a['protocol_hash'])[:12]}, but the shipped {proto.label} has hash {proto.hash[:12]}: "
             "re-run it with this version of ssl-bench"
         )
-    _check_stored_protocol(r, where)
-    if int(a["seed"]) not in proto.seeds:
+    check(r)  # identity = stored config, stored protocol, matrix, summary recomputed, content hash
+    if a["seed"] not in proto.seeds:
         raise UserError(f"{where} has seed {a['seed']}, which is not one of the protocol's seeds {proto.seeds}")
     _check_plugins(r, where)
     _check_matrix(r, proto, where)
-    check_summary(r, where)
     return r
 
 
 def _shipped_protocol(name: str, where: str):
-    if name not in protocols.shipped():
+    if not isinstance(name, str) or name not in protocols.shipped():
         raise UserError(
             f"{where} was made under protocol '{name}', which does not ship with ssl-bench "
             f"({', '.join(protocols.shipped())}); the leaderboard takes shipped protocols only"
         )
     return protocols.load(name)
-
-
-def _check_stored_protocol(r: Result, where: str) -> None:
-    text = r.get("protocol_json")
-    if text is None:
-        raise UserError(f"{where} has no protocol_json dataset: it was not written by 'ssl-bench run'")
-    try:
-        stored = protocols.Protocol.model_validate(json.loads(text))
-    except Exception as err:  # noqa: BLE001 - any problem with the stored text is the file's
-        raise UserError(f"{where}: its stored protocol_json is not a valid protocol ({type(err).__name__})") from None
-    if stored.hash != r.attrs["protocol_hash"]:
-        raise UserError(
-            f"{where}: the protocol stored in the file hashes to {stored.hash[:12]}, not to its "
-            f"protocol_hash attribute {str(r.attrs['protocol_hash'])[:12]}: the file was edited"
-        )
 
 
 def _check_plugins(r: Result, where: str) -> None:
@@ -140,40 +118,12 @@ def _check_plugins(r: Result, where: str) -> None:
 
 
 def _check_matrix(r: Result, proto, where: str) -> None:
-    if "metrics/acc_matrix" not in r.arrays:
-        raise UserError(f"{where} has no metrics/acc_matrix")
-    acc = np.asarray(r.acc_matrix, dtype=float)
-    if acc.ndim != 2 or acc.shape[1] != proto.stream.n_experiences or acc.shape[0] < 1:
+    acc = r.acc_matrix  # 2-D, in [0, 1]: results.check
+    if acc.shape[1] != proto.stream.n_experiences:
         raise UserError(
             f"{where}: metrics/acc_matrix has shape {acc.shape}, expected [phases, "
             f"{proto.stream.n_experiences}] for {proto.label}"
         )
-    if not np.all(np.isfinite(acc)) or acc.min() < 0 or acc.max() > 1:
-        raise UserError(f"{where}: metrics/acc_matrix has values outside [0, 1]")
-
-
-def check_summary(r: Result, where: str | None = None) -> dict[str, float]:
-    """The stored summary must be exactly what the stored arrays give; say which key differs."""
-    where = where or f"'{r.path}'"
-    recomputed = continual.summarize(r.arrays)
-    stored = r.summary
-    for key in sorted(set(recomputed) | set(stored)):
-        if key not in stored:
-            raise UserError(
-                f"{where}: summary key '{key}' is missing (recomputed from the arrays: "
-                f"{recomputed[key]:.6g}); re-run with this version of ssl-bench"
-            )
-        if key not in recomputed:
-            raise UserError(
-                f"{where}: summary key '{key}' = {stored[key]} cannot be recomputed from the stored arrays; remove it or re-run"
-            )
-        a, b = float(stored[key]), float(recomputed[key])
-        if not (math.isclose(a, b, rel_tol=TOLERANCE, abs_tol=TOLERANCE) or (math.isnan(a) and math.isnan(b))):
-            raise UserError(
-                f"{where}: summary key '{key}' is {a:.6g} but the stored arrays give {b:.6g}: "
-                "the number was edited, or the file is damaged"
-            )
-    return recomputed
 
 
 def submit(
@@ -185,7 +135,10 @@ def submit(
     to = Path(to)
     accepted: list[Accepted] = []
     seen: dict[Path, Path] = {}
+    crashed = crashing([Path(p) for p in paths if Path(p).is_file()])
     for path in paths:
+        if Path(path) in crashed:
+            raise UserError(crashed[Path(path)])
         r = validate(path)
         dest = destination(to, r)
         if dest in seen:

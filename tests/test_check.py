@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from ssl_bench import check, submit
+from ssl_bench import check, results
 from ssl_bench.cli import main
 from ssl_bench.results import Result
 
@@ -46,7 +46,7 @@ def test_example_plugin_passes_and_writes_the_pull_request_block(tiny_protocol, 
     [path] = (tmp_path / "runs").rglob("*.h5")
     r = Result(path)
     assert r.attrs["method"] == "align-uniform"
-    submit.check_summary(r)  # what the engine stores is exactly what submit recomputes
+    results.check(r)  # what the engine stores passes the leaderboard's checks: summary recomputed, content hash
 
 
 def _plugin(tmp_path, name, body):

@@ -9,6 +9,7 @@ import shutil
 import zlib
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -19,6 +20,12 @@ from ssl_bench.cli import main
 T = 4  # experiences of the smoke protocol
 
 
+def other_protocol():
+    """The smoke protocol with another learning rate: same name and version, another hash."""
+    smoke = protocols.load("smoke")
+    return smoke.model_copy(update={"train": smoke.train.model_copy(update={"lr": 0.2})})
+
+
 def make_result(
     folder: Path,
     method: str,
@@ -27,11 +34,11 @@ def make_result(
     seed: int,
     *,
     proto=None,
-    phash: str | None = None,
     acc: np.ndarray | None = None,
     collapse: np.ndarray | None = None,
     plugins=None,
     rng=None,
+    config: dict | None = None,
 ) -> Path:
     """A result file written the way the engine writes one (summary from continual.summarize), without training."""
     proto = proto or protocols.load("smoke")
@@ -47,14 +54,25 @@ def make_result(
         "phases/experiences": json.dumps([list(range(n_exp))] if joint else [[i] for i in range(n_phases)]),
         "phases/names": np.array(["joint"] if joint else [f"experience {i}" for i in range(n_phases)], dtype="S"),
         "protocol_json": json.dumps(proto.model_dump(mode="json"), sort_keys=True),
-        "config": json.dumps({"method": method, "plugins": []}),
+        "config": json.dumps(
+            {
+                "method": method,
+                "stream": stream,
+                "strategy": strategy,
+                "seed": seed,
+                "plugins": [],
+                "protocol": proto.model_dump(mode="json"),
+                "protocol_hash": proto.hash,
+                **(config or {}),
+            }
+        ),
     }
     if collapse is not None:
         arrays["metrics/collapse/auc"] = np.asarray(collapse, dtype=float)
     attrs = {
         "protocol": proto.name,
         "protocol_version": proto.version,
-        "protocol_hash": phash or proto.hash,
+        "protocol_hash": proto.hash,
         "method": method,
         "stream": stream,
         "strategy": strategy,
@@ -68,6 +86,12 @@ def make_result(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / results.result_name(f"{proto.name}-v{proto.version}", method, stream, strategy, seed)
     return results.write(path, attrs, arrays, {"summary": continual.summarize(arrays)})
+
+
+def rehash(path) -> None:
+    """What a forger who knows the format does after editing a file: store the new content hash."""
+    with h5py.File(path, "r+") as f:
+        f.attrs[results.HASH_ATTR] = results.content_hash(f)
 
 
 @pytest.fixture
@@ -87,7 +111,9 @@ def board(tmp_path):
                 collapse=rng.uniform(0.3, 0.6, size=1 if strategy == "joint" else T),
             )
     made[("moco", "sequential", 0)] = make_result(tmp_path / "a", "moco", "instance", "sequential", 0, rng=rng)
-    made[("simclr", "other", 0)] = make_result(tmp_path / "b", "simclr", "instance", "sequential", 0, rng=rng, phash="f" * 64)
+    made[("simclr", "other", 0)] = make_result(
+        tmp_path / "b", "simclr", "instance", "sequential", 0, rng=rng, proto=other_protocol()
+    )
     return tmp_path, {k: results.Result(v) for k, v in made.items()}
 
 
@@ -99,18 +125,19 @@ def _row(table, method, stream, strategy):
 def test_tables_never_mix_protocol_hashes(board):
     folder, made = board
     tables = leaderboard.build(leaderboard.collect(folder))
-    assert sorted(t["hash"] for t in tables) == sorted([protocols.load("smoke").hash, "f" * 64])
+    other_hash = other_protocol().hash
+    assert sorted(t["hash"] for t in tables) == sorted([protocols.load("smoke").hash, other_hash])
     assert all(t["ambiguous"] for t in tables)  # same name and version, different hash: flagged
-    other = next(t for t in tables if t["hash"] == "f" * 64)
+    other = next(t for t in tables if t["hash"] == other_hash)
     assert [(r["method"], r["strategy"], r["seeds"]) for r in other["rows"]] == [("simclr", "sequential", [0])]
     text = leaderboard.markdown(tables)
-    assert text.count("## smoke v1") == 2 and "ffffffffffff" in text and protocols.load("smoke").hash in text
+    assert text.count("## smoke v1") == 2 and other_hash[:12] in text and protocols.load("smoke").hash in text
     assert "do not compare them" in text
 
 
 def test_cells_are_mean_std_over_seeds_with_gap_and_missing_cells(board):
     folder, made = board
-    [table] = [t for t in leaderboard.build(leaderboard.collect(folder)) if t["hash"] != "f" * 64]
+    [table] = [t for t in leaderboard.build(leaderboard.collect(folder)) if t["hash"] != other_protocol().hash]
     seq, joint = _row(table, "simclr", "instance", "sequential"), _row(table, "simclr", "instance", "joint")
     finals = [made[("simclr", "sequential", s)].acc_matrix[-1].mean() for s in (0, 1)]
     assert seq["seeds"] == [0, 1]
@@ -175,7 +202,7 @@ def test_csv_and_json_formats(board, capsys):
         r
         for t in doc["tables"]
         for r in t["rows"]
-        if r["strategy"] == "sequential" and r["method"] == "simclr" and t["hash"] != "f" * 64
+        if r["strategy"] == "sequential" and r["method"] == "simclr" and t["hash"] != other_protocol().hash
     )
     assert np.asarray(seq["acc_matrix"]).shape == (T, T)
 
@@ -235,7 +262,7 @@ def test_html_page_sorts_filters_and_draws_heat_map_in_chromium(board, tmp_path)
         browser.get(page.as_uri())
         sections = browser.find_elements(By.CSS_SELECTOR, "section.protocol")
         assert len(sections) == 2
-        section = next(s for s in sections if s.get_attribute("data-hash") != "f" * 64)
+        section = next(s for s in sections if s.get_attribute("data-hash") != other_protocol().hash)
 
         def column(key):
             return [td.text for td in section.find_elements(By.CSS_SELECTOR, f"tbody td[data-key='{key}']")]

@@ -120,3 +120,88 @@ def test_exception_inside_plugin_code_names_the_plugin(tmp_path):
     with pytest.raises(ValueError) as err:
         reg.get("method", "crashy").factory()
     assert plugin_of_exception(err.value).startswith("plugin 'crashy' (crashy.py:")
+
+
+@pytest.mark.parametrize(
+    "kind, name",
+    [
+        ("method", "x</script><script>alert(1)</script>"),
+        ("method", "a|b"),
+        ("stream", "-rf"),
+        ("method", "two words"),
+        ("strategy", "replay+mas"),
+        ("method", "x" * 65),
+        ("evaluator", ""),
+    ],
+)
+def test_names_outside_the_pattern_are_refused_at_registration(tmp_path, kind, name):
+    hook = {
+        "method": "ssl_bench_methods",
+        "stream": "ssl_bench_streams",
+        "strategy": "ssl_bench_strategies",
+        "evaluator": "ssl_bench_evaluators",
+    }[kind]
+    path = write(
+        tmp_path,
+        "badname",
+        f"""
+        from ssl_bench import hookimpl
+        __version__ = "1.0"
+
+        @hookimpl
+        def {hook}():
+            return {{{name!r}: dict}}
+    """,
+    )
+    with pytest.raises(UserError) as err:
+        Registry.discover([str(path)])
+    message = str(err.value)
+    assert "\n" not in message and "plugin 'badname'" in message and f"{kind} name" in message and "is not allowed" in message
+
+
+def test_names_with_dots_plus_and_dashes_are_fine(tmp_path):
+    path = write(
+        tmp_path,
+        "okname",
+        """
+        from ssl_bench import hookimpl
+        __version__ = "1.0"
+
+        @hookimpl
+        def ssl_bench_methods():
+            return {"My_method-2.0+x": dict}
+    """,
+    )
+    assert Registry.discover([str(path)]).get("method", "My_method-2.0+x")
+
+
+def test_an_installed_plugin_with_a_bad_name_is_skipped_with_one_warning(tmp_path, monkeypatch, caplog):
+    write(
+        tmp_path,
+        "ep_evil",
+        """
+        from ssl_bench import hookimpl
+        __version__ = "1.0"
+
+        @hookimpl
+        def ssl_bench_methods():
+            return {"<img src=x onerror=alert(1)>": dict}
+    """,
+    )
+    dist = tmp_path / "ep_evil-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-evil\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[ssl_bench]\nevil = ep_evil\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with caplog.at_level("WARNING"):
+        reg = Registry.discover()
+    assert "<img src=x onerror=alert(1)>" not in reg.names("method") and reg.plugins["evil"].error
+    [line] = [r.getMessage() for r in caplog.records if "evil" in r.getMessage()]
+    assert "plugin 'evil'" in line and "is not allowed" in line
+
+
+def test_every_builtin_name_matches_the_pattern():
+    from ssl_bench.registry import KINDS, NAME_PATTERN
+
+    reg = Registry.discover()
+    assert all(NAME_PATTERN.fullmatch(name) for kind in KINDS for name in reg.names(kind))

@@ -19,7 +19,8 @@ def test_round_trip(tmp_path):
     path = write_minimal(tmp_path / "r.h5", method="m", plugins={"x": "1.0"})
     r = results.Result(path)
     assert r.attrs["schema_version"] == results.SCHEMA_VERSION and r.attrs["method"] == "m"
-    assert r.config == {"a": 1} and r.summary == {"final_avg_acc": 0.5}
+    assert r.config == {"a": 1} and r.stored_summary == {"final_avg_acc": 0.5}
+    assert r.summary["final_avg_acc"] == 0.5 and r.summary["avg_acc"] == 0.75  # recomputed from the matrix
     np.testing.assert_array_equal(r.acc_matrix, np.eye(2))
     assert r.attrs["plugins"] == '{"x": "1.0"}'
 

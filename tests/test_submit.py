@@ -12,7 +12,7 @@ from ssl_bench import protocol as protocols
 from ssl_bench import results, submit
 from ssl_bench.cli import main
 from ssl_bench.errors import UserError
-from tests.test_leaderboard import make_result
+from tests.test_leaderboard import make_result, other_protocol
 
 SMOKE = protocols.load("smoke")
 
@@ -87,7 +87,7 @@ def test_all_protocol_seeds_are_required(runs, tmp_path):
 
 
 def test_foreign_protocol_hash_and_unshipped_protocol_are_rejected(tmp_path):
-    old = make_result(tmp_path, "simclr", "instance", "sequential", 0, phash="0" * 64)
+    old = make_result(tmp_path, "simclr", "instance", "sequential", 0, proto=other_protocol())
     with pytest.raises(UserError, match="shipped smoke-v1 has hash"):
         submit.validate(old)
     custom = SMOKE.model_copy(update={"name": "mine"})
@@ -109,9 +109,15 @@ def test_plugin_versions_must_be_recorded(tmp_path):
     path = make_result(tmp_path, "mine", "instance", "sequential", 0, plugins={"simclr": "0.1.0", "mine": "unknown"})
     with pytest.raises(UserError, match="plugin\\(s\\) mine recorded no version"):
         submit.validate(path)
-    with h5py.File(path, "r+") as f:
-        f["config"][...] = json.dumps({"plugins": ["my/other_plugin.py"]})
-        f.attrs["plugins"] = json.dumps({"simclr": "0.1.0", "mine": "1.0"})
+    path = make_result(
+        tmp_path / "b",
+        "mine",
+        "instance",
+        "sequential",
+        0,
+        plugins={"simclr": "0.1.0", "mine": "1.0"},
+        config={"plugins": ["my/other_plugin.py"]},
+    )
     with pytest.raises(UserError, match="loaded plugin 'my/other_plugin.py' but recorded no version"):
         submit.validate(path)
 
