@@ -34,7 +34,9 @@ DEFINITIONS: dict[str, str] = {
     "bwt": "mean over j with last(j) < P-1 of R[P-1, j] - R[last(j), j]: backward transfer (Lopez-Paz & Ranzato 2017)",
     "fwt": "mean over j with first(j) > 0 of R[first(j)-1, j] - b[j]: forward transfer vs the random-init "
     "backbone (Lopez-Paz & Ranzato 2017)",
-    "forgetting_max": "mean over j with last(j) < P-1 of max_{l < P-1} R[l, j] - R[P-1, j]: forgetting (Chaudhry et al. 2018)",
+    "forgetting_max": "mean over j with last(j) < P-1 of max_{first(j) <= l < P-1} R[l, j] - R[P-1, j]: forgetting "
+    "(Chaudhry et al. 2018; the max runs over the phases from the one that first trained j, as in mammoth and "
+    "Avalanche, so forward transfer before j was trained is not counted as forgetting)",
     "forgetting_init_final": "mean over j with last(j) < P-1 of R[last(j), j] - R[P-1, j]: Avalanche's experience "
     "forgetting (accuracy when last trained minus final)",
     "collapse_auc": "metrics/collapse/auc of the last phase: AUC of the normalised cumulative singular-value "
@@ -78,7 +80,7 @@ def summarize(arrays: Mapping[str, Any]) -> dict[str, float]:
     old = [j for j in last if last[j] < P - 1]  # experiences trained before the last phase
     if old:
         out["bwt"] = float(np.mean([R[-1, j] - R[last[j], j] for j in old]))
-        out["forgetting_max"] = float(np.mean([R[:-1, j].max() - R[-1, j] for j in old]))
+        out["forgetting_max"] = float(np.mean([R[first[j] : -1, j].max() - R[-1, j] for j in old]))
         out["forgetting_init_final"] = float(np.mean([R[last[j], j] - R[-1, j] for j in old]))
     if "metrics/acc_init" in arrays:
         b = np.asarray(arrays["metrics/acc_init"], dtype=float)

@@ -19,8 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ssl_bench.errors import UserError, did_you_mean
 
-#: keys that describe a protocol but do not change its results, so they are not hashed
-UNHASHED = ("description", "defaults")
+#: keys that describe a protocol but do not change its results, so they are not hashed. ``recipe`` is the
+#: fallback for methods that ship no recipe for the protocol's family: the effective recipe is part of each
+#: run's own identity (:func:`ssl_bench.recipe.run_identity`), not of what the protocol compares.
+UNHASHED = ("description", "defaults", "recipe")
 
 
 class _Strict(BaseModel):
@@ -59,14 +61,14 @@ class Stage(_Strict):
 
 
 class TrainSpec(_Strict):
+    """The training budget. How a method is optimised is its recipe (:mod:`ssl_bench.recipe`), not the protocol's."""
+
     epochs_per_experience: float = Field(gt=0)
     batch_size: int = Field(gt=1)
-    optimizer: Literal["sgd", "adamw", "lars"] = "sgd"
-    lr: float = Field(gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = Field(0, ge=0)
+    #: "phase": warm-up, learning-rate decay and EMA-momentum schedules restart with every training phase,
+    #: as CaSSLe's code (which Hu et al. follow) trains each experience like a run of its own; "run": one
+    #: schedule over all steps of the run. Joint training has one phase, so both give it one schedule.
+    schedule_scope: Literal["phase", "run"] = "phase"
     #: S3L: e.g. [{resolution = 16, fraction = 0.8}, {resolution = 32, fraction = 0.2}] within every phase
     stages: list[Stage] = Field(default_factory=list)
 
@@ -96,6 +98,8 @@ class Defaults(_Strict):
 class Protocol(_Strict):
     name: str
     version: int = Field(ge=1)
+    #: which of a method's shipped recipes applies (``Method.recipes[family]``): "smoke", "cpu", "s3l", ...
+    family: str
     description: str = ""
     dataset: DatasetSpec
     stream: StreamSpec
@@ -105,6 +109,8 @@ class Protocol(_Strict):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     seeds: list[int] = Field(min_length=1)
     defaults: Defaults = Field(default_factory=Defaults)
+    #: the recipe of methods that ship none for ``family`` (validated by :func:`ssl_bench.recipe.validate`)
+    recipe: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def hash(self) -> str:
@@ -159,6 +165,14 @@ def _explain(err: ValidationError) -> str:
     first = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
     loc = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
+        from ssl_bench.recipe import FIELDS
+
+        if first["loc"][0] == "train" and first["loc"][-1] in FIELDS:
+            return (
+                f"'{loc}' is part of a method's recipe, not of the protocol's budget (since protocol format 2): "
+                f"move it to the protocol's [recipe] table (the fallback for methods without one) or to the method's "
+                f"recipes; warmup_steps became warmup_epochs"
+            )
         model = Protocol
         for part in first["loc"][:-1]:
             field = model.model_fields.get(str(part)) if isinstance(model, type) else None

@@ -30,6 +30,14 @@ def test_sequential_summary_by_hand():
     assert continual.summarize({"metrics/acc_matrix": R, "metrics/acc_init": B}) == s
 
 
+def test_forgetting_max_ignores_accuracy_before_the_experience_was_trained():
+    # experience 1 is probed at 0.9 after phase 0 (forward transfer), before phase 1 trains it
+    r = np.array([[0.5, 0.9, 0.1], [0.6, 0.8, 0.3], [0.3, 0.5, 0.7]])
+    s = continual.summarize({"metrics/acc_matrix": r, "phases/experiences": json.dumps([[0], [1], [2]])})
+    # max over l >= first(j) (mammoth, Avalanche): (0.6 - 0.3) + (0.8 - 0.5); the old max over all l < P-1 gave 0.9 - 0.5
+    assert s["forgetting_max"] == pytest.approx(((0.6 - 0.3) + (0.8 - 0.5)) / 2)
+
+
 def test_joint_run_has_no_transfer_or_forgetting():
     s = continual.summarize(
         {
