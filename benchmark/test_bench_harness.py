@@ -28,6 +28,7 @@ STEPS = 4  # per round
 PROTOCOL = textwrap.dedent("""
     name = "bench"
     version = 1
+    family = "bench"
     seeds = [0]
     [dataset]
     name = "synthetic"
@@ -41,10 +42,12 @@ PROTOCOL = textwrap.dedent("""
     [train]
     epochs_per_experience = 1
     batch_size = {batch}
-    lr = 0.05
-    schedule = "cosine"
     [eval]
     probe_train_per_experience = 0
+    [recipe]
+    lr = 0.05
+    lr_scaling = "none"
+    schedule = "cosine"
 """)
 
 

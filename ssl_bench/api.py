@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ssl_bench.augment import Augment
     from ssl_bench.engine.config import RunConfig
     from ssl_bench.protocol import Protocol
+    from ssl_bench.recipe import Recipe
     from ssl_bench.registry import Registry
 
 
@@ -110,6 +111,10 @@ class Method(nn.Module):
     n_views: int = 2
     #: whether :meth:`loss` uses labels (only supervised baselines do)
     uses_labels: bool = False
+    #: tuned optimisation recipes per protocol family, ``{family: {recipe key: value}}`` (keys of
+    #: :class:`ssl_bench.recipe.Recipe`; the method's own options under "options"). A family missing here
+    #: falls back to the protocol's ``[recipe]``; say in the docstring why a family has none.
+    recipes: typing.ClassVar[dict[str, dict[str, typing.Any]]] = {}
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
@@ -135,7 +140,13 @@ class Method(nn.Module):
         return projector(h) if projector is not None else h
 
     def after_step(self, progress: float) -> None:
-        """Called after every optimiser step; ``progress`` runs from 0 to 1 over the run (momentum updates)."""
+        """Called after every optimiser step with the ``progress`` (0 to 1) through the learning-rate schedule, for
+        momentum updates: through the phase under the protocol's ``schedule_scope = "phase"``, the run under "run"."""
+
+    def fixed_lr_parameters(self) -> list[str]:
+        """Names (as in ``named_parameters()``) of parameters that keep the peak learning rate throughout
+        (no warm-up or decay), e.g. SimSiam's predictor; default none."""
+        return []
 
 
 class RunContext(typing.Protocol):
@@ -159,6 +170,8 @@ class RunContext(typing.Protocol):
     phases: list[Phase]  #: the training phases, as planned by the strategy
     method: Method  #: the method being trained (``method.backbone`` is what evaluators measure)
     optimizer: torch.optim.Optimizer  #: the run's optimiser
+    recipe: Recipe  #: the method's effective optimisation recipe (:mod:`ssl_bench.recipe`)
+    peak_lr: float  #: the learning rate after warm-up (the recipe's lr scaled to the batch size)
     augment: Augment  #: the protocol's augmentation, ``augment(images, n_views, size, generator)``
 
     def batch_of(self, index: torch.Tensor) -> Batch:

@@ -126,12 +126,14 @@ class ReplayBuffer:
 
 
 class StreamBuffer:
-    """A :class:`ReplayBuffer` fed by a run: after each phase it receives the new experiences' samples.
+    """A :class:`ReplayBuffer` fed by a run: after each phase it receives the new experiences' samples, or,
+    with ``online=True``, every training batch as it is trained on (:meth:`offer`).
 
     Keeps the per-phase record of the buffer's contents (:meth:`record`, for the result file).
     """
 
-    def __init__(self, size: int, policy: str, seed: int = 0):
+    def __init__(self, size: int, policy: str, seed: int = 0, online: bool = False):
+        self.online = online
         self.buffer = ReplayBuffer(size, policy, seed)
         self.added: list[int] = []  #: experiences already offered (a later phase may revisit them)
         self.history: list[dict[str, Any]] = []  #: per phase: size and composition of the buffer
@@ -146,10 +148,19 @@ class StreamBuffer:
             self.origin[e.train_idx] = e.index
         self.n_classes, self.n_domains, self.n_exp = len(run.dataset.classes), len(run.dataset.domains), len(run.experiences)
 
+    def offer(self, index: np.ndarray) -> None:
+        """Online filling: offer the samples of a training batch (indices into ``dataset.train``), in order."""
+        index = np.asarray(index, dtype=np.int64)
+        group = {"class": self.labels, "domain": self.domains}.get(self.buffer.policy)
+        self.buffer.add(index, None if group is None else group[index])
+
     def after_phase(self, run: RunContext, phase: Phase) -> None:
-        """Offer the samples of the phase's experiences not offered before; record the buffer's composition."""
+        """Offer the samples of the phase's experiences not offered before (unless filled online); record the
+        buffer's composition."""
         new = [i for i in phase.experiences if i not in self.added]
-        if new:
+        if new and self.online:
+            self.added += new
+        elif new:
             index = np.concatenate([run.experiences[i].train_idx for i in new])
             index = index[self._order.permutation(len(index))]
             group = {"class": self.labels, "domain": self.domains}.get(self.buffer.policy)

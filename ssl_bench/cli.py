@@ -35,6 +35,11 @@ def _key_value(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+def _recipe_arg(text: str) -> tuple[str, object] | str:
+    """``--recipe``: a ``key=value`` pair, or the path of a TOML file of recipe keys."""
+    return _key_value(text) if "=" in text else text
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
@@ -65,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_key_value,
         metavar="KEY=VALUE",
         help="method option, e.g. temperature=0.2 (repeatable)",
+    )
+    shared.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        type=_recipe_arg,
+        metavar="KEY=VALUE|FILE.toml",
+        help="change the method's optimisation recipe: lr=0.3, optimizer=lars, options.temperature=0.2, "
+        "or a TOML file of such keys (repeatable, later ones win; see README, Recipes)",
     )
     shared.add_argument(
         "--strategy-opt",
@@ -205,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args, registry, proto, **chosen):
-    """A RunConfig from the shared options, with method/stream/strategy defaults filled in."""
-    from ssl_bench.engine import RunConfig
+    """A RunConfig from the shared options, with method/stream/strategy defaults filled in and its recipe resolved."""
+    from ssl_bench import recipe
+    from ssl_bench.engine import RunConfig, resolve_recipe
 
     def pick(kind: str) -> str:
         return chosen.get(kind) or registry.default_for(kind) or getattr(proto.defaults, kind)
@@ -226,9 +241,10 @@ def _config(args, registry, proto, **chosen):
         device=args.device,
         plugins=list(args.plugin),
         progress=not args.quiet,
+        recipe_overrides=recipe.overrides(args.recipe),
     )
     _validate(registry, [config.method], [config.stream], [config.strategy])
-    return config
+    return resolve_recipe(config, registry)
 
 
 def _validate(registry, methods, streams, strategies) -> None:
@@ -267,7 +283,7 @@ def cmd_sweep(args) -> int:
     methods, streams = split(args.methods) or [base.method], split(args.streams) or [base.stream]
     strategies = split(args.strategies) or [base.strategy]
     _validate(registry, methods, streams, strategies)
-    configs = sweep.expand(base, methods, streams, strategies, sweep.seeds_from(args.seeds, proto))
+    configs = sweep.expand(base, registry, methods, streams, strategies, sweep.seeds_from(args.seeds, proto))
     check_writable(args.out)
     paths, failures = sweep.run(configs, jobs=max(1, args.jobs), launcher=args.launcher, slurm=dict(args.slurm))
     for path in paths:

@@ -112,6 +112,14 @@ class Protocol(_Strict):
     #: the recipe of methods that ship none for ``family`` (validated by :func:`ssl_bench.recipe.validate`)
     recipe: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _recipe_is_valid(self):
+        if self.recipe:
+            from ssl_bench.recipe import validate
+
+            validate(self.recipe, "[recipe]")
+        return self
+
     @property
     def hash(self) -> str:
         """sha256 of the canonical JSON of everything that changes results."""
@@ -158,6 +166,8 @@ def parse(text: str, where: str = "protocol") -> Protocol:
         return Protocol.model_validate(data)
     except ValidationError as err:
         raise UserError(f"{where}: {_explain(err)}") from None
+    except UserError as err:  # the [recipe] table, checked by ssl_bench.recipe
+        raise UserError(f"{where}: {err}") from None
 
 
 def _explain(err: ValidationError) -> str:

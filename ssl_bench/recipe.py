@@ -47,7 +47,7 @@ class Recipe(BaseModel):
     lr_scaling: Literal["linear", "sqrt", "none"] = "linear"
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)  #: SGD and LARS
-    betas: tuple[float, float] = (0.9, 0.999)  #: AdamW
+    betas: list[float] = Field(default_factory=lambda: [0.9, 0.999])  #: AdamW's two betas
     #: LARS trust coefficient: 1e-3 in SimCLR/BYOL's LARS, 0.02 in solo-learn's
     lars_eta: float = Field(0.02, gt=0)
     #: LARS clipping (solo-learn's ``clip_lr``): the adapted lr is min(trust ratio, lr)
@@ -69,9 +69,9 @@ class Recipe(BaseModel):
 
     @field_validator("betas", mode="after")
     @classmethod
-    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not all(0 <= b < 1 for b in v):
-            raise ValueError("betas must lie in [0, 1)")
+    def _betas(cls, v: list[float]) -> list[float]:
+        if len(v) != 2 or not all(0 <= b < 1 for b in v):
+            raise ValueError("betas must be two numbers in [0, 1)")
         return v
 
     def peak_lr(self, batch_size: int) -> float:
@@ -89,8 +89,6 @@ FIELDS = tuple(Recipe.model_fields)
 def validate(data: dict[str, Any], where: str) -> Recipe:
     """A :class:`Recipe` from a dict, or a one-line :class:`UserError` naming ``where`` and the key."""
     data = dict(data)
-    if isinstance(data.get("betas"), list):
-        data["betas"] = tuple(data["betas"])
     for key in ("lr", "weight_decay", "lars_eta", "warmup_epochs", "momentum"):
         if isinstance(data.get(key), int) and not isinstance(data.get(key), bool):
             data[key] = float(data[key])
@@ -105,7 +103,8 @@ def validate(data: dict[str, Any], where: str) -> Recipe:
                 + did_you_mean(loc, FIELDS)
                 + " Method options go under 'options' (options.temperature=0.2)."
             ) from None
-        raise UserError(f"{where}: recipe key '{loc}': {first['msg']} (got {first.get('input')!r})") from None
+        msg = first["msg"].removeprefix("Value error, ")
+        raise UserError(f"{where}: recipe key '{loc}': {msg} (got {first.get('input')!r})") from None
 
 
 def shipped(factory: Any, family: str) -> dict[str, Any] | None:

@@ -5,8 +5,10 @@ that, after each phase, asks its subclass for the importance of every parameter
 (:meth:`~QuadraticRegularizer.importance`), adds it to the importances of earlier phases
 (``decay`` < 1 shrinks the old ones first) and anchors the parameters at their values at the
 end of the phase. While later phases train, the penalty
-``0.5 * lam * sum(importance * (theta - theta_anchor)^2)`` pulls the parameters towards their
-anchors; its gradient is written straight into ``.grad`` after the backward pass
+``factor * lam * sum(importance * (theta - theta_anchor)^2)`` pulls the parameters towards their
+anchors (``factor`` is a class attribute: 0.5 as in EWC's paper, 1 as in MAS's, so that ``lam``
+means what it means in the subclass's paper and values from the literature transfer); its gradient
+is written straight into ``.grad`` after the backward pass
 (:func:`ssl_bench.ops.penalty.quadratic_penalty_`). A subclass implements only the importance::
 
     class MyImportance(QuadraticRegularizer):
@@ -18,8 +20,8 @@ anchors; its gradient is written straight into ``.grad`` after the backward pass
 The estimation runs with the method in eval mode; its buffers (BatchNorm statistics, queues)
 are restored afterwards. Importances, anchors, history and the random state are in
 ``state_dict()``; ``record()`` gives ``importance_norm``, ``importance_max``, ``penalty_mean``
-and friends per phase for the result file. A warning says when ``lr * lam * max(importance)``
-is too stiff for SGD to stay stable on the penalty.
+and friends per phase for the result file. A warning says when ``lr * 2 * factor * lam *
+max(importance)`` is too stiff for SGD to stay stable on the penalty.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class QuadraticRegularizer(Strategy):
     """
 
     name = "quadratic"
+    #: the penalty is ``factor * lam * sum(importance * (theta - anchor)^2)``, as in the subclass's paper
+    factor: float = 0.5
 
     def __init__(self, lam: float = 1.0, samples: int = 512, decay: float = 1.0, chunk: int = 16):
         for key, value, ok in (
@@ -93,7 +97,8 @@ class QuadraticRegularizer(Strategy):
     def after_backward(self, run: RunContext) -> None:
         if not self._params or self.lam == 0:
             return
-        value = self._penalty_fn(self._params, self._anchor, self._imp, self.lam)
+        # the op computes 0.5 * l * sum(...) and adds l * importance * (theta - anchor) to the gradients
+        value = self._penalty_fn(self._params, self._anchor, self._imp, 2 * self.factor * self.lam)
         self._penalty = value.detach() if self._penalty is None else self._penalty + value.detach()
         self._steps += 1
 
@@ -123,18 +128,19 @@ class QuadraticRegularizer(Strategy):
         self.history["importance_norm"].append(float(flat.norm()))
         self.history["importance_max"].append(float(flat.max()))
         self.history["importance_samples"].append(n)
-        # SGD on the penalty alone oscillates when lr * lam * importance exceeds 2 (1 + momentum): say so
-        tr = run.protocol.train
-        limit = 2 * (1 + (tr.momentum if tr.optimizer == "sgd" else 0.0))
-        stiffness = tr.lr * self.lam * float(flat.max())
+        # SGD on the penalty alone oscillates when lr * (its curvature 2 * factor * lam * importance) exceeds 2 (1 + momentum)
+        momentum = run.recipe.momentum if run.recipe.optimizer in ("sgd", "lars") else 0.0
+        limit = 2 * (1 + momentum)
+        curvature = 2 * self.factor * self.lam * float(flat.max())
+        stiffness = run.peak_lr * curvature
         if stiffness > limit:
             log.warning(
-                "%s: lr * lam * max importance = %.3g > %.3g: the penalty is too stiff for the learning rate and "
+                "%s: lr * penalty curvature = %.3g > %.3g: the penalty is too stiff for the learning rate and "
                 "will make the weights oscillate; lower lam below %.3g",
                 self.name,
                 stiffness,
                 limit,
-                limit / (tr.lr * float(flat.max())),
+                self.lam * limit / stiffness,
             )
 
     def record(self) -> dict[str, Any]:

@@ -5,8 +5,11 @@ Layout (schema version 1), the contract that tools and later versions rely on:
 - root attributes: ``schema_version``, ``protocol``, ``protocol_version``, ``protocol_hash``,
   ``method``, ``stream``, ``strategy``, ``seed``, ``ssl_bench_version``, ``torch_version``,
   ``device``, ``git_commit``, ``created``, ``plugins`` (JSON: plugin -> version),
-  ``content_hash`` (sha256 of everything else in the file, see :func:`content_hash`);
+  ``content_hash`` (sha256 of everything else in the file, see :func:`content_hash`), ``images_processed``
+  (training samples through the method), ``recipe_source``, ``run_identity`` (hash of the effective
+  recipe, strategy and stream options), ``variant`` (true when anything was given on top of the defaults);
 - ``config``: the fully resolved run configuration, a UTF-8 JSON string;
+- ``recipe``: the effective optimisation recipe (:mod:`ssl_bench.recipe`), JSON;
 - ``protocol_json``: the validated protocol (every default filled in), canonical JSON;
 - ``metrics/acc_matrix``: float [P, T], row i = after training phase i (one per experience
   for sequential strategies), column j = evaluated on experience j's held-out split;
@@ -523,7 +526,12 @@ def crashing(paths: list[Path]) -> dict[Path, str]:
     return crashed
 
 
-def result_name(protocol_label: str, method: str, stream: str, strategy: str, seed: int) -> str:
-    """The file name of a run: the same run always gets the same name (so a crashed run can resume)."""
+def result_name(protocol_label: str, method: str, stream: str, strategy: str, seed: int, variant: str | None = None) -> str:
+    """The file name of a run: the same run always gets the same name (so a crashed run can resume).
+
+    A run with anything on top of the defaults (``--recipe``, ``--method-opt``, strategy or stream
+    options) carries its identity hash as ``__v<hash>``, so variants never overwrite each other.
+    """
     safe = lambda s: "".join(c if c.isalnum() or c in "-_.+" else "_" for c in s)  # noqa: E731
-    return f"{safe(protocol_label)}__{safe(method)}__{safe(stream)}__{safe(strategy)}__s{seed}.h5"
+    tail = f"__v{safe(variant)}" if variant else ""
+    return f"{safe(protocol_label)}__{safe(method)}__{safe(stream)}__{safe(strategy)}__s{seed}{tail}.h5"

@@ -18,17 +18,20 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ssl_bench.engine import RunConfig, execute
+from ssl_bench.engine import RunConfig, execute, resolve_recipe
 from ssl_bench.errors import UserError
 from ssl_bench.protocol import Protocol
+from ssl_bench.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
-def expand(base: RunConfig, methods: list[str], streams: list[str], strategies: list[str], seeds: list[int]) -> list[RunConfig]:
-    """Every combination, as RunConfigs that differ from ``base`` only in the swept fields."""
+def expand(
+    base: RunConfig, registry: Registry, methods: list[str], streams: list[str], strategies: list[str], seeds: list[int]
+) -> list[RunConfig]:
+    """Every combination, as RunConfigs that differ from ``base`` only in the swept fields (each method with its recipe)."""
     return [
-        dataclasses.replace(base, method=m, stream=s, strategy=st, seed=seed, progress=False)
+        resolve_recipe(dataclasses.replace(base, method=m, stream=s, strategy=st, seed=seed, progress=False), registry)
         for m, s, st, seed in itertools.product(methods, streams, strategies, seeds)
     ]
 

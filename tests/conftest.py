@@ -34,6 +34,7 @@ def ops():
 TINY = textwrap.dedent("""
     name = "tiny"
     version = 1
+    family = "tiny"
     seeds = [0, 1]
 
     [dataset]
@@ -51,10 +52,14 @@ TINY = textwrap.dedent("""
     [train]
     epochs_per_experience = 1
     batch_size = 32
-    lr = 0.05
 
     [eval]
     probe_train_per_experience = 0
+
+    [recipe]
+    lr = 0.05
+    lr_scaling = "none"
+    schedule = "constant"
 """)
 
 

@@ -146,7 +146,7 @@ def test_bad_input_one_line_exit_2_no_result(case, tiny_protocol, tmp_path):
     elif case in ("unknown_key", "wrong_type"):
         text = tiny_protocol.read_text()
         text = (
-            text.replace("lr = 0.05", "lr = 0.05\nlr_decay = 1")
+            text.replace("batch_size = 32", "batch_size = 32\nlr_decay = 1")
             if case == "unknown_key"
             else text.replace("batch_size = 32", "batch_size = 3.5")
         )

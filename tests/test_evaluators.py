@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_bench import augment, continual, protocol
+from ssl_bench import augment, continual, probes, protocol
 from ssl_bench.api import Batch, Features, Method
 from ssl_bench.engine import RunConfig
 from ssl_bench.engine.build import Run
@@ -37,6 +37,23 @@ def features_of(train, test):
 
 
 # ------------------------------------------------------------------ linear probe and kNN
+def test_l2_is_chosen_on_held_out_training_data():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(80) % 2
+    x = torch.randn(80, 300, generator=g)  # 300 noise dimensions, 80 samples: an unregularised probe overfits
+    x[:, 0] += 1.5 * (2 * y - 1)  # one informative dimension
+    grid = [1e-6, 1e-4, 1e-2, 1.0]
+    best, accs = probes.select_l2(x, y, grid, val_fraction=0.25, seed=0)
+    assert best in grid and len(accs) == len(grid) and accs[grid.index(best)] == max(accs)
+    assert best >= 1e-2 and accs[grid.index(best)] > accs[0]  # regularising helps, and the selection sees it
+    same, _ = probes.select_l2(x, y, [1e-3, 1e-3 * (1 + 1e-12)], seed=0)  # equal accuracies: the stronger value
+    assert same == 1e-3 * (1 + 1e-12)
+    feats = features_of([(x[:40], y[:40]), (x[40:], y[40:])], [(x[:40], y[:40]), (x[40:], y[40:])])
+    out = linear.LinearProbe(l2_grid=grid).evaluate(None, feats, None)
+    assert out["l2"].shape == (2,) and set(out["l2"].tolist()) <= set(grid)
+    assert linear.LinearProbe(l2=0.5).evaluate(None, feats, None)["l2"].tolist() == [0.5, 0.5]  # fixed: no selection
+
+
 def test_linear_probe_separates_linearly_separable_features():
     g = torch.Generator().manual_seed(0)
     w = torch.randn(10, 4, generator=g)
@@ -121,15 +138,25 @@ def test_collapse_auc_of_known_spectra():
     assert m["auc"] == pytest.approx((4 / 8 + 6 / 8 + 7 / 8 + 8 / 8) / 4)  # 0.78125
     assert m["auc_sq"] == pytest.approx((16 + 20 + 21 + 22) / 22 / 4)
     p = np.array([4, 2, 1, 1]) / 8
-    assert m["rankme"] == pytest.approx(math.exp(-(p * np.log(p)).sum()))
+    assert m["erank_centered"] == pytest.approx(math.exp(-(p * np.log(p)).sum()))
 
     d = 16
     flat = collapse.collapse_metrics(with_spectrum([1.0] * d))
     assert flat["auc"] == pytest.approx((d + 1) / (2 * d))  # a flat spectrum: 0.5 + 1/(2d)
     assert flat["auc_sq"] == pytest.approx((d + 1) / (2 * d))
-    assert flat["rankme"] == pytest.approx(d)
+    assert flat["erank_centered"] == pytest.approx(d)
     one = collapse.collapse_metrics(with_spectrum([5.0] + [0.0] * (d - 1)))
-    assert one["auc"] == pytest.approx(1.0) and one["rankme"] == pytest.approx(1.0, abs=1e-6)
+    assert one["auc"] == pytest.approx(1.0) and one["erank_centered"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_rankme_is_garridos_uncentred_with_eps():
+    x = with_spectrum([4.0, 2.0, 1.0, 1.0])  # carries a mean offset of 3 per dimension
+    sigma = np.linalg.svd(x.numpy(), compute_uv=False)  # uncentred: the offset is a large direction
+    p = sigma / sigma.sum() + 1e-7
+    expected = math.exp(-(p * np.log(p)).sum())
+    m = collapse.collapse_metrics(x)
+    assert m["rankme"] == pytest.approx(expected, rel=1e-9)
+    assert m["rankme"] < m["erank_centered"] - 0.5  # the centred variant (the old "rankme") does not see the offset
 
 
 def test_collapse_std_of_normalised_embeddings():

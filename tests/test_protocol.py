@@ -17,23 +17,29 @@ def test_hash_is_canonical_and_ignores_descriptions():
     reordered = protocol.parse(TINY.replace('name = "tiny"\nversion = 1', 'version = 1\nname = "tiny"'))
     described = protocol.parse('description = "words"\n' + TINY)
     assert a.hash == reordered.hash == described.hash
-    changed = protocol.parse(TINY.replace("lr = 0.05", "lr = 0.06"))
+    changed = protocol.parse(TINY.replace("batch_size = 32", "batch_size = 16"))
     assert changed.hash != a.hash
+    # the fallback recipe is each run's identity, not what the protocol compares
+    assert protocol.parse(TINY.replace("lr = 0.05", "lr = 0.06")).hash == a.hash
 
 
 def test_defaults_are_filled_and_hashed():
     a = protocol.parse(TINY)
-    explicit = protocol.parse(TINY.replace("lr = 0.05", 'lr = 0.05\noptimizer = "sgd"'))
-    assert a.train.optimizer == "sgd" and a.hash == explicit.hash
+    explicit = protocol.parse(TINY.replace("batch_size = 32", 'batch_size = 32\nschedule_scope = "phase"'))
+    assert a.train.schedule_scope == "phase" and a.hash == explicit.hash
+    assert protocol.parse(TINY.replace("batch_size = 32", 'batch_size = 32\nschedule_scope = "run"')).hash != a.hash
 
 
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (("lr = 0.05", "lr = 0.05\nlearning_rate = 1"), "unknown key 'train.learning_rate'"),
+        (("batch_size = 32", "batch_size = 32\nlearning_rate = 1"), "unknown key 'train.learning_rate'"),
+        (("batch_size = 32", "batch_size = 32\nlr = 0.1"), "'train.lr' is part of a method's recipe"),
+        (("lr = 0.05", "lr = inf"), "recipe key 'lr': must be a finite number"),
         (("epochs_per_experience = 1", "epochs_per_experiance = 1"), "Did you mean 'epochs_per_experience'"),
         (("batch_size = 32", 'batch_size = "32"'), "'train.batch_size'"),
-        (("lr = 0.05", "lr = -1.0"), "'train.lr'"),
+        (("lr = 0.05", "lr = -1.0"), "recipe key 'lr'"),
+        (('family = "tiny"\n', ""), "missing key 'family'"),
         (("[stream]\nn_experiences = 2", ""), "missing key 'stream'"),
         (("seeds = [0, 1]", "seeds = [0, 1"), "not valid TOML"),
     ],
@@ -54,4 +60,4 @@ def test_unknown_protocol_name_suggests(tmp_path):
 
 def test_stages_must_sum_to_one():
     with pytest.raises(UserError, match="fractions must add up to 1"):
-        protocol.parse(TINY.replace("lr = 0.05", "lr = 0.05\nstages = [{resolution = 8, fraction = 0.5}]"))
+        protocol.parse(TINY.replace("batch_size = 32", "batch_size = 32\nstages = [{resolution = 8, fraction = 0.5}]"))

@@ -17,7 +17,8 @@ def test_stages_train_at_small_resolution_then_full(tmp_path, capsys):
     proto = tmp_path / "s3l.toml"
     proto.write_text(
         TINY.replace(
-            "lr = 0.05", "lr = 0.05\nstages = [{ resolution = 8, fraction = 0.75 }, { resolution = 16, fraction = 0.25 }]"
+            "batch_size = 32",
+            "batch_size = 32\nstages = [{ resolution = 8, fraction = 0.75 }, { resolution = 16, fraction = 0.25 }]",
         )
     )
     recorder = tmp_path / "recorder.py"

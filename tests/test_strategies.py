@@ -120,12 +120,13 @@ def test_penalty_is_zero_at_anchor_and_grows_quadratically(name, micro, tmp_path
     v1, g1 = penalty_at(0.1)
     v2, g2 = penalty_at(0.2)
     v4, _ = penalty_at(0.4)
-    expected = 0.5 * 3.0 * sum(float((i * (0.1 * d) ** 2).sum()) for i, d in zip(imps, direction))
+    factor = {"mas": 1.0, "ewc": 0.5}[name]  # each paper's penalty: MAS lam * sum(...), EWC (lam / 2) * sum(...)
+    expected = factor * 3.0 * sum(float((i * (0.1 * d) ** 2).sum()) for i, d in zip(imps, direction))
     assert v1 > 0 and v1 == pytest.approx(expected, rel=1e-4)
     assert v2 / v1 == pytest.approx(4, rel=1e-4) and v4 / v1 == pytest.approx(16, rel=1e-4)
-    for a, b, i, d in zip(g1, g2, imps, direction):  # gradient lam * imp * (p - a): linear in the distance
+    for a, b, i, d in zip(g1, g2, imps, direction):  # gradient 2 * factor * lam * imp * (p - a): linear in the distance
         torch.testing.assert_close(b, 2 * a, rtol=1e-3, atol=1e-8)  # float32: p - a loses a few bits
-        torch.testing.assert_close(a, 3.0 * i * 0.1 * d, rtol=1e-3, atol=1e-8)
+        torch.testing.assert_close(a, 2 * factor * 3.0 * i * 0.1 * d, rtol=1e-3, atol=1e-8)
 
 
 def test_ewc_fisher_is_per_sample_mean_of_squares(micro, tmp_path):
@@ -222,13 +223,29 @@ def test_replay_mixes_buffer_into_batches_and_state_round_trips(micro, tmp_path)
     np.testing.assert_array_equal(a.strategy.stream.buffer.index, b.strategy.stream.buffer.index)
     current = a.batch_of(torch.from_numpy(a.experiences[1].train_idx[:24]))
     mixed_a, mixed_b = a.strategy.batch(a, current), b.strategy.batch(b, current)
-    assert len(mixed_a.index) == 24 + 8  # a quarter of the batch comes from the buffer
+    assert len(mixed_a.index) == 24  # compute-matched: a quarter of the batch is replaced by buffer samples
+    torch.testing.assert_close(mixed_a.index[:18], current.index[:18])
     torch.testing.assert_close(mixed_a.index, mixed_b.index)  # same samples drawn after the round trip
-    assert set(mixed_a.index[24:].tolist()) <= set(a.strategy.stream.buffer.index.tolist())
+    assert set(mixed_a.index[18:].tolist()) <= set(a.strategy.stream.buffer.index.tolist())
     a.phase_index = b.phase_index = 1
     a.strategy.after_phase(a, a.phases[1])
     b.strategy.after_phase(b, b.phases[1])
     np.testing.assert_array_equal(a.strategy.stream.buffer.index, b.strategy.stream.buffer.index)
+
+
+def test_replay_append_mode_adds_to_the_batch_and_images_processed_tells(micro, tmp_path):
+    runs = {
+        mode: make_run(micro, tmp_path, "replay", options={"size": 30, "ratio": 0.5, "mode": mode})
+        for mode in ("replace", "append")
+    }
+    seq = make_run(micro, tmp_path, "sequential")
+    for run in (*runs.values(), seq):
+        for i in range(len(run.phases)):
+            train(run, i)
+    current = runs["append"].batch_of(torch.from_numpy(runs["append"].experiences[1].train_idx[:24]))
+    assert len(runs["append"].strategy.batch(runs["append"], current).index) == 48  # B * r / (1 - r) appended
+    assert runs["replace"].images_processed == seq.images_processed  # compute-matched with sequential
+    assert runs["append"].images_processed > seq.images_processed
 
 
 def _save(obj, tmp_path):
@@ -262,14 +279,26 @@ def test_lump_mixes_views_with_buffer_samples(micro, tmp_path):
     run.views = fixed_views(run)  # views = (image, mirror image): the buffer part can then be recovered
     batch = run.batch_of(torch.from_numpy(run.experiences[1].train_idx[:8]))
     views = run.views(batch.images)
+    buffered = torch.from_numpy(run.strategy.stream.buffer.index.copy())  # before this step offers its own samples
     mixed = run.strategy.views(run, [v.clone() for v in views], batch)
     lam = run.strategy.lams[-1]
     assert 0 < lam < 1 and len(mixed) == 2 and mixed[0].shape == views[0].shape
     past = (mixed[0] - lam * views[0]) / (1 - lam)  # (1 - lam) * a buffer sample's view
     torch.testing.assert_close(((mixed[1] - lam * views[1]) / (1 - lam)), past.flip(-1), rtol=1e-3, atol=1e-3)
-    candidates = run.views(run.dataset.train.images[torch.from_numpy(run.strategy.stream.buffer.index)])[0]
+    candidates = run.views(run.dataset.train.images[buffered])[0]
     dist = torch.cdist(past.flatten(1), candidates.flatten(1))
     assert float(dist.min(1).values.max()) < 1e-2 * float(dist.median())  # every mixed-in image is a buffer sample
+
+
+@pytest.mark.parametrize("fill, mixes_in_first", [("step", True), ("phase", False)])
+def test_lump_fills_online_so_the_first_experience_mixes_too(micro, tmp_path, fill, mixes_in_first):
+    run = make_run(micro, tmp_path, "lump", options={"size": 20, "fill": fill})
+    train(run, 0)
+    mixed_steps = run.strategy.record()["mixed_steps"]
+    assert (mixed_steps[0] > 0) == mixes_in_first  # online (the reference's): all but the first step of experience 0 mix
+    if mixes_in_first:
+        assert mixed_steps[0] == len(run.losses) - 1
+    assert set(run.strategy.stream.buffer.index.tolist()) <= set(run.experiences[0].train_idx.tolist())
 
 
 # ------------------------------------------------------------------ planning, composition, resume
@@ -320,4 +349,4 @@ def test_replay_plus_mas_end_to_end_and_resume_keeps_the_buffer(tiny_protocol, t
     assert r["strategy/replay/replayed_per_phase"].tolist()[0] == 0 and r["strategy/replay/replayed_per_phase"][1] > 0
     assert r["strategy/mas/importance_norm"].shape == (2,) and (r["strategy/mas/importance_norm"] > 0).all()
     assert r["strategy/mas/penalty_mean"][0] == 0 and r["strategy/mas/penalty_mean"][1] > 0
-    assert r["strategy/mas/lam"] == 0.1  # the default
+    assert r["strategy/mas/lam"] == 0.05  # the default

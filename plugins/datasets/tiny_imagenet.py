@@ -44,10 +44,28 @@ def _lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
+def _image_number(path: Path) -> tuple[int, str]:
+    """Sort key of ``n01443537_17.JPEG``: its number (17), then the name."""
+    tail = path.stem.rsplit("_", 1)[-1]
+    return (int(tail) if tail.isdigit() else 1 << 30, path.name)
+
+
 def tiny_imagenet(
-    root=None, resolution=64, seed=0, download=False, n_classes=None, classes=None, on_corrupt="skip", transform_domains=None
+    root=None,
+    resolution=64,
+    seed=0,
+    download=False,
+    n_classes=None,
+    classes=None,
+    train_per_class=None,
+    on_corrupt="skip",
+    transform_domains=None,
 ):
-    """Tiny ImageNet from ``root`` at ``resolution`` px (64 is the native size)."""
+    """Tiny ImageNet from ``root`` at ``resolution`` px (64 is the native size).
+
+    ``train_per_class`` keeps the first N training images of every class by the number in their file
+    name (``n01443537_0`` ... ``n01443537_<N-1>``), so a full tiny-imagenet-200 folder and a copy holding
+    only those images give the same dataset."""
     if root is None:
         raise UserError(f"tiny-imagenet needs --data-root: {WHERE}")
     if download:
@@ -74,9 +92,15 @@ def tiny_imagenet(
     train_files, train_labels = [], []
     for wnid in wnids:
         folder = root / "train" / wnid / "images"
-        files = sorted(p for p in folder.glob("*") if imagecache.is_image(p)) if folder.is_dir() else []
+        files = sorted((p for p in folder.glob("*") if imagecache.is_image(p)), key=_image_number) if folder.is_dir() else []
         if not files:
             raise UserError(f"tiny-imagenet: class {wnid} has no training images in {folder}")
+        if train_per_class is not None:
+            if len(files) < int(train_per_class):
+                raise UserError(
+                    f"tiny-imagenet: class {wnid} has {len(files)} training images, fewer than train_per_class={train_per_class}"
+                )
+            files = files[: int(train_per_class)]
         train_files += files
         train_labels += [index[wnid]] * len(files)
 
@@ -96,6 +120,7 @@ def tiny_imagenet(
         raise UserError(f"tiny-imagenet: {absent[0]} is listed in val/val_annotations.txt but missing ({len(absent)} missing)")
 
     tag = "tiny-imagenet" if n_classes is None and classes is None else f"tiny-imagenet-{len(wnids)}c"
+    tag += f"-{train_per_class}pc" if train_per_class is not None else ""
     train = imagecache.image_set(
         f"{tag}/train", train_files, train_labels, [0] * len(train_files), root, resolution, on_corrupt=on_corrupt
     )

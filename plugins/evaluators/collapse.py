@@ -9,8 +9,11 @@ the features are centred per dimension and their singular values s_1 >= ... >= s
   direction holds everything; for a flat spectrum it is exactly ``(m + 1) / (2 m)``
   (0.5 + 1/(2m), so "about 0.5").
 - ``auc_sq``: the same with squared singular values (explained variance).
-- ``rankme``: effective rank exp(H(p)) with p = s / sum(s) (Roy & Vetterli 2007; RankMe,
-  Garrido et al. 2023); between 1 and m.
+- ``rankme``: RankMe as Garrido et al. (ICML 2023) define it: the singular values sigma of the
+  *uncentred* embeddings, p_k = sigma_k / ||sigma||_1 + eps (eps = 1e-7), RankMe = exp(-sum p_k log p_k);
+  between about 1 and min(n, D).
+- ``erank_centered``: the same effective rank (Roy & Vetterli 2007) of the centred spectrum ``s``
+  above (no eps), the spectrum the AUC is computed on; it was called ``rankme`` before version 0.2.
 - ``std_normalized``: the per-dimension standard deviation of the L2-normalised embeddings,
   averaged over dimensions (SimSiam's collapse check): 0 when collapsed, about 1/sqrt(D)
   for isotropic embeddings.
@@ -28,7 +31,7 @@ from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
 from ssl_bench.probes import held_out
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __license__ = "Apache-2.0"
 __paper__ = "Li, Efros, Pathak, Understanding Collapse in Non-Contrastive Siamese Representation Learning, ECCV 2022"
 
@@ -45,12 +48,18 @@ def auc(s) -> float:
     return float((torch.cumsum(s, 0) / s.sum()).mean())
 
 
-def effective_rank(s) -> float:
-    """exp of the entropy of s / sum(s) (RankMe)."""
+def effective_rank(s, eps: float = 0.0) -> float:
+    """exp of the entropy of p = s / sum(s) + eps (Roy & Vetterli 2007; with eps = 1e-7 on uncentred
+    embeddings, RankMe); zero entries of p add nothing."""
     s = torch.as_tensor(s, dtype=torch.float64)
-    p = s / s.sum()
+    p = s / s.sum() + eps
     p = p[p > 0]
     return float(torch.exp(-(p * p.log()).sum()))
+
+
+def rankme(x: torch.Tensor, eps: float = 1e-7) -> float:
+    """RankMe (Garrido et al. 2023): effective rank of the uncentred embeddings' singular values, + eps."""
+    return effective_rank(torch.linalg.svdvals(x.double()), eps)
 
 
 def collapse_metrics(x: torch.Tensor) -> dict:
@@ -59,7 +68,8 @@ def collapse_metrics(x: torch.Tensor) -> dict:
     return {
         "auc": auc(s),
         "auc_sq": auc(s * s),
-        "rankme": effective_rank(s),
+        "rankme": rankme(x),
+        "erank_centered": effective_rank(s),
         "std_normalized": float(z.std(0).mean()),
         "spectrum": s.float().numpy(),
     }

@@ -34,6 +34,37 @@ def barlow_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051) -> to
 
 
 class BarlowTwins(Method):
+    #: solo-learn's cifar/barlow.yaml (LARS lr 0.3, wd 1e-4, eta 0.02 with clipping, projector 2048); cpu: 1024
+    recipes = {
+        "smoke": {
+            "optimizer": "lars",
+            "lr": 0.3,
+            "weight_decay": 1e-4,
+            "lars_eta": 0.02,
+            "lars_clip": True,
+            "schedule": "constant",
+            "options": {"proj_hidden": 512, "proj_dim": 512},
+        },
+        "cpu": {
+            "optimizer": "lars",
+            "lr": 0.3,
+            "weight_decay": 1e-4,
+            "lars_eta": 0.02,
+            "lars_clip": True,
+            "warmup_epochs": 0.4,
+            "options": {"proj_hidden": 1024, "proj_dim": 1024},
+        },
+        "s3l": {
+            "optimizer": "lars",
+            "lr": 0.3,
+            "weight_decay": 1e-4,
+            "lars_eta": 0.02,
+            "lars_clip": True,
+            "warmup_epochs": 2,
+            "options": {"proj_hidden": 2048, "proj_dim": 2048},
+        },
+    }
+
     def __init__(self, backbone, proj_hidden: int = 8192, proj_dim: int = 8192, lambd: float = 0.0051):
         super().__init__(backbone)
         self.lambd = lambd

@@ -29,6 +29,38 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 class BYOL(Method):
+    #: solo-learn's cifar/byol.yaml (LARS lr 1.0, wd 1e-5, eta 0.02 with clipping, tau 0.99 -> 1); cpu: heads scaled
+    #: to the x0.25 backbone and tuned for the short budget (benchmark/RESULTS.md)
+    recipes = {
+        "smoke": {
+            "optimizer": "lars",
+            "lr": 1.0,
+            "weight_decay": 1e-5,
+            "lars_eta": 0.02,
+            "lars_clip": True,
+            "schedule": "constant",
+            "options": {"proj_hidden": 512, "pred_hidden": 512, "base_momentum": 0.99},
+        },
+        "cpu": {
+            "optimizer": "lars",
+            "lr": 1.0,
+            "weight_decay": 1e-5,
+            "lars_eta": 0.02,
+            "lars_clip": True,
+            "warmup_epochs": 0.4,
+            "options": {"proj_hidden": 1024, "proj_dim": 256, "pred_hidden": 1024, "base_momentum": 0.99},
+        },
+        "s3l": {
+            "optimizer": "lars",
+            "lr": 1.0,
+            "weight_decay": 1e-5,
+            "lars_eta": 0.02,
+            "lars_clip": True,
+            "warmup_epochs": 2,
+            "options": {"base_momentum": 0.99},
+        },
+    }
+
     def __init__(
         self,
         backbone,

@@ -5,8 +5,8 @@ Chen, Fan, Girshick & He, Improved Baselines with Momentum Contrastive Learning,
 
 Defaults from the papers: a 2-layer MLP head (hidden 2048, output 128), temperature 0.2, a queue of
 65,536 keys and a key-encoder momentum of 0.999, held constant (``momentum_schedule="cosine"`` ramps it
-to 1 over the run as BYOL does). The loss is the papers' asymmetric one, view 1 as query and view 2 as
-key (``symmetric=True`` uses both views as queries, as MoCo v3 does). On one device there is no
+to ``final_momentum`` over the schedule as BYOL does; solo-learn's MoCo v2+ ramps 0.99 -> 0.999, the
+recipes use that). The loss is the papers' asymmetric one, view 1 as query and view 2 as key (``symmetric=True`` uses both views as queries, as MoCo v3 does). On one device there is no
 shuffling BatchNorm (the papers shuffle keys across GPUs); under DDP the keys of all ranks are enqueued.
 The keys of a training-mode loss call are enqueued in ``after_step`` (after the optimiser step), so
 evaluators that call the loss without stepping do not change the queue.
@@ -37,6 +37,49 @@ def _gather(x: torch.Tensor) -> torch.Tensor:
 
 
 class MoCo(Method):
+    #: solo-learn's cifar/mocov2plus.yaml (SGD lr 0.3, wd 1e-4, temperature 0.2, key-encoder momentum 0.99 -> 0.999 by a
+    #: cosine), with the queue and head scaled to the data and backbone (cpu: 4096 keys, head 512 -> 128)
+    recipes = {
+        "smoke": {
+            "optimizer": "sgd",
+            "lr": 0.1,
+            "lr_scaling": "none",
+            "weight_decay": 5e-4,
+            "schedule": "constant",
+            "options": {"queue_size": 1024, "momentum": 0.99},
+        },
+        "cpu": {
+            "optimizer": "sgd",
+            "lr": 0.3,
+            "weight_decay": 1e-4,
+            "warmup_epochs": 0.4,
+            "options": {
+                "temperature": 0.2,
+                "proj_hidden": 512,
+                "proj_dim": 128,
+                "queue_size": 4096,
+                "momentum": 0.99,
+                "momentum_schedule": "cosine",
+                "final_momentum": 0.999,
+            },
+        },
+        "s3l": {
+            "optimizer": "sgd",
+            "lr": 0.3,
+            "weight_decay": 1e-4,
+            "warmup_epochs": 2,
+            "options": {
+                "temperature": 0.2,
+                "proj_hidden": 2048,
+                "proj_dim": 256,
+                "queue_size": 32768,
+                "momentum": 0.99,
+                "momentum_schedule": "cosine",
+                "final_momentum": 0.999,
+            },
+        },
+    }
+
     def __init__(
         self,
         backbone,
@@ -47,13 +90,14 @@ class MoCo(Method):
         momentum: float = 0.999,
         momentum_schedule: str = "constant",
         symmetric: bool = False,
+        final_momentum: float = 1.0,
     ):
         super().__init__(backbone)
         if momentum_schedule not in ("constant", "cosine"):
             raise UserError(f"moco: momentum_schedule must be 'constant' or 'cosine', got '{momentum_schedule}'")
-        if not 0 <= momentum <= 1 or queue_size < 1 or temperature <= 0:
-            raise UserError("moco: need 0 <= momentum <= 1, queue_size >= 1 and temperature > 0")
-        self.temperature, self.base_momentum = temperature, momentum
+        if not 0 <= momentum <= final_momentum <= 1 or queue_size < 1 or temperature <= 0:
+            raise UserError("moco: need 0 <= momentum <= final_momentum <= 1, queue_size >= 1 and temperature > 0")
+        self.temperature, self.base_momentum, self.final_momentum = temperature, momentum, final_momentum
         self.momentum_schedule, self.symmetric = momentum_schedule, symmetric
         self.projector = mlp(self.feature_dim, proj_hidden, proj_dim, batch_norm=False)
         self.key_backbone = frozen_copy(backbone)
@@ -93,7 +137,7 @@ class MoCo(Method):
     def momentum_at(self, progress: float) -> float:
         if self.momentum_schedule == "constant":
             return self.base_momentum
-        return cosine_momentum(self.base_momentum, 1.0, progress)
+        return cosine_momentum(self.base_momentum, self.final_momentum, progress)
 
     @torch.no_grad()
     def after_step(self, progress):

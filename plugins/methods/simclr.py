@@ -16,6 +16,30 @@ __paper__ = "Chen et al., A Simple Framework for Contrastive Learning of Visual 
 
 
 class SimCLR(Method):
+    #: smoke: plain SGD as the smoke protocol always ran it; cpu: LARS (solo-learn's cifar/simclr.yaml: lr 0.4, wd 1e-4,
+    #: eta 0.02 with clipping, temperature 0.2) with the head scaled to the x0.25 backbone; s3l: solo-learn's, head 2048 -> 256
+    recipes = {
+        "smoke": {"optimizer": "sgd", "lr": 0.1, "lr_scaling": "none", "weight_decay": 5e-4, "schedule": "constant"},
+        "cpu": {
+            "optimizer": "lars",
+            "lr": 0.4,
+            "weight_decay": 1e-4,
+            "lars_eta": 0.02,
+            "lars_clip": True,
+            "warmup_epochs": 0.4,
+            "options": {"temperature": 0.2, "proj_hidden": 512, "proj_dim": 128},
+        },
+        "s3l": {
+            "optimizer": "lars",
+            "lr": 0.4,
+            "weight_decay": 1e-4,
+            "lars_eta": 0.02,
+            "lars_clip": True,
+            "warmup_epochs": 2,
+            "options": {"temperature": 0.2, "proj_hidden": 2048, "proj_dim": 256},
+        },
+    }
+
     def __init__(self, backbone, proj_hidden: int = 512, proj_dim: int = 128, temperature: float = 0.5):
         super().__init__(backbone)
         self.temperature = temperature

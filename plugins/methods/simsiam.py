@@ -6,8 +6,8 @@ Defaults from the paper (ImageNet): a 3-layer projector (2048 hidden and output 
 every layer including the output, no ReLU after the output) and a bottleneck predictor
 2048 -> 512 -> 2048 (BatchNorm + ReLU on the hidden layer only). The loss is the symmetrised
 negative cosine similarity with a stop-gradient on the target branch, in [-1, 1].
-The paper keeps the predictor's learning rate fixed; here the protocol's schedule applies to all
-parameters (the harness has one optimiser per protocol). SimSiam can collapse (partially) when the
+The paper keeps the predictor's learning rate fixed: :meth:`fixed_lr_parameters` names it, so it trains
+at the recipe's peak learning rate throughout. SimSiam can collapse (partially) when the
 model is small for the data (Li, Efros & Pathak 2022): watch the collapse evaluator.
 """
 
@@ -28,6 +28,32 @@ def neg_cosine(p, z):
 
 
 class SimSiam(Method):
+    #: solo-learn's cifar/simsiam.yaml (SGD lr 0.5, wd 1e-5) with the paper's fixed predictor lr; cpu: heads scaled
+    recipes = {
+        "smoke": {
+            "optimizer": "sgd",
+            "lr": 0.1,
+            "lr_scaling": "none",
+            "weight_decay": 5e-4,
+            "schedule": "constant",
+            "options": {"proj_hidden": 512, "proj_dim": 512, "pred_hidden": 128},
+        },
+        "cpu": {
+            "optimizer": "sgd",
+            "lr": 0.5,
+            "weight_decay": 1e-5,
+            "warmup_epochs": 0.4,
+            "options": {"proj_hidden": 1024, "proj_dim": 1024, "pred_hidden": 256},
+        },
+        "s3l": {
+            "optimizer": "sgd",
+            "lr": 0.5,
+            "weight_decay": 1e-5,
+            "warmup_epochs": 2,
+            "options": {"proj_hidden": 2048, "proj_dim": 2048, "pred_hidden": 512},
+        },
+    }
+
     def __init__(self, backbone, proj_hidden: int = 2048, proj_dim: int = 2048, pred_hidden: int = 512):
         super().__init__(backbone)
         d = self.feature_dim
@@ -47,6 +73,10 @@ class SimSiam(Method):
             nn.ReLU(inplace=True),
             nn.Linear(pred_hidden, proj_dim),
         )
+
+    def fixed_lr_parameters(self):
+        """The paper's predictor keeps a fixed learning rate ("fix lr for predictor", Chen & He, Sec. 4.2)."""
+        return [f"predictor.{n}" for n, _ in self.predictor.named_parameters()]
 
     def loss(self, views, labels):
         z1, z2 = (self.projector(self.backbone(v)) for v in views[:2])

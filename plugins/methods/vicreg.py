@@ -40,6 +40,37 @@ def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-4) -> dict[
 
 
 class VICReg(Method):
+    #: solo-learn's cifar/vicreg.yaml (LARS lr 0.3, wd 1e-4, eta 0.02 with clipping, expander 2048); cpu: 1024
+    recipes = {
+        "smoke": {
+            "optimizer": "lars",
+            "lr": 0.3,
+            "weight_decay": 1e-4,
+            "lars_eta": 0.02,
+            "lars_clip": True,
+            "schedule": "constant",
+            "options": {"proj_hidden": 512, "proj_dim": 512},
+        },
+        "cpu": {
+            "optimizer": "lars",
+            "lr": 0.3,
+            "weight_decay": 1e-4,
+            "lars_eta": 0.02,
+            "lars_clip": True,
+            "warmup_epochs": 0.4,
+            "options": {"proj_hidden": 1024, "proj_dim": 1024},
+        },
+        "s3l": {
+            "optimizer": "lars",
+            "lr": 0.3,
+            "weight_decay": 1e-4,
+            "lars_eta": 0.02,
+            "lars_clip": True,
+            "warmup_epochs": 2,
+            "options": {"proj_hidden": 2048, "proj_dim": 2048},
+        },
+    }
+
     def __init__(
         self,
         backbone,

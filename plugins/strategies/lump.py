@@ -8,8 +8,12 @@ buffer samples are augmented like the current ones (their own random views, at t
 resolution). The first experience has no buffer and trains unchanged.
 
 The buffer is :class:`ssl_bench.buffers.StreamBuffer`, as replay's (reservoir by default),
-filled after each phase, checkpointed and recorded like replay's. LUMP mixes
-unlabelled images, so methods that train on labels are refused (their labels would not mix).
+checkpointed and recorded like replay's. ``fill="step"`` (default) fills it online as the
+reference code (UCL, Madaan et al.) does: after every step's partners are drawn, the step's own
+samples are offered to the reservoir, so mixup starts within experience 0, with its earlier
+samples. ``fill="phase"`` offers each experience's samples after its phase instead (then
+experience 0 trains without mixup). LUMP mixes unlabelled images, so methods that train on
+labels are refused (their labels would not mix).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from ssl_bench.api import Strategy
 from ssl_bench.buffers import StreamBuffer
 from ssl_bench.errors import UserError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __license__ = "Apache-2.0"
 __paper__ = "Madaan et al., Representational Continuity for Unsupervised Continual Learning, ICLR 2022"
 
@@ -32,11 +36,13 @@ class LUMP(Strategy):
 
     name = "lump"
 
-    def __init__(self, size: int = 500, alpha: float = 0.4, policy: str = "reservoir"):
+    def __init__(self, size: int = 500, alpha: float = 0.4, policy: str = "reservoir", fill: str = "step"):
         if not isinstance(alpha, (int, float)) or alpha <= 0:
             raise UserError(f"lump: alpha must be > 0, got {alpha!r}")
-        self.alpha = float(alpha)
-        self.stream = StreamBuffer(size, policy)
+        if fill not in ("step", "phase"):
+            raise UserError(f"lump: fill must be 'step' (online, as the reference) or 'phase', got {fill!r}")
+        self.alpha, self.fill = float(alpha), fill
+        self.stream = StreamBuffer(size, policy, online=fill == "step")
         self.lams: list[float] = []
         self.history: dict[str, list] = {"mixed_steps": [], "lam_mean": []}
 
@@ -48,6 +54,8 @@ class LUMP(Strategy):
 
     def views(self, run, views, batch):
         index = self.stream.buffer.sample(len(views[0]), self.rng)
+        if self.fill == "step":  # this step's samples become mixup partners of the later steps
+            self.stream.offer(batch.index.cpu().numpy())
         if len(index) == 0:
             return views
         past = run.views(run.batch_of(torch.from_numpy(index)).images, views[0].shape[-1])
@@ -62,7 +70,12 @@ class LUMP(Strategy):
         self.lams = []
 
     def record(self):
-        return {"alpha": self.alpha, **{k: np.asarray(v) for k, v in self.history.items()}, **self.stream.record()}
+        return {
+            "alpha": self.alpha,
+            "fill": self.fill,
+            **{k: np.asarray(v) for k, v in self.history.items()},
+            **self.stream.record(),
+        }
 
     def state_dict(self):
         return {

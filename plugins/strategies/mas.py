@@ -5,16 +5,18 @@ the absolute gradient of the squared L2 norm of the backbone's representation,
 ``|d ||f(x)||^2 / d theta|`` (computed per sample, backbone in eval mode, images without
 augmentation); it is added to the importances of earlier phases (``decay`` < 1 shrinks the
 old ones first). While training later phases the quadratic penalty
-``0.5 * lam * sum(importance * (theta - theta_anchor)^2)`` pulls the parameters towards
+``lam * sum(importance * (theta - theta_anchor)^2)`` (the MAS paper's penalty, Eq. 3, so that its
+lambda values transfer) pulls the parameters towards
 their values at the end of the previous phase; its gradient is written straight into
 ``.grad`` after the backward pass (:class:`ssl_bench.regularizers.QuadraticRegularizer`,
 which ``ewc`` uses too, with another importance).
 Hu et al. (ICLR 2022) use MAS this way for streaming SSL pre-training.
 
-Default ``lam = 0.1`` (ours: the importances scale with the representation's norm, so lam must
+Default ``lam = 0.05`` (ours: the importances scale with the representation's norm, so lam must
 be tuned per protocol, as Aljundi et al. tune their regulariser weight per sequence; on the
-built-in ``forgetting`` protocol, lr 0.1, importances reach ~100 and lam = 1 diverges). A warning
-says when ``lr * lam * max(importance)`` is too large for SGD to stay stable on the penalty;
+built-in ``forgetting`` protocol, lr 0.1, importances reach ~100 and lam = 0.5 diverges; 0.05 is as
+strong as the 0.1 of ssl-bench 0.1.0, whose penalty had a factor 1/2 that the paper's has not). A
+warning says when the penalty is too stiff for SGD to stay stable at the learning rate;
 ``strategy/mas/importance_max`` and ``penalty_mean`` in the result file show how strongly it acted.
 """
 
@@ -26,7 +28,7 @@ from torch.func import functional_call, grad, vmap
 from ssl_bench import augment, hookimpl
 from ssl_bench.regularizers import QuadraticRegularizer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __license__ = "Apache-2.0"
 __paper__ = "Aljundi et al., Memory Aware Synapses: Learning What (not) to Forget, ECCV 2018"
 
@@ -51,8 +53,9 @@ class MAS(QuadraticRegularizer):
     """MAS on the backbone's parameters: ``lam`` (penalty weight), ``samples`` per phase for the importance."""
 
     name = "mas"
+    factor = 1.0  # MAS (Aljundi et al., Eq. 3): lam * sum(Omega * (theta - theta*)^2), no 1/2
 
-    def __init__(self, lam: float = 0.1, samples: int = 512, decay: float = 1.0, chunk: int = 16):
+    def __init__(self, lam: float = 0.05, samples: int = 512, decay: float = 1.0, chunk: int = 16):
         super().__init__(lam=lam, samples=samples, decay=decay, chunk=chunk)
 
     def importance(self, run, index):

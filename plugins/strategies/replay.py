@@ -11,10 +11,13 @@ the experiences it trained on are offered to the buffer one by one, in a seeded 
   random sample of the largest group; within a group that is (or was) the largest, plain
   reservoir sampling.
 
-While training, ``ratio`` is the share of every batch that comes from the buffer: a batch of
-``B`` current samples gets ``round(B * ratio / (1 - ratio))`` buffer samples appended (drawn
-uniformly, without replacement when the buffer is large enough). The first experience has no
-past, so it trains on its own samples only.
+While training, ``ratio`` is the share of every batch that comes from the buffer (drawn
+uniformly, without replacement when the buffer is large enough). ``mode="replace"`` (default)
+keeps the run compute-matched with the sequential run it is compared with: of a batch of ``B``
+current samples, ``round(B * ratio)`` are replaced by buffer samples, so every step still trains
+on ``B`` images. ``mode="append"`` appends ``round(B * ratio / (1 - ratio))`` buffer samples
+instead, so at ``ratio = 0.5`` a step processes twice the images (every result file stores
+``images_processed``). The first experience has no past, so it trains on its own samples only.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ssl_bench.api import Batch, Strategy
 from ssl_bench.buffers import StreamBuffer
 from ssl_bench.errors import UserError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __license__ = "Apache-2.0"
 __paper__ = "Hu et al., How Well Does Self-Supervised Pre-Training Perform with Streaming Data?, ICLR 2022"
 
@@ -47,10 +50,12 @@ class Replay(Strategy):
 
     name = "replay"
 
-    def __init__(self, size: int = 500, ratio: float = 0.5, policy: str = "reservoir"):
+    def __init__(self, size: int = 500, ratio: float = 0.5, policy: str = "reservoir", mode: str = "replace"):
         if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
             raise UserError(f"replay ratio is the share of each batch drawn from the buffer: give 0 <= ratio < 1, got {ratio!r}")
-        self.size, self.ratio, self.policy = size, float(ratio), policy
+        if mode not in ("replace", "append"):
+            raise UserError(f"replay mode must be 'replace' (compute-matched) or 'append', got {mode!r}")
+        self.size, self.ratio, self.policy, self.mode = size, float(ratio), policy, mode
         self.stream = StreamBuffer(size, policy)
         self.replayed: list[int] = []
         self._count = 0
@@ -60,11 +65,15 @@ class Replay(Strategy):
         self.rng = np.random.default_rng([run.seed, run.rank, 0x5E1A])
 
     def batch(self, run, batch):
-        n = round(len(batch.index) * self.ratio / (1 - self.ratio))
+        b = len(batch.index)
+        n = round(b * self.ratio) if self.mode == "replace" else round(b * self.ratio / (1 - self.ratio))
         index = self.stream.buffer.sample(n, self.rng)
         if len(index) == 0:
             return batch
         self._count += len(index)
+        if self.mode == "replace":
+            keep = b - len(index)
+            batch = Batch(batch.images[:keep], batch.labels[:keep], batch.domains[:keep], batch.index[:keep])
         return concat(batch, run.batch_of(torch.from_numpy(index)))
 
     def after_phase(self, run, phase):
@@ -73,7 +82,12 @@ class Replay(Strategy):
         self._count = 0
 
     def record(self):
-        return {"ratio": self.ratio, "replayed_per_phase": np.asarray(self.replayed, np.int64), **self.stream.record()}
+        return {
+            "ratio": self.ratio,
+            "mode": self.mode,
+            "replayed_per_phase": np.asarray(self.replayed, np.int64),
+            **self.stream.record(),
+        }
 
     def state_dict(self):
         return {"stream": self.stream.state_dict(), "replayed": list(self.replayed), "rng": self.rng.bit_generator.state}

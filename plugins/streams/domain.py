@@ -1,8 +1,10 @@
 """Domain-incremental stream: one visual domain per experience, the same classes throughout.
 
 Default order: the dataset's domains named as in DomainNet come first, in the order real,
-quickdraw, painting, sketch, infograph, clipart (Hu et al., ICLR 2022); the other domains
-follow in the dataset's order. Option ``order`` (a list of domain names) sets it explicitly.
+quickdraw, painting, sketch, infograph, clipart, which is CaSSLe's six-domain order (Fini et al.,
+Self-Supervised Models are Continual Learners, CVPR 2022, whose code Hu et al.'s domain-incremental
+setting is compared with here); the other domains follow in the dataset's order. Option ``order``
+(a list of domain names) sets it explicitly.
 With ``T`` experiences the first ``T`` domains of the order are used; asking for more
 experiences than domains is an error.
 """

@@ -5,7 +5,7 @@ phase by phase (checkpointing after each, so a crashed run resumes), evaluates t
 backbone after every phase and writes one result file. One job per module, in the order the
 data flows:
 
-- :mod:`.config`: :class:`RunConfig`, what the user chose;
+- :mod:`.config`: :class:`RunConfig`, what the user chose, and :func:`resolve_recipe`, the effective recipe;
 - :mod:`.build`: the :class:`~.build.Run` built from it (dataset and stream via :func:`load_data`,
   backbone, method, strategy, evaluators, phases, optimiser); :mod:`.composite`: ``a+b`` strategies;
 - :mod:`.loop`: :func:`execute`, the loop over phases, and ``train_phase``, the loop over steps;
@@ -15,8 +15,8 @@ data flows:
 """
 
 from ssl_bench.engine.build import load_data
-from ssl_bench.engine.config import RunConfig
+from ssl_bench.engine.config import RunConfig, resolve_recipe
 from ssl_bench.engine.loop import execute
 from ssl_bench.engine.record import check_writable
 
-__all__ = ["RunConfig", "check_writable", "execute", "load_data"]
+__all__ = ["RunConfig", "check_writable", "execute", "load_data", "resolve_recipe"]

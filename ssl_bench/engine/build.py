@@ -9,6 +9,7 @@ built in a fixed order, so the same configuration draws the same random numbers.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from typing import Any
@@ -20,9 +21,10 @@ from ssl_bench import augment, distributed
 from ssl_bench.api import Batch, Dataset, Evaluator, Experience, Method, Phase, Strategy
 from ssl_bench.engine import evaluation
 from ssl_bench.engine.composite import Composite
-from ssl_bench.engine.config import RunConfig
+from ssl_bench.engine.config import RunConfig, resolve_recipe
 from ssl_bench.errors import UserError
 from ssl_bench.optim import make_optimizer
+from ssl_bench.recipe import Recipe
 from ssl_bench.registry import Entry, Registry
 
 log = logging.getLogger(__name__)
@@ -116,8 +118,17 @@ class Run:
         self.experiences: list[Experience]
         self.dataset, self.experiences = load_data(config, registry)
 
+        if config.recipe is None:
+            resolve_recipe(config, registry)
+        self.recipe = Recipe.model_validate(config.recipe)
+        if config.recipe_source.startswith("protocol"):
+            log.warning("recipe from %s", config.recipe_source)
         backbone = _construct(registry.get("backbone", protocol.backbone.name), **protocol.backbone.options)
-        self.method: Method = _construct(registry.get("method", config.method), backbone, **config.method_options).to(self.device)
+        method_entry = registry.get("method", config.method)
+        options = dict(self.recipe.options)
+        if "n_classes" in inspect.signature(method_entry.factory).parameters and "n_classes" not in options:
+            options["n_classes"] = len(self.dataset.classes)  # a factory that asks for n_classes gets the dataset's
+        self.method: Method = _construct(method_entry, backbone, **options).to(self.device)
         self.model = distributed.wrap(self.method)  #: what training calls: the method, or DDP around it
         self.strategy: Strategy = _make_strategy(registry, config.strategy, config.strategy_options)
         self.evaluators: list[Evaluator] = [
@@ -137,10 +148,12 @@ class Run:
             for e, s in zip(self.experiences, self.steps_per_experience)
         ]
         self.total_steps = sum(p.steps for p in self.phases)
-        self.optimizer = make_optimizer([p for p in self.method.parameters() if p.requires_grad], tr)
+        self.peak_lr = self.recipe.peak_lr(tr.batch_size)  #: the learning rate after warm-up
+        self.optimizer = make_optimizer(self.method, self.recipe)
         self.step = 0
         self.phase_index = -1
         self.losses: list[float] = []
+        self.images_processed = 0  #: training samples that went through the method (all ranks), for compute-matching checks
         self.metrics: dict[str, list] = {}
         self.init_metrics: dict[str, Any] = {}
         self.end_metrics: dict[str, Any] = {}

@@ -42,6 +42,7 @@ def save(run: Run, path: Path, fingerprint: str, next_phase: int, previous: Feat
         "fingerprint": fingerprint,
         "next_phase": next_phase,
         "step": run.step,
+        "images_processed": run.images_processed,
         "losses": run.losses,
         "metrics": run.metrics,
         "init_metrics": run.init_metrics,
@@ -74,7 +75,7 @@ def _restore(run: Run, state: dict[str, Any]) -> int:
     run.method.load_state_dict(state["method"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.strategy.load_state_dict(state["strategy"])
-    run.step, run.losses = state["step"], state["losses"]
+    run.step, run.losses, run.images_processed = state["step"], state["losses"], state["images_processed"]
     run.metrics, run.init_metrics = state["metrics"], state["init_metrics"]
     run.generator.set_state(state["generator"].to(run.generator.device) if run.device.type != "cpu" else state["generator"])
     torch.set_rng_state(state["torch_rng"])

@@ -6,6 +6,11 @@ evaluators and the result file (:mod:`.record`). Per step: indices → Batch →
 ``strategy.batch`` → views at the S3L stage's resolution → ``strategy.views`` → method loss
 (+ ``strategy.loss``) → backward → ``strategy.after_backward`` → optimiser step →
 ``method.after_step``. Under torchrun every rank trains; only rank 0 evaluates and writes.
+
+The learning rate follows the recipe's warm-up and schedule, and ``method.after_step`` receives the
+progress through the same schedule (EMA momentum ramps): under the protocol's ``schedule_scope =
+"phase"`` each phase is a schedule of its own, restarting warm-up, decay and momentum, as CaSSLe's
+code trains every experience; under ``"run"`` one schedule spans all the run's steps (:func:`schedule_of`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from ssl_bench.api import Phase
 from ssl_bench.engine import checkpoint, evaluation, record
 from ssl_bench.engine.build import Run
 from ssl_bench.engine.config import RunConfig
-from ssl_bench.optim import lr_at
+from ssl_bench.optim import lr_at, set_lr
 from ssl_bench.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -108,10 +113,24 @@ def resolution_at(run: Run, step_in_phase: int, steps: int) -> int:
     return stages[-1].resolution
 
 
+def schedule_of(run: Run, phase: Phase) -> tuple[int, int, int]:
+    """``(start, total, warmup)``: where this phase's first step lies on its lr/momentum schedule, how many
+    steps that schedule has, and its warm-up steps (``recipe.warmup_epochs`` epochs of the phase's data,
+    of the first phase's under the "run" scope; an epoch is the phase's full batches)."""
+    tr = run.protocol.train
+    if tr.schedule_scope == "phase":
+        start, total, sized_by = 0, phase.steps, phase
+    else:
+        start, total, sized_by = sum(p.steps for p in run.phases[: run.phase_index]), run.total_steps, run.phases[0]
+    steps_per_epoch = max(1, len(phase_pool(run, sized_by)) // tr.batch_size)
+    return start, total, min(total, round(run.recipe.warmup_epochs * steps_per_epoch))
+
+
 def train_phase(run: Run, phase: Phase, bar: Any) -> None:
     """Train ``phase.steps`` optimiser steps on the phase's experiences (``bar``: a tqdm progress bar)."""
     tr = run.protocol.train
     pool = phase_pool(run, phase)
+    start, total, warmup = schedule_of(run, phase)
     order = torch.Generator().manual_seed(run.seed * 1_000_003 + run.phase_index)
     perm, pos = torch.randperm(len(pool), generator=order), 0
     hook = run.registry.observers()
@@ -123,22 +142,22 @@ def train_phase(run: Run, phase: Phase, bar: Any) -> None:
         pos += tr.batch_size
         batch = run.strategy.batch(run, run.batch_of(index))
         views = run.strategy.views(run, run.views(batch.images, resolution_at(run, k, phase.steps)), batch)
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr_at(run.step, run.total_steps, tr)
+        set_lr(run.optimizer, lr_at(start + k, total, warmup, run.peak_lr, run.recipe.schedule), run.peak_lr)
         loss = run.model(views, batch.labels if run.method.uses_labels else None)
         extra = run.strategy.loss(run, views, batch)
-        total = loss if extra is None else loss + extra
-        if not torch.isfinite(total):
+        loss_sum = loss if extra is None else loss + extra
+        if not torch.isfinite(loss_sum):
             raise FloatingPointError(
-                f"loss became {total.item()} at step {run.step} (phase '{phase.name}'); lower the learning rate"
+                f"loss became {loss_sum.item()} at step {run.step} (phase '{phase.name}'); lower the learning rate"
             )
         run.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        loss_sum.backward()
         run.strategy.after_backward(run)
         run.optimizer.step()
         run.step += 1
-        run.method.after_step(run.step / run.total_steps)
-        value = float(total.detach())
+        run.images_processed += len(batch.index) * run.world_size
+        run.method.after_step((start + k + 1) / total)
+        value = float(loss_sum.detach())
         run.losses.append(value)
         hook.ssl_bench_step_end(run=run, step=run.step, loss=value)
         bar.update(1)

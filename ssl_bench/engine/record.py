@@ -44,6 +44,7 @@ def write(run: Run, seconds: float) -> Path:
     arrays: dict[str, Any] = {
         "config": json.dumps(cfg.to_json(), sort_keys=True, default=str),
         "protocol_json": json.dumps(protocol.model_dump(mode="json"), sort_keys=True),
+        "recipe": json.dumps(cfg.recipe, sort_keys=True),
     }
     primary = f"{protocol.eval.primary}/acc"
     if primary not in run.init_metrics:
@@ -94,6 +95,10 @@ def write(run: Run, seconds: float) -> Path:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(seconds, 2),
         "steps": run.step,
+        "images_processed": run.images_processed,
+        "recipe_source": cfg.recipe_source,
+        "run_identity": cfg.identity,
+        "variant": cfg.variant,
         "dataset": protocol.dataset.name,
         "world_size": run.world_size,
         "plugins": {p.name: p.version for p in run.registry.plugins.values() if not p.error},
