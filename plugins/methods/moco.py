@@ -6,7 +6,8 @@ Chen, Fan, Girshick & He, Improved Baselines with Momentum Contrastive Learning,
 Defaults from the papers: a 2-layer MLP head (hidden 2048, output 128), temperature 0.2, a queue of
 65,536 keys and a key-encoder momentum of 0.999, held constant (``momentum_schedule="cosine"`` ramps it
 to ``final_momentum`` over the schedule as BYOL does; solo-learn's MoCo v2+ ramps 0.99 -> 0.999, the
-recipes use that). The loss is the papers' asymmetric one, view 1 as query and view 2 as key (``symmetric=True`` uses both views as queries, as MoCo v3 does). On one device there is no
+recipes use that). The loss is the papers' asymmetric one, view 1 as query and view 2 as key
+(``symmetric=True`` uses both views as queries, as MoCo v3 does). On one device there is no
 shuffling BatchNorm (the papers shuffle keys across GPUs); under DDP the keys of all ranks are enqueued.
 The keys of a training-mode loss call are enqueued in ``after_step`` (after the optimiser step), so
 evaluators that call the loss without stepping do not change the queue.
