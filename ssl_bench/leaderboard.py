@@ -3,7 +3,9 @@
 A table has one row per method x stream x strategy: every strategy seen under that protocol
 for every method-stream pair that has results (a combination nobody ran is a row of "—",
 never silently dropped), and a "not run" line names the method-stream pairs with no
-results at all. Each cell is the mean ±
+results at all. Runs that changed the method's default recipe or the strategy/stream options
+(``variant`` files, see :mod:`ssl_bench.recipe`) get rows of their own, labelled
+``method (variant <identity>)``, next to the default-recipe row. Each cell is the mean ±
 standard deviation over the row's seeds of a summary number stored in the files
 (``ssl_bench.continual``), plus the gap to the joint-training row of the same method and
 stream. :func:`build` makes the tables as plain data; :func:`render` writes them as
@@ -101,7 +103,7 @@ def collect(folder: str | Path, skipped: list[tuple[Path, str]] | None = None) -
             r = Result(path)
             check(r)
             a = r.attrs
-            run = (a["protocol_hash"], a["method"], a["stream"], a["strategy"], a["seed"])
+            run = (a["protocol_hash"], _label(r), a["stream"], a["strategy"], a["seed"])
             if run in first:
                 raise UserError(
                     f"'{path}' is the same run (protocol, method, stream, strategy, seed) as '{first[run]}'; keep one"
@@ -114,6 +116,12 @@ def collect(folder: str | Path, skipped: list[tuple[Path, str]] | None = None) -
         first[run] = path
         good.append(r)
     return good
+
+
+def _label(r: Result) -> str:
+    """The method column of a file's row: the method, marked with the run's identity when it is a variant."""
+    a = r.attrs
+    return f"{a['method']} (variant {str(a.get('run_identity', ''))[:8]})" if a.get("variant") else str(a["method"])
 
 
 def _stat(values: list[float]) -> dict[str, Any] | None:
@@ -177,15 +185,19 @@ def build(results: list[Result]) -> list[dict[str, Any]]:
     tables = []
     for (name, version, phash), group in sorted(groups.items()):
         cells: dict[tuple[str, str, str], list[Result]] = defaultdict(list)
+        base: dict[str, str] = {}  # row label -> method
         for r in group:
-            cells[(r.attrs["method"], r.attrs["stream"], r.attrs["strategy"])].append(r)
-        pairs = sorted({(m, s) for m, s, _ in cells})
+            cells[(_label(r), r.attrs["stream"], r.attrs["strategy"])].append(r)
+            base[_label(r)] = str(r.attrs["method"])
+        pairs = sorted({(m, s) for m, s, _ in cells if base[m] == m})  # default-recipe rows: every strategy seen
         strategies = sorted({k[2] for k in cells})
         rows = {(m, s, a): _row(m, s, a, cells.get((m, s, a), [])) for (m, s), a in itertools.product(pairs, strategies)}
+        rows.update({k: _row(*k, runs) for k, runs in cells.items() if base[k[0]] != k[0]})  # variants: as run
         methods, streams = sorted({m for m, _ in pairs}), sorted({s for _, s in pairs})
         not_run = [f"{m} on {s}" for m, s in itertools.product(methods, streams) if (m, s) not in pairs]
-        for (method, stream, _strategy), row in rows.items():
-            row["metrics"]["gap_to_joint"] = _gap(row, rows.get((method, stream, JOINT)))
+        for (label, stream, _strategy), row in rows.items():
+            row["variant"] = label != base.get(label, label)
+            row["metrics"]["gap_to_joint"] = _gap(row, rows.get((base.get(label, label), stream, JOINT)))
         ordered = _ranked(list(rows.values()))
         tables.append(
             {
@@ -269,6 +281,7 @@ def markdown(
         "Cells are mean ± standard deviation over seeds; ↑ higher is better, ↓ lower is better; "
         f"{MISSING} = not measured or not run. Percent columns are accuracy points. "
         "*gap to joint* = joint training's final accuracy minus this row's, same method and stream. "
+        "A *variant* row is a run that changed the method's default recipe or options (its identity hash in brackets). "
         "The same tables as one page, sortable and filterable, with each entry's accuracy-matrix heat map: "
         "`index.html` (`--format html`). To add results: [CONTRIBUTING.md](../CONTRIBUTING.md).",
         "",

@@ -7,7 +7,8 @@ next to the numbers, so the wording never depends on the outcome. A verdict is o
 runs and estimates the compute they need from the runs already there).
 
 Runs are grouped by protocol (name, version and hash), method, stream and strategy; seeds
-are pooled. Every number is recomputed from the stored arrays (:func:`ssl_bench.continual.summarize`,
+are pooled. Only default-recipe runs count: a file that changed the method's recipe or options
+(``variant``, see :mod:`ssl_bench.recipe`) is skipped with a warning. Every number is recomputed from the stored arrays (:func:`ssl_bench.continual.summarize`,
 :func:`ssl_bench.continual.cka_to_joint`); stored summary attributes are never read.
 Numbers are mean ± standard deviation over seeds (ddof = 1); comparisons between two groups
 use the seeds both have, and a group takes part only with at least :data:`MIN_SEEDS` of them.
@@ -187,6 +188,9 @@ def collect(folder: str | Path) -> list[Run]:
                     raise UserError(f"no '{key}' attribute")
         except (UserError, OSError, KeyError, ValueError) as err:
             log.warning("skipped %s: %s", p, err)
+            continue
+        if r.attrs.get("variant"):  # the claims are checked on the methods' default recipes
+            log.warning("skipped %s: a recipe or option variant (run identity %s)", p, r.attrs.get("run_identity"))
             continue
         arrays = {k: v for k, v in r.arrays.items() if k in KEEP or k.startswith("end/sharpness/")}
         for k in ("metrics/cka/features", "metrics/cka/index"):  # the last phase only: what CKA to joint compares

@@ -50,9 +50,9 @@ class Accepted:
     result: Result
 
     @property
-    def group(self) -> tuple[str, str, str, str]:
+    def group(self) -> tuple[str, str, str, str, str]:
         a = self.result.attrs
-        return a["protocol_hash"], a["method"], a["stream"], a["strategy"]
+        return a["protocol_hash"], a["method"], a["stream"], a["strategy"], _variant(self.result) or ""
 
 
 def plugin_name(spec: str) -> str:
@@ -60,10 +60,15 @@ def plugin_name(spec: str) -> str:
     return Path(spec).stem if spec.endswith(".py") else spec.rsplit(".", 1)[-1]
 
 
+def _variant(r: Result) -> str | None:
+    """The run identity of a file that changed the defaults (its file name carries it), else None."""
+    return str(r.attrs.get("run_identity")) if r.attrs.get("variant") else None
+
+
 def destination(to: Path, r: Result) -> Path:
     a = r.attrs
     label = f"{a['protocol']}-v{a['protocol_version']}"
-    name = result_name(label, a["method"], a["stream"], a["strategy"], int(a["seed"]))
+    name = result_name(label, a["method"], a["stream"], a["strategy"], int(a["seed"]), _variant(r))
     folder = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in str(a["method"]))
     return Path(to) / label / folder / name
 
@@ -191,7 +196,7 @@ def _check_seeds(accepted: list[Accepted], to: Path) -> None:
                 seeds.add(seed)
         missing = sorted(set(proto.seeds) - seeds)
         if missing:
-            _, method, stream, strategy = group
+            _, method, stream, strategy, _variant_id = group
             raise UserError(
                 f"{method} / {stream} / {strategy} under {proto.label} needs all the protocol's seeds "
                 f"{proto.seeds}; seed(s) {missing} are missing: run them "
@@ -202,7 +207,7 @@ def _check_seeds(accepted: list[Accepted], to: Path) -> None:
 def _existing_seed(item: Accepted, to: Path, seed: int) -> bool:
     a = item.result.attrs
     label = f"{a['protocol']}-v{a['protocol_version']}"
-    path = item.destination.with_name(result_name(label, a["method"], a["stream"], a["strategy"], seed))
+    path = item.destination.with_name(result_name(label, a["method"], a["stream"], a["strategy"], seed, _variant(item.result)))
     if not path.is_file():
         return False
     try:

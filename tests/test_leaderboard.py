@@ -21,9 +21,9 @@ T = 4  # experiences of the smoke protocol
 
 
 def other_protocol():
-    """The smoke protocol with another learning rate: same name and version, another hash."""
+    """The smoke protocol with another budget: same name and version, another hash."""
     smoke = protocols.load("smoke")
-    return smoke.model_copy(update={"train": smoke.train.model_copy(update={"lr": 0.2})})
+    return smoke.model_copy(update={"train": smoke.train.model_copy(update={"epochs_per_experience": 3.0})})
 
 
 def make_result(
@@ -39,6 +39,7 @@ def make_result(
     plugins=None,
     rng=None,
     config: dict | None = None,
+    identity: str | None = None,
 ) -> Path:
     """A result file written the way the engine writes one (summary from continual.summarize), without training."""
     proto = proto or protocols.load("smoke")
@@ -82,9 +83,11 @@ def make_result(
         "device": "cpu",
         "git_commit": "",
         "plugins": plugins or {"simclr": "0.1.0"},
+        "variant": identity is not None,
+        "run_identity": identity or "0" * 12,
     }
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / results.result_name(f"{proto.name}-v{proto.version}", method, stream, strategy, seed)
+    path = folder / results.result_name(f"{proto.name}-v{proto.version}", method, stream, strategy, seed, identity)
     return results.write(path, attrs, arrays, {"summary": continual.summarize(arrays)})
 
 
@@ -131,8 +134,24 @@ def test_tables_never_mix_protocol_hashes(board):
     other = next(t for t in tables if t["hash"] == other_hash)
     assert [(r["method"], r["strategy"], r["seeds"]) for r in other["rows"]] == [("simclr", "sequential", [0])]
     text = leaderboard.markdown(tables)
-    assert text.count("## smoke v1") == 2 and other_hash[:12] in text and protocols.load("smoke").hash in text
+    assert text.count("## smoke v2") == 2 and other_hash[:12] in text and protocols.load("smoke").hash in text
     assert "do not compare them" in text
+
+
+def test_recipe_variants_get_rows_of_their_own(board):
+    folder, made = board
+    for seed in (0, 1):
+        make_result(folder / "a", "simclr", "instance", "sequential", seed, identity="abcdef123456")
+    [table] = [t for t in leaderboard.build(leaderboard.collect(folder)) if t["hash"] != other_protocol().hash]
+    default, variant = (
+        _row(table, "simclr", "instance", "sequential"),
+        _row(table, "simclr (variant abcdef12)", "instance", "sequential"),
+    )
+    assert not default["variant"] and variant["variant"] and variant["seeds"] == [0, 1]
+    assert default["files"] == [str(made[("simclr", "sequential", s)].path) for s in (0, 1)]  # not mixed with the variant
+    assert variant["metrics"]["gap_to_joint"] is not None  # against the default joint row of simclr
+    assert not [r for r in table["rows"] if r["method"].startswith("simclr (variant") and r["strategy"] == "joint"]
+    assert "simclr (variant abcdef12)" in leaderboard.markdown([table])
 
 
 def test_cells_are_mean_std_over_seeds_with_gap_and_missing_cells(board):

@@ -148,34 +148,34 @@ def verdicts(text: str) -> dict[tuple[str, str], str]:
 def test_every_claim_reproduced_with_its_numbers(reproducing):
     text = report.render(report.collect(reproducing))
     v = verdicts(text)
-    assert v[("1", "smoke-v1")] == "reproduced"
+    assert v[("1", "smoke-v2")] == "reproduced"
     for claim in ("2", "3", "4a", "4b", "4c", "6a", "6b"):
-        assert v[(claim, "smoke-v1")] == "reproduced", claim
+        assert v[(claim, "smoke-v2")] == "reproduced", claim
     assert v[("5", "smoke-s3l-v1 vs smoke-full-v1")] == "reproduced"
     assert ("5", "smoke-full-v1") not in v  # claim 5 is judged per staged protocol and its twins only
 
-    one = section(text, "1", "smoke-v1")
+    one = section(text, "1", "smoke-v2")
     # mean ± std over the two seeds, in %; the gap is paired by seed, so its std is 0
     assert "| simclr | domain | 2 | 60.00 ± 1.41 | 66.00 ± 1.41 | 6.00 ± 0.00 |" in one
     assert "| byol | instance | 2 | 50.00 ± 1.41 | 51.00 ± 1.41 | 1.00 ± 0.00 |" in one
     assert "- simclr: instance 1.00, class 1.50 <= 2.00: yes; distant 5.00, domain 6.00 > 2.50: yes" in one
-    two = section(text, "2", "smoke-v1")
+    two = section(text, "2", "smoke-v2")
     assert "| simclr | domain | replay | 2 | 60.00 ± 1.41 | 66.00 ± 1.41 | 63.00 ± 1.41 | 0.50 |" in two
     assert "| byol | domain | mas | 2 | 50.00 ± 1.41 | 56.00 ± 1.41 | 51.80 ± 1.41 | 0.30 |" in two
-    three = section(text, "3", "smoke-v1")
+    three = section(text, "3", "smoke-v2")
     assert "| supervised | instance | 2 | 70.00 ± 1.41 | 25.00 ± 0.00 | -25.00 ± 0.00 |" in three
     assert "- instance: simclr forgetting 5.00 < supervised 25.00: yes" in three
     assert "- instance: byol forgetting 5.00 < supervised 25.00: yes" in three
-    four = section(text, "4b", "smoke-v1")
+    four = section(text, "4b", "smoke-v2")
     assert "| simclr | instance | 2 | 0.300 ± 0.014 | 0.390 ± 0.014 | 0.090 ± 0.000 |" in four
     assert "pairs (more than half): yes" in four
-    assert "AUC joint - hybrid" in section(text, "4c", "smoke-v1")
+    assert "AUC joint - hybrid" in section(text, "4c", "smoke-v2")
     five = section(text, "5", "smoke-s3l-v1 vs smoke-full-v1")
     assert "Estimated FLOPs of smoke-full-v1 / smoke-s3l-v1: 1.00." in five
     assert "| simclr | instance | sequential | 2 / 2 | 55.00 ± 1.41 | 50.00 ± 1.41 | 5.00 | 0.5 / 0.5 |" in five
-    six = section(text, "6a", "smoke-v1")
+    six = section(text, "6a", "smoke-v2")
     assert re.search(r"\| simclr \| instance \| 2 \| 0\.9\d\d ± 0\.0\d\d \|", six)
-    assert "| supervised | instance | 2 | 5.0000 ± 0.0141 | 50.000 ± 0.141 | — |" in section(text, "6b", "smoke-v1")
+    assert "| supervised | instance | 2 | 5.0000 ± 0.0141 | 50.000 ± 0.141 | — |" in section(text, "6b", "smoke-v2")
     # compute from the files' attributes: 2 runs of 30 and 31 s for claim 5
     assert "| 5 | smoke-s3l-v1 vs smoke-full-v1 | **reproduced** | 4 | 4 runs on cpu: test x2, 2.0 min |" in text
 
@@ -184,7 +184,7 @@ def test_spearman_matches_an_independent_computation(reproducing):
     runs = [
         r
         for r in report.collect(reproducing)
-        if r.scope == "smoke-v1" and r.attrs["method"] != "supervised" and "collapse_auc" in r.numbers
+        if r.scope == "smoke-v2" and r.attrs["method"] != "supervised" and "collapse_auc" in r.numbers
     ]
     x = np.array([r.numbers["collapse_auc"] for r in runs])
     y = np.array([r.numbers["final_avg_acc"] for r in runs])
@@ -192,7 +192,7 @@ def test_spearman_matches_an_independent_computation(reproducing):
     assert report.spearman(x, y) == pytest.approx(expected)
     assert report.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert report.spearman([1, 2, 2, 3], [3, 2, 2, 1]) == pytest.approx(-1.0)  # ties get average ranks
-    text = section(report.render(report.collect(reproducing)), "4a", "smoke-v1")
+    text = section(report.render(report.collect(reproducing)), "4a", "smoke-v2")
     assert f"Spearman rho = {expected:.3f} over {len(runs)} runs of byol, simclr" in text
 
 
@@ -210,10 +210,10 @@ def test_a_claim_that_does_not_hold_is_reported_as_not_reproduced(tmp_path):
                 make(tmp_path, method, stream, "joint", seed, b + gap + j)
     text = report.render(report.collect(tmp_path))
     v = verdicts(text)
-    assert v[("3", "smoke-v1")] == "not reproduced"
+    assert v[("3", "smoke-v2")] == "not reproduced"
     assert "- class: simclr forgetting 20.00 < supervised 2.00: no" in text
     assert "- class: byol forgetting 1.00 < supervised 2.00: yes" in text
-    assert v[("1", "smoke-v1")] == "not reproduced"
+    assert v[("1", "smoke-v2")] == "not reproduced"
     assert "- simclr: instance 8.00, class 1.00 <= 2.00: no" in text
 
 
@@ -225,7 +225,7 @@ def test_missing_runs_make_a_claim_not_testable_and_are_named(tmp_path):
     text = report.render(report.collect(tmp_path))
     v = verdicts(text)
     assert set(v.values()) == {"not testable"}
-    one = section(text, "1", "smoke-v1")
+    one = section(text, "1", "smoke-v2")
     assert (
         "a contrastive method (simclr or moco) on all four streams, e.g. simclr: simclr/class/sequential "
         "(1 of 3 seeds), simclr/class/joint (0 of 3 seeds), simclr/distant/sequential (0 of 3 seeds)"
@@ -235,7 +235,7 @@ def test_missing_runs_make_a_claim_not_testable_and_are_named(tmp_path):
     # 2 + 3 for simclr's class, 2 x 2 x 3 for distant and domain, 4 x 2 x 3 for byol: at the median 2 min per run
     assert "To test it: about 41 more runs, about 82 min at this protocol's median 2.0 min per run (cpu: test x2)." in one
     assert "Missing: runs under a protocol with train.stages (S3L)" in text
-    assert "supervised" in section(text, "3", "smoke-v1")
+    assert "supervised" in section(text, "3", "smoke-v2")
 
 
 def test_s3l_without_an_equal_compute_twin_says_what_would_match(tmp_path):
@@ -244,7 +244,7 @@ def test_s3l_without_an_equal_compute_twin_says_what_would_match(tmp_path):
         make(tmp_path, "simclr", "instance", "sequential", seed, 0.55, proto=staged)
         make(tmp_path, "simclr", "instance", "sequential", seed, 0.50)  # smoke: 2 epochs at 32 px, 1.6x the FLOPs
     text = section(report.render(report.collect(tmp_path)), "5", "smoke-s3l-v1")
-    assert "not testable" in text and "epochs_per_experience = 1.25" in text and "smoke-v1 has 1.60x the FLOPs" in text
+    assert "not testable" in text and "epochs_per_experience = 1.25" in text and "smoke-v2 has 1.60x the FLOPs" in text
 
 
 def test_bad_input_is_one_line_and_unreadable_files_are_skipped(tmp_path, caplog, capsys):
@@ -270,7 +270,7 @@ def test_two_renders_are_byte_identical_figures_included(reproducing, tmp_path):
     a, b = outputs
     text = (a / "FINDINGS.md").read_text()
     pngs = sorted(p.name for p in (a / "figures").iterdir())
-    assert pngs == ["claim1_gap__smoke-v1.png", "claim3_acc_matrices__smoke-v1.png", "claim4_collapse__smoke-v1.png"]
+    assert pngs == ["claim1_gap__smoke-v2.png", "claim3_acc_matrices__smoke-v2.png", "claim4_collapse__smoke-v2.png"]
     assert all(f"](figures/{p})" in text for p in pngs)
     assert (a / "FINDINGS.md").read_bytes() == (b / "FINDINGS.md").read_bytes()
     for p in pngs:

@@ -28,7 +28,7 @@ def test_valid_files_are_copied_into_protocol_and_method_folders(runs, tmp_path,
     assert main(["submit", *map(str, runs), "--to", str(to)]) == 0
     out = capsys.readouterr().out
     copied = sorted(to.rglob("*.h5"))
-    assert [p.relative_to(to).parts[:2] for p in copied] == [("smoke-v1", "simclr")] * len(SMOKE.seeds)
+    assert [p.relative_to(to).parts[:2] for p in copied] == [("smoke-v2", "simclr")] * len(SMOKE.seeds)
     assert [p.name for p in copied] == sorted(p.name for p in runs)
     assert all(p.read_bytes() == q.read_bytes() for p, q in zip(copied, sorted(runs)))
     assert out.count("submitted:") == len(SMOKE.seeds)
@@ -88,7 +88,7 @@ def test_all_protocol_seeds_are_required(runs, tmp_path):
 
 def test_foreign_protocol_hash_and_unshipped_protocol_are_rejected(tmp_path):
     old = make_result(tmp_path, "simclr", "instance", "sequential", 0, proto=other_protocol())
-    with pytest.raises(UserError, match="shipped smoke-v1 has hash"):
+    with pytest.raises(UserError, match="shipped smoke-v2 has hash"):
         submit.validate(old)
     custom = SMOKE.model_copy(update={"name": "mine"})
     with pytest.raises(UserError, match="'mine', which does not ship"):
@@ -142,4 +142,4 @@ def test_a_different_file_for_a_submitted_run_needs_replace(runs, tmp_path):
     with pytest.raises(UserError, match="--replace"):
         submit.submit([again, *runs[1:]], to=to)
     submit.submit([again, *runs[1:]], to=to, replace=True)
-    assert (to / "smoke-v1" / "simclr" / again.name).read_bytes() == again.read_bytes()
+    assert (to / "smoke-v2" / "simclr" / again.name).read_bytes() == again.read_bytes()
