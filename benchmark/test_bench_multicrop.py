@@ -44,9 +44,14 @@ def test_multi_crop_cost_per_view_vs_two_views(benchmark, size):
     assert [v.shape[-1] for v in views] == [size] * 2 + [size // 2] * 6
     t_multi, t_two = sorted(multi)[len(multi) // 2], sorted(two)[len(two) // 2]
     ratio = (t_multi / plan.n_views) / (t_two / 2)
-    benchmark.extra_info.update(ms_per_view_multicrop=round(1e3 * t_multi / plan.n_views, 2),
-                                ms_per_view_two_views=round(1e3 * t_two / 2, 2), ratio_per_view=round(ratio, 3),
-                                threads=torch.get_num_threads())
-    print(f"\n{size}px, batch {BATCH}: 2+6 multi-crop {1e3 * t_multi:.1f} ms ({1e3 * t_multi / 8:.2f} ms/view), "
-          f"2 views {1e3 * t_two:.1f} ms ({1e3 * t_two / 2:.2f} ms/view): per-view ratio {ratio:.2f}")
+    benchmark.extra_info.update(
+        ms_per_view_multicrop=round(1e3 * t_multi / plan.n_views, 2),
+        ms_per_view_two_views=round(1e3 * t_two / 2, 2),
+        ratio_per_view=round(ratio, 3),
+        threads=torch.get_num_threads(),
+    )
+    print(
+        f"\n{size}px, batch {BATCH}: 2+6 multi-crop {1e3 * t_multi:.1f} ms ({1e3 * t_multi / 8:.2f} ms/view), "
+        f"2 views {1e3 * t_two:.1f} ms ({1e3 * t_two / 2:.2f} ms/view): per-view ratio {ratio:.2f}"
+    )
     assert ratio <= 1.0, f"a multi-crop view costs {ratio:.2f}x a view of the 2-view pipeline"

@@ -140,8 +140,7 @@ def adjust_hue(x, f):
     v = x.amax(1)
     c = v - x.amin(1)
     safe = c.clamp_min(1e-12)  # grey pixels (c = 0) come out as v whatever their hue
-    h = torch.where(v == r, (g - b).div_(safe),
-                    torch.where(v == g, (b - r).div_(safe).add_(2), (r - g).div_(safe).add_(4)))
+    h = torch.where(v == r, (g - b).div_(safe), torch.where(v == g, (b - r).div_(safe).add_(2), (r - g).div_(safe).add_(4)))
     h.add_(f.view(-1, 1, 1), alpha=6)
     k = (h.unsqueeze(1) + _HUE_OFFSETS.to(x.device, x.dtype)).remainder_(6)
     return v.unsqueeze(1) - c.unsqueeze(1) * torch.minimum(k, 4 - k).clamp_(0, 1)
@@ -180,7 +179,7 @@ def color_jitter(x, brightness, contrast, saturation, hue, p, gen):
     start = 0
     for c, count in enumerate(counts[:256]):
         if count:
-            seg, end = xs[start:start + count], start + count
+            seg, end = xs[start : start + count], start + count
             for k in (c >> 6, (c >> 4) & 3, (c >> 2) & 3, c & 3):
                 if active[k]:
                     seg = COLOR_OPS[k](seg, fs[k][start:end])
@@ -264,8 +263,10 @@ RECIPES: dict[str, tuple[ViewSpec, ...]] = {
     # SimCLR's ImageNet setting: colour strength 1, blur with probability 0.5
     "simclr-imagenet": (ViewSpec(jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5),),
     # BYOL (Grill et al. 2020, Table 6): asymmetric blur (1.0 / 0.1) and solarisation (0 / 0.2)
-    "byol": (ViewSpec(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=1.0),
-             ViewSpec(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1, solarize_p=0.2)),
+    "byol": (
+        ViewSpec(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=1.0),
+        ViewSpec(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1, solarize_p=0.2),
+    ),
     "none": (ViewSpec(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, jitter=(0, 0, 0, 0), jitter_p=0.0, gray_p=0.0),),
     # MAE (He et al. 2022): random resized crop (scale 0.2-1) and flip only; the target is the image itself
     "mae": (ViewSpec(scale=(0.2, 1.0), jitter_p=0.0, gray_p=0.0),),
@@ -341,13 +342,18 @@ class Augment:
         """One-line UserError when ``plan`` asks for local crops that its recipe cannot make."""
         recipe = plan.recipe or self.recipe
         if recipe not in RECIPES:
-            raise UserError(f"{method} asks for augmentation recipe '{recipe}', which does not exist; known: {', '.join(RECIPES)}")
+            raise UserError(
+                f"{method} asks for augmentation recipe '{recipe}', which does not exist; known: {', '.join(RECIPES)}"
+            )
         if plan.n_local and recipe not in LOCAL:
-            raise UserError(f"{method} asks for {plan.n_local} local crops, but augmentation recipe '{recipe}' cannot "
-                            f"make local crops (recipes that can: {', '.join(LOCAL)}); change the recipe or set n_local=0")
+            raise UserError(
+                f"{method} asks for {plan.n_local} local crops, but augmentation recipe '{recipe}' cannot "
+                f"make local crops (recipes that can: {', '.join(LOCAL)}); change the recipe or set n_local=0"
+            )
 
-    def multi_crop(self, images: torch.Tensor, plan: MultiCrop, size: int, gen: torch.Generator,
-                   multiple: int = 1) -> list[torch.Tensor]:
+    def multi_crop(
+        self, images: torch.Tensor, plan: MultiCrop, size: int, gen: torch.Generator, multiple: int = 1
+    ) -> list[torch.Tensor]:
         """``plan.n_global`` views at ``size`` px, then ``plan.n_local`` views at ``plan.local_px(size, multiple)``.
 
         Global view i uses the recipe's spec i (cyclically), with ``plan.global_scale`` as its crop area range

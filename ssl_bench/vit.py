@@ -50,7 +50,7 @@ def sincos_pos_embed(dim: int, grid: int, base_grid: int | None = None) -> torch
     pos = (torch.arange(grid, dtype=torch.float64) + 0.5) * scale - 0.5  # cell centres, in base-grid units
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
 
-    def one_axis(p):  # [grid, dim / 2]
+    def one_axis(p: torch.Tensor) -> torch.Tensor:  # [grid, dim / 2]
         angles = p[:, None] * omega[None, :]
         return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
@@ -94,7 +94,7 @@ class DropPath(nn.Module):
         super().__init__()
         self.p = p
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
         keep = torch.rand(x.shape[0], 1, 1, device=x.device, dtype=x.dtype) >= self.p
@@ -113,7 +113,7 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -133,9 +133,19 @@ def init_weights(module: nn.Module) -> None:
 class VisionTransformer(nn.Module):
     """A ViT trunk returning the class token or the mean patch token; ``feature_dim = embed_dim``."""
 
-    def __init__(self, embed_dim: int, depth: int, heads: int, patch_size: int = 4, img_size: int = 32,
-                 mlp_ratio: float = 4.0, pos_embed: str = "learned", pool: str = "cls", drop_path_rate: float = 0.0,
-                 name: str = "vit"):
+    def __init__(
+        self,
+        embed_dim: int,
+        depth: int,
+        heads: int,
+        patch_size: int = 4,
+        img_size: int = 32,
+        mlp_ratio: float = 4.0,
+        pos_embed: str = "learned",
+        pool: str = "cls",
+        drop_path_rate: float = 0.0,
+        name: str = "vit",
+    ):
         super().__init__()
         for key, value, allowed in (("pos_embed", pos_embed, ("learned", "sincos")), ("pool", pool, ("cls", "mean"))):
             if value not in allowed:
@@ -150,7 +160,7 @@ class VisionTransformer(nn.Module):
         self.patch_embed = nn.Conv2d(3, embed_dim, patch_size, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.learned_pos = pos_embed == "learned"
-        table = torch.zeros(self.base_grid ** 2, embed_dim)
+        table = torch.zeros(self.base_grid**2, embed_dim)
         if self.learned_pos:
             self.pos_embed = nn.Parameter(nn.init.trunc_normal_(table, std=0.02))
         else:  # fixed: a buffer, so it is saved and moved with the model but never trained
@@ -163,14 +173,17 @@ class VisionTransformer(nn.Module):
         init_weights(self)
         w = self.patch_embed.weight  # MAE: the patch projection initialised like a Linear layer
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.bias)
+        if self.patch_embed.bias is not None:
+            nn.init.zeros_(self.patch_embed.bias)
         nn.init.normal_(self.cls_token, std=0.02)
 
     def check_input(self, size: int) -> None:
         """Raise a one-line UserError when the patch size does not divide an input side of ``size`` pixels."""
         if size % self.patch_size:
-            raise UserError(f"backbone {self.name}: patch size {self.patch_size} does not divide the resolution "
-                            f"{size} px; choose a patch size that divides every resolution of the run")
+            raise UserError(
+                f"backbone {self.name}: patch size {self.patch_size} does not divide the resolution "
+                f"{size} px; choose a patch size that divides every resolution of the run"
+            )
 
     def grid_pos(self, grid: int) -> torch.Tensor:
         """Position embeddings of the patch tokens for a ``grid x grid`` input, ``[grid * grid, D]``."""

@@ -73,7 +73,8 @@ def test_crop_scales_are_the_plans():
     whole = aug.multi_crop(x, A.MultiCrop(n_global=1), 32, gen(0))[0]
     assert (whole.amax((1, 2, 3)) - whole.amin((1, 2, 3)) > 3).all()
     small = A.Augment("simclr", jitter_p=0.0, gray_p=0.0).multi_crop(
-        x, A.MultiCrop(n_global=1, n_local=1, local_scale=(0.005, 0.01), global_scale=(1.0, 1.0)), 32, gen(0))
+        x, A.MultiCrop(n_global=1, n_local=1, local_scale=(0.005, 0.01), global_scale=(1.0, 1.0)), 32, gen(0)
+    )
     spread = small[1].amax((1, 2, 3)) - small[1].amin((1, 2, 3))
     assert (spread < 1).float().mean() > 0.6
 
