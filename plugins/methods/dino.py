@@ -39,9 +39,11 @@ Where this differs from the reference, and why:
 
 Recipes (``recipes``): "s3l" from solo-learn's ``scripts/pretrain/cifar/dino.yaml`` (ResNet-18 on 32 px:
 LARS lr 0.3 at batch 256, weight decay 1e-6, trust 0.02 with clipping, BN/bias excluded, 4096 prototypes,
-teacher momentum 0.9995, warm-up of the teacher temperature over 5% of training); "smoke" and "cpu" keep
-those and shorten what counts in steps for a few hundred steps (teacher momentum 0.99, smaller head,
-no teacher-temperature warm-up beyond the first epoch), checked by ``benchmark/learning_check.py``.
+teacher momentum 0.9995, warm-up of the teacher temperature over 5% of training); "smoke" and "cpu" are for
+a few hundred steps: SimCLR's square-root learning-rate rule for small batches and short training
+(lr = 0.075 sqrt(B), i.e. 1.2 at batch 256; Chen et al. 2020, Appendix B.1; at solo-learn's 0.3 with
+linear scaling the probe did not move in 300 steps), teacher momentum 0.99, a smaller head, warm-ups of
+at most an epoch; checked by ``benchmark/learning_check.py`` (benchmark/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -165,8 +167,8 @@ class DINO(Method):
         },
         "cpu": {
             "optimizer": "lars",
-            "lr": 0.3,
-            "lr_scaling": "linear",
+            "lr": 1.2,
+            "lr_scaling": "sqrt",
             "weight_decay": 1e-6,
             "momentum": 0.9,
             "lars_eta": 0.02,
@@ -188,8 +190,8 @@ class DINO(Method):
         },
         "smoke": {
             "optimizer": "lars",
-            "lr": 0.3,
-            "lr_scaling": "linear",
+            "lr": 1.2,
+            "lr_scaling": "sqrt",
             "weight_decay": 1e-6,
             "momentum": 0.9,
             "lars_eta": 0.02,

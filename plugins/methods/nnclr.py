@@ -25,9 +25,10 @@ optimiser step), so evaluators that call the loss without stepping leave it alon
 
 Recipes (``recipes``): "s3l" from solo-learn's ``scripts/pretrain/cifar/nnclr.yaml`` (ResNet-18, 32 px: LARS
 lr 0.4 at batch 256, weight decay 1e-5, trust 0.02 with clipping, BN/bias excluded, temperature 0.2,
-queue 65,536); "cpu" and "smoke" shrink the queue to a few batches' worth of the smaller data (a queue far
-larger than the steps taken is mostly its random initial entries) and the heads, checked by
-``benchmark/learning_check.py``.
+queue 65,536); "cpu" and "smoke" are for a few hundred steps: SimCLR's square-root learning-rate rule for
+small batches and short training (lr = 0.075 sqrt(B), 1.2 at batch 256; Chen et al. 2020, Appendix B.1), a
+queue of a few dozen batches (a queue far larger than the steps taken holds mostly its random initial
+entries) and smaller heads; checked by ``benchmark/learning_check.py`` (benchmark/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ class NNCLR(Method):
         },
         "cpu": {
             "optimizer": "lars",
-            "lr": 0.4,
-            "lr_scaling": "linear",
+            "lr": 1.2,
+            "lr_scaling": "sqrt",
             "weight_decay": 1e-5,
             "momentum": 0.9,
             "lars_eta": 0.02,
@@ -93,8 +94,8 @@ class NNCLR(Method):
         },
         "smoke": {
             "optimizer": "lars",
-            "lr": 0.4,
-            "lr_scaling": "linear",
+            "lr": 1.2,
+            "lr_scaling": "sqrt",
             "weight_decay": 1e-5,
             "momentum": 0.9,
             "lars_eta": 0.02,

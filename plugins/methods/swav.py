@@ -32,9 +32,10 @@ after each optimiser step (the reference does it before each forward: the same s
 Recipes (``recipes``): "s3l" from solo-learn's ``scripts/pretrain/cifar/swav.yaml`` (ResNet-18 on 32 px:
 LARS lr 0.6 at batch 256, weight decay 1e-6, trust 0.02 with clipping, BN/bias excluded, 3000
 prototypes, queue 3840 from epoch 50 of 1000, i.e. 5%, prototypes frozen 2 epochs, no local crops);
-"cpu" and "smoke" shorten the step-counted parts for a few hundred steps (fewer prototypes for the
-smaller data, no queue, prototypes frozen for a fraction of the first epoch), checked by
-``benchmark/learning_check.py``.
+"cpu" and "smoke" are for a few hundred steps: SimCLR's square-root learning-rate rule for small batches
+and short training (lr = 0.075 sqrt(B), 1.2 at batch 256; Chen et al. 2020, Appendix B.1), fewer prototypes
+for the smaller data, no queue, prototypes frozen for half an epoch at most; checked by
+``benchmark/learning_check.py`` (benchmark/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ class SwAV(Method):
         },
         "cpu": {
             "optimizer": "lars",
-            "lr": 0.6,
-            "lr_scaling": "linear",
+            "lr": 1.2,
+            "lr_scaling": "sqrt",
             "weight_decay": 1e-6,
             "momentum": 0.9,
             "lars_eta": 0.02,
@@ -143,8 +144,8 @@ class SwAV(Method):
         },
         "smoke": {
             "optimizer": "lars",
-            "lr": 0.6,
-            "lr_scaling": "linear",
+            "lr": 1.2,
+            "lr_scaling": "sqrt",
             "weight_decay": 1e-6,
             "momentum": 0.9,
             "lars_eta": 0.02,
