@@ -114,6 +114,10 @@ class Method(nn.Module):
     views: MultiCrop | None = None
     #: whether :meth:`loss` uses labels (only supervised baselines do)
     uses_labels: bool = False
+    #: which distillation loss fits the method when a strategy distils it into its previous self (CaSSLe):
+    #: ``contrastive`` (SimCLR/MoCo-like), ``predictive`` (BYOL/SimSiam-like, 2 - 2 cos), ``decorrelative``
+    #: (Barlow Twins) or ``predictive_mse`` (VICReg); see :mod:`ssl_bench.distill`
+    distillation: str = "predictive"
 
     def __init__(self, backbone: nn.Module):
         super().__init__()

@@ -34,6 +34,8 @@ def barlow_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051) -> to
 
 
 class BarlowTwins(Method):
+    distillation = "decorrelative"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
+
     def __init__(self, backbone, proj_hidden: int = 8192, proj_dim: int = 8192, lambd: float = 0.0051):
         super().__init__(backbone)
         self.lambd = lambd

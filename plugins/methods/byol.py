@@ -29,6 +29,8 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 class BYOL(Method):
+    distillation = "predictive"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
+
     def __init__(
         self,
         backbone,

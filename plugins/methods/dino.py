@@ -141,6 +141,7 @@ def forward_by_resolution(backbone: nn.Module, head: nn.Module, views: list[torc
 
 
 class DINO(Method):
+    distillation = "predictive"  # CaSSLe uses its "knowledge" distiller here; not implemented (ssl_bench.distill)
     recipes = {
         "s3l": {
             "optimizer": "lars",

@@ -27,6 +27,8 @@ __paper__ = "Chen et al., Improved Baselines with Momentum Contrastive Learning,
 
 
 class MoCo(Method):
+    distillation = "contrastive"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
+
     def __init__(
         self,
         backbone,

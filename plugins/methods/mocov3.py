@@ -74,6 +74,7 @@ def mocov3_loss(q1, q2, k1, k2, temperature: float) -> torch.Tensor:
 
 
 class MoCoV3(Method):
+    distillation = "contrastive"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
     recipes = {
         "s3l": {
             "optimizer": "lars",

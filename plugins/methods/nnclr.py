@@ -65,6 +65,7 @@ def nearest_neighbour(z: torch.Tensor, bank: torch.Tensor, chunk: int = 16384) -
 
 
 class NNCLR(Method):
+    distillation = "contrastive"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
     recipes = {
         "s3l": {
             "optimizer": "lars",

@@ -16,6 +16,8 @@ __paper__ = "Chen et al., A Simple Framework for Contrastive Learning of Visual 
 
 
 class SimCLR(Method):
+    distillation = "contrastive"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
+
     def __init__(self, backbone, proj_hidden: int = 512, proj_dim: int = 128, temperature: float = 0.5):
         super().__init__(backbone)
         self.temperature = temperature

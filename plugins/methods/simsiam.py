@@ -28,6 +28,8 @@ def neg_cosine(p, z):
 
 
 class SimSiam(Method):
+    distillation = "predictive"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
+
     def __init__(self, backbone, proj_hidden: int = 2048, proj_dim: int = 2048, pred_hidden: int = 512):
         super().__init__(backbone)
         d = self.feature_dim

@@ -98,6 +98,7 @@ def swav_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], temperature
 
 
 class SwAV(Method):
+    distillation = "predictive"  # CaSSLe uses its "knowledge" distiller here; not implemented (ssl_bench.distill)
     recipes = {
         "s3l": {
             "optimizer": "lars",

@@ -40,6 +40,8 @@ def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-4) -> dict[
 
 
 class VICReg(Method):
+    distillation = "predictive_mse"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
+
     def __init__(
         self,
         backbone,
