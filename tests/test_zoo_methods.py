@@ -377,6 +377,9 @@ def test_each_method_trains_and_evaluates_end_to_end(method, tiny_protocol, tmp_
     proto = vit_protocol(tmp_path, '[augment]\nrecipe = "byol"\n') if backbone == "vit" else tiny_protocol
     if backbone != "vit":
         proto.write_text(proto.read_text().replace("[train]", '[augment]\nrecipe = "byol"\n\n[train]'))
+    else:  # S3L inside every phase: the ViT's position table is interpolated from 8 to 16 px and back
+        stages = "stages = [{ resolution = 8, fraction = 0.5 }, { resolution = 16, fraction = 0.5 }]"
+        proto.write_text(proto.read_text().replace("lr = 0.05", "lr = 0.05\n" + stages))
     assert run(proto, tmp_path, method, *options) == 0
     r = results.Result(capsys.readouterr().out.strip())
     loss = np.asarray(r["train/loss"])
@@ -412,3 +415,36 @@ def test_engine_passes_global_then_local_views_at_their_sizes_under_s3l(tmp_path
     assert [v.shape[-1] for v in r.views(images, 16)] == [16, 16, 8, 8, 8]  # 96/224 of 16 px -> 8 (2 patches)
     assert [v.shape[-1] for v in r.views(images, 8)] == [8, 8, 4, 4, 4]
     assert isinstance(r.method.views, augment.MultiCrop)
+
+
+RECIPE_KEYS = {
+    "optimizer",
+    "lr",
+    "lr_scaling",
+    "weight_decay",
+    "momentum",
+    "betas",
+    "lars_eta",
+    "lars_clip",
+    "exclude_bias_norm",
+    "warmup_epochs",
+    "schedule",
+    "options",
+}
+
+
+@pytest.mark.parametrize("module", [dino, swav, mocov3, nnclr, mae])
+def test_recipes_follow_the_issue_14_contract_and_their_options_construct_the_method(module):
+    from ssl_bench.api import Method
+
+    cls = next(v for v in vars(module).values() if isinstance(v, type) and issubclass(v, Method) and v is not Method)
+    assert set(cls.recipes) <= {"smoke", "cpu", "s3l"}
+    if not cls.recipes:  # a family it cannot serve is absent, and the docstring says why
+        assert "cannot serve" in module.__doc__
+    for family, recipe in cls.recipes.items():
+        assert set(recipe) <= RECIPE_KEYS and RECIPE_KEYS - set(recipe) <= {"betas"}, (family, set(recipe) ^ RECIPE_KEYS)
+        assert recipe["optimizer"] in ("sgd", "lars", "adamw") and recipe["lr"] > 0
+        assert recipe["lr_scaling"] in ("linear", "sqrt", "none") and recipe["schedule"] in ("cosine", "constant")
+        assert isinstance(recipe["lars_clip"], bool) and isinstance(recipe["exclude_bias_norm"], bool)
+        assert ("betas" in recipe) == (recipe["optimizer"] == "adamw")
+        cls(resnet(), **recipe["options"])  # every option is one the method takes
