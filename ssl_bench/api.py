@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ssl_bench.augment import Augment
+    from ssl_bench.augment import Augment, MultiCrop
     from ssl_bench.engine.config import RunConfig
     from ssl_bench.protocol import Protocol
     from ssl_bench.recipe import Recipe
@@ -107,14 +107,22 @@ class Method(nn.Module):
     encoders) are the method's own business.
     """
 
-    #: how many augmented views of each image :meth:`loss` receives
+    #: how many augmented views of each image :meth:`loss` receives (all at the step's resolution)
     n_views: int = 2
+    #: multi-crop methods set this (class or instance attribute) to an :class:`ssl_bench.augment.MultiCrop`:
+    #: :meth:`loss` then receives its ``n_global`` views at the step's resolution followed by its ``n_local``
+    #: smaller views, and ``n_views`` is ignored. None: ``n_views`` views of the protocol's recipe.
+    views: MultiCrop | None = None
     #: whether :meth:`loss` uses labels (only supervised baselines do)
     uses_labels: bool = False
     #: tuned optimisation recipes per protocol family, ``{family: {recipe key: value}}`` (keys of
     #: :class:`ssl_bench.recipe.Recipe`; the method's own options under "options"). A family missing here
     #: falls back to the protocol's ``[recipe]``; say in the docstring why a family has none.
     recipes: typing.ClassVar[dict[str, dict[str, typing.Any]]] = {}
+    #: which distillation loss fits the method when a strategy distils it into its previous self (CaSSLe):
+    #: ``contrastive`` (SimCLR/MoCo-like), ``predictive`` (BYOL/SimSiam-like, 2 - 2 cos), ``decorrelative``
+    #: (Barlow Twins) or ``predictive_mse`` (VICReg); see :mod:`ssl_bench.distill`
+    distillation: str = "predictive"
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
@@ -138,6 +146,14 @@ class Method(nn.Module):
         projector = getattr(self, "projector", None)
         h = self.backbone(x)
         return projector(h) if projector is not None else h
+
+    def begin_phase(self, steps: int, steps_per_epoch: int) -> None:
+        """Called before each training phase with its number of optimiser steps and the steps that make one
+        epoch of its data (schedules counted in epochs, e.g. DINO's teacher-temperature warm-up)."""
+
+    def after_backward(self) -> None:
+        """Called after ``loss.backward()`` (and the strategy's), before the optimiser step: cancel or clip
+        gradients here (DINO's frozen last layer, SwAV's frozen prototypes)."""
 
     def after_step(self, progress: float) -> None:
         """Called after every optimiser step with the ``progress`` (0 to 1) through the learning-rate schedule, for
@@ -172,14 +188,18 @@ class RunContext(typing.Protocol):
     optimizer: torch.optim.Optimizer  #: the run's optimiser
     recipe: Recipe  #: the method's effective optimisation recipe (:mod:`ssl_bench.recipe`)
     peak_lr: float  #: the learning rate after warm-up (the recipe's lr scaled to the batch size)
-    augment: Augment  #: the protocol's augmentation, ``augment(images, n_views, size, generator)``
+    augment: Augment  #: the protocol's augmentation; :func:`ssl_bench.augment.method_views` gives a method's views
 
     def batch_of(self, index: torch.Tensor) -> Batch:
         """The training samples at ``index`` (indices into ``dataset.train``) as a :class:`Batch` on the device."""
         ...
 
-    def views(self, images: torch.Tensor, size: int | None = None) -> list[torch.Tensor]:
-        """Augmented, normalised views of a uint8 batch for the method, at ``size`` px (default: the dataset's)."""
+    def views(
+        self, images: torch.Tensor, size: int | None = None, generator: torch.Generator | None = None
+    ) -> list[torch.Tensor]:
+        """Augmented, normalised views of a uint8 batch for the method, at ``size`` px (default: the dataset's):
+        its ``n_views`` views, or its :attr:`Method.views` multi-crop plan (global views at ``size``, then the
+        smaller local ones); drawn from ``generator`` (default: the run's)."""
         ...
 
 

@@ -140,8 +140,7 @@ def adjust_hue(x, f):
     v = x.amax(1)
     c = v - x.amin(1)
     safe = c.clamp_min(1e-12)  # grey pixels (c = 0) come out as v whatever their hue
-    h = torch.where(v == r, (g - b).div_(safe),
-                    torch.where(v == g, (b - r).div_(safe).add_(2), (r - g).div_(safe).add_(4)))
+    h = torch.where(v == r, (g - b).div_(safe), torch.where(v == g, (b - r).div_(safe).add_(2), (r - g).div_(safe).add_(4)))
     h.add_(f.view(-1, 1, 1), alpha=6)
     k = (h.unsqueeze(1) + _HUE_OFFSETS.to(x.device, x.dtype)).remainder_(6)
     return v.unsqueeze(1) - c.unsqueeze(1) * torch.minimum(k, 4 - k).clamp_(0, 1)
@@ -180,7 +179,7 @@ def color_jitter(x, brightness, contrast, saturation, hue, p, gen):
     start = 0
     for c, count in enumerate(counts[:256]):
         if count:
-            seg, end = xs[start:start + count], start + count
+            seg, end = xs[start : start + count], start + count
             for k in (c >> 6, (c >> 4) & 3, (c >> 2) & 3, c & 3):
                 if active[k]:
                     seg = COLOR_OPS[k](seg, fs[k][start:end])
@@ -264,24 +263,121 @@ RECIPES: dict[str, tuple[ViewSpec, ...]] = {
     # SimCLR's ImageNet setting: colour strength 1, blur with probability 0.5
     "simclr-imagenet": (ViewSpec(jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5),),
     # BYOL (Grill et al. 2020, Table 6): asymmetric blur (1.0 / 0.1) and solarisation (0 / 0.2)
-    "byol": (ViewSpec(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=1.0),
-             ViewSpec(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1, solarize_p=0.2)),
+    "byol": (
+        ViewSpec(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=1.0),
+        ViewSpec(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1, solarize_p=0.2),
+    ),
     "none": (ViewSpec(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, jitter=(0, 0, 0, 0), jitter_p=0.0, gray_p=0.0),),
+    # MAE (He et al. 2022): random resized crop (scale 0.2-1) and flip only; the target is the image itself
+    "mae": (ViewSpec(scale=(0.2, 1.0), jitter_p=0.0, gray_p=0.0),),
+}
+
+#: the colour part of a recipe's LOCAL crops (multi-crop, Caron et al. 2020); the crop scale comes from the
+#: method's :class:`MultiCrop`. A recipe without an entry cannot make local crops.
+LOCAL: dict[str, ViewSpec] = {
+    "simclr": ViewSpec(),
+    "simclr-imagenet": ViewSpec(jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5),
+    # DINO's local crops with BYOL's colours: blur with probability 0.5, no solarisation
+    "byol": ViewSpec(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.5),
 }
 
 
+@dataclass(frozen=True)
+class MultiCrop:
+    """The views a method asks for: ``n_global`` crops at the training resolution and ``n_local`` smaller ones.
+
+    Caron et al. (SwAV, NeurIPS 2020) and DINO (Caron et al., ICCV 2021): 2 global crops plus V local crops
+    of a smaller side and a smaller area fraction. ``local_size`` is the local side as a fraction of the
+    global side (DINO and SwAV: 96 / 224 = 0.43), rounded to a multiple of the backbone's patch size.
+    ``global_scale`` / ``local_scale`` are the crop area ranges (None: the recipe's for global crops);
+    ``recipe`` names the augmentation recipe (None: the protocol's).
+    """
+
+    n_global: int = 2
+    n_local: int = 0
+    local_size: float = 0.5
+    global_scale: tuple[float, float] | None = None
+    local_scale: tuple[float, float] = (0.05, 0.4)
+    recipe: str | None = None
+
+    def __post_init__(self):
+        if self.n_global < 1 or self.n_local < 0 or not 0 < self.local_size <= 1:
+            raise UserError(f"multi-crop: need n_global >= 1, n_local >= 0 and 0 < local_size <= 1, got {self}")
+        for scale in (self.global_scale, self.local_scale):
+            if scale is not None and not 0 < scale[0] <= scale[1] <= 1:
+                raise UserError(f"multi-crop: a crop scale must be 0 < low <= high <= 1, got {scale}")
+
+    @property
+    def n_views(self) -> int:
+        return self.n_global + self.n_local
+
+    def local_px(self, size: int, multiple: int = 1) -> int:
+        """Side of the local crops for global crops of ``size`` px: a multiple of ``multiple`` (a ViT's patch)."""
+        return max(multiple, int(round(self.local_size * size / multiple)) * multiple)
+
+
 class Augment:
-    """Makes ``n_views`` augmented, normalised views of a uint8 batch."""
+    """Makes augmented, normalised views of a uint8 batch: ``n_views`` of the recipe, or a :class:`MultiCrop`."""
 
     def __init__(self, recipe: str = "simclr", **options):
         if recipe not in RECIPES:
             raise UserError(f"unknown augmentation recipe '{recipe}'; known: {', '.join(RECIPES)}")
+        self.recipe, self.options = recipe, options
+        self.specs = self._specs(recipe)
+
+    def _specs(self, recipe: str, local: bool = False) -> tuple[ViewSpec, ...]:
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in self.options.items()}
+        if local:  # the protocol's options apply to local crops too, except the crop scale (the method's)
+            options.pop("scale", None)
         try:
-            self.specs = tuple(replace(s, **{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
-                               for s in RECIPES[recipe])
+            return tuple(replace(s, **options) for s in ((LOCAL[recipe],) if local else RECIPES[recipe]))
         except TypeError as err:
             raise UserError(f"augment.options: {err}") from None
 
     def __call__(self, images: torch.Tensor, n_views: int, size: int, gen: torch.Generator) -> list[torch.Tensor]:
         x = to_float(images)
         return [normalize(self.specs[i % len(self.specs)].apply(x, size, gen)) for i in range(n_views)]
+
+    def check(self, plan: MultiCrop, method: str = "the method") -> None:
+        """One-line UserError when ``plan`` asks for local crops that its recipe cannot make."""
+        recipe = plan.recipe or self.recipe
+        if recipe not in RECIPES:
+            raise UserError(
+                f"{method} asks for augmentation recipe '{recipe}', which does not exist; known: {', '.join(RECIPES)}"
+            )
+        if plan.n_local and recipe not in LOCAL:
+            raise UserError(
+                f"{method} asks for {plan.n_local} local crops, but augmentation recipe '{recipe}' cannot "
+                f"make local crops (recipes that can: {', '.join(LOCAL)}); change the recipe or set n_local=0"
+            )
+
+    def multi_crop(
+        self, images: torch.Tensor, plan: MultiCrop, size: int, gen: torch.Generator, multiple: int = 1
+    ) -> list[torch.Tensor]:
+        """``plan.n_global`` views at ``size`` px, then ``plan.n_local`` views at ``plan.local_px(size, multiple)``.
+
+        Global view i uses the recipe's spec i (cyclically), with ``plan.global_scale`` as its crop area range
+        when given. The local crops of all V views are made by ONE batched call on the batch repeated V times
+        (every sample of every view draws its own parameters) and split into V tensors.
+        """
+        self.check(plan)
+        recipe = plan.recipe or self.recipe
+        specs = self.specs if recipe == self.recipe else self._specs(recipe)
+        if plan.global_scale is not None:
+            specs = tuple(replace(s, scale=tuple(plan.global_scale)) for s in specs)
+        x = to_float(images)
+        views = [normalize(specs[i % len(specs)].apply(x, size, gen)) for i in range(plan.n_global)]
+        if plan.n_local:
+            local = replace(self._specs(recipe, local=True)[0], scale=tuple(plan.local_scale))
+            crops = local.apply(x.repeat(plan.n_local, 1, 1, 1), plan.local_px(size, multiple), gen)
+            views.extend(normalize(crops).chunk(plan.n_local))
+        return views
+
+
+def method_views(aug: Augment, method, images: torch.Tensor, size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """The views ``method`` trains on: its :class:`MultiCrop` plan (local crops rounded to its backbone's patch
+    size) when it declares one, else ``method.n_views`` views of the recipe, all at ``size`` px."""
+    plan = getattr(method, "views", None)
+    if plan is None:
+        return aug(images, method.n_views, size, gen)
+    return aug.multi_crop(images, plan, size, gen, getattr(method.backbone, "patch_size", 1))

@@ -2,13 +2,16 @@
 
 Public, for built-in and outside method plugins alike::
 
-    from ssl_bench.heads import cosine_momentum, ema_update, frozen_copy, mlp
+    from ssl_bench.heads import cosine_momentum, ema_update, enqueue_, frozen_copy, mlp
 
     self.projector = mlp(self.feature_dim, 4096, 256)
     self.target = frozen_copy(backbone)
     ...
     def after_step(self, progress):
         ema_update([self.target], [self.backbone], cosine_momentum(0.996, 1.0, progress))
+
+A FIFO queue of past embeddings (MoCo's negatives, NNCLR's support set) is a pair of buffers
+``queue [K, D]`` and ``queue_ptr []`` written by :func:`enqueue_` (the rows of every rank under DDP).
 
 Heads that only one method uses (SimSiam's 3-layer projector, Barlow Twins' expander) stay in
 that method's module.
@@ -21,6 +24,7 @@ import math
 from collections.abc import Iterable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 
@@ -56,3 +60,22 @@ def ema_update(target: Iterable[nn.Module], online: Iterable[nn.Module], momentu
         raise ValueError(f"ema_update: {len(t)} target parameters for {len(o)} online ones")
     torch._foreach_mul_(t, momentum)
     torch._foreach_add_(t, o, alpha=1 - momentum)
+
+
+def gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """The rows of ``x`` from every rank, in rank order, without gradient (``x`` itself on one process)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def enqueue_(queue: torch.Tensor, ptr: torch.Tensor, rows: torch.Tensor) -> None:
+    """Write ``rows`` (of every rank under DDP) into the ring buffer ``queue`` from position ``ptr``, wrapping
+    around, and advance ``ptr`` (a 0-d long tensor); at most ``len(queue)`` rows are kept."""
+    rows = gather_rows(rows)[: len(queue)]
+    idx = (ptr + torch.arange(len(rows), device=rows.device)) % len(queue)
+    queue[idx] = rows.to(queue.dtype)
+    ptr.copy_((ptr + len(rows)) % len(queue))

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ssl_bench import results
 from ssl_bench.cli import main
@@ -19,7 +20,21 @@ from ssl_bench_plugins.methods.vicreg import vicreg_terms
 REGISTRY = Registry.discover()
 METHODS = REGISTRY.names("method")
 #: options that shrink a method's heads for a fast test, used when the factory takes them
-SMALL = {"proj_hidden": 64, "proj_dim": 32, "pred_hidden": 32, "n_classes": 4}
+SMALL = {
+    "proj_hidden": 64,
+    "proj_dim": 32,
+    "pred_hidden": 32,
+    "n_classes": 4,
+    "out_dim": 64,
+    "hidden": 64,
+    "bottleneck": 32,
+    "n_prototypes": 16,
+    "decoder_dim": 32,
+    "decoder_depth": 1,
+    "decoder_heads": 4,
+}
+#: methods that need another backbone than the small ResNet (MAE: a ViT)
+BACKBONES = {"mae": ("vit_tiny", {"depth": 1})}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,7 +42,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def make(name, **options):
     torch.manual_seed(0)
-    backbone = REGISTRY.get("backbone", "resnet18").factory(width=0.125)
+    kind, bb_options = BACKBONES.get(name, ("resnet18", {"width": 0.125}))
+    backbone = REGISTRY.get("backbone", kind).factory(**bb_options)
     factory = REGISTRY.get("method", name).factory
     params = inspect.signature(factory).parameters
     small = {k: v for k, v in SMALL.items() if k in params}
@@ -45,12 +61,23 @@ def data(n=32, size=16, seed=0):
     return views, labels
 
 
+def views_for(method, views):
+    """The method's views from the two fixed ones: ``n_views`` of them, or its multi-crop plan (local crops:
+    the fixed views resized to the local side)."""
+    plan = method.views
+    if plan is None:
+        return views[: method.n_views]
+    side = plan.local_px(views[0].shape[-1], getattr(method.backbone, "patch_size", 1))
+    local = [F.interpolate(views[i % 2], size=(side, side), mode="bilinear") for i in range(plan.n_local)]
+    return [views[i % 2] for i in range(plan.n_global)] + local
+
+
 @pytest.mark.parametrize("name", METHODS)
 def test_every_method_trains_and_its_loss_decreases(name):
     method = make(name)
     method.train()
     views, labels = data()
-    views = views[: method.n_views]
+    views = views_for(method, views)
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
     losses = []
     for step in range(12):
@@ -58,6 +85,7 @@ def test_every_method_trains_and_its_loss_decreases(name):
         assert loss.dim() == 0 and torch.isfinite(loss), (name, step, loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        method.after_backward()
         opt.step()
         method.after_step((step + 1) / 12)
         losses.append(float(loss.detach()))

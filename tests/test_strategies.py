@@ -259,17 +259,17 @@ def test_cassle_frozen_model_does_not_change(micro, tmp_path):
     run = make_run(micro, tmp_path, "cassle")
     strat = run.strategy
     train(run, 0)
-    frozen = strat.frozen
+    frozen = strat.frozen.model
     before = {k: v.clone() for k, v in frozen.state_dict().items()}
     current = {k: v.clone() for k, v in run.method.state_dict().items()}
-    predictor = [p.clone() for p in strat.predictor.parameters()]
+    predictor = [p.clone() for p in strat.head.parameters()]
     run.phase_index = 1
     train_phase(run, run.phases[1], _Bar())
-    assert strat.frozen is frozen and strat._steps == run.phases[1].steps
-    for k, v in frozen.state_dict().items():
+    assert strat.frozen.model is frozen and strat._steps == run.phases[1].steps
+    for k, v in frozen.state_dict().items():  # running statistics included: the frozen copy changes nothing
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
     assert any(not torch.equal(v, current[k]) for k, v in run.method.state_dict().items())
-    assert any(not torch.equal(p, q) for p, q in zip(strat.predictor.parameters(), predictor))  # the predictor trains
+    assert any(not torch.equal(p, q) for p, q in zip(strat.head.parameters(), predictor))  # the predictor trains
     assert all(p.grad is None for p in frozen.parameters())
 
 

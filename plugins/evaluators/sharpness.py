@@ -24,7 +24,7 @@ import logging
 import numpy as np
 import torch
 
-from ssl_bench import hookimpl
+from ssl_bench import augment, hookimpl
 from ssl_bench.api import Evaluator
 from ssl_bench.errors import UserError
 from ssl_bench.ops import reference_ops, sharpness
@@ -68,7 +68,7 @@ class Sharpness(Evaluator):
         index = np.sort(rng.choice(pool, min(self.batch_size, len(pool)), replace=False))
         batch = run.batch_of(torch.from_numpy(index))
         gen = torch.Generator(device=batch.images.device).manual_seed(self.seed)
-        views = run.augment(batch.images, method.n_views, run.dataset.resolution, gen)
+        views = augment.method_views(run.augment, method, batch.images, run.dataset.resolution, gen)
         labels = batch.labels if method.uses_labels else None
         buffers = list(method.buffers())
         saved = [b.detach().clone() for b in buffers]

@@ -64,6 +64,7 @@ class BarlowTwins(Method):
             "options": {"proj_hidden": 2048, "proj_dim": 2048},
         },
     }
+    distillation = "decorrelative"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
 
     def __init__(self, backbone, proj_hidden: int = 8192, proj_dim: int = 8192, lambd: float = 0.0051):
         super().__init__(backbone)

@@ -60,6 +60,7 @@ class BYOL(Method):
             "options": {"base_momentum": 0.99},
         },
     }
+    distillation = "predictive"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
 
     def __init__(
         self,

@@ -14,27 +14,17 @@ evaluators that call the loss without stepping do not change the queue.
 """
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Method
 from ssl_bench.errors import UserError
-from ssl_bench.heads import cosine_momentum, ema_update, frozen_copy, mlp
+from ssl_bench.heads import cosine_momentum, ema_update, enqueue_, frozen_copy, mlp
 from ssl_bench.ops import moco_info_nce
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"
 __paper__ = "Chen et al., Improved Baselines with Momentum Contrastive Learning, arXiv:2003.04297, 2020"
-
-
-def _gather(x: torch.Tensor) -> torch.Tensor:
-    """Keys of every rank under DDP (no gradient flows through keys), else ``x``."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
 
 
 class MoCo(Method):
@@ -80,6 +70,7 @@ class MoCo(Method):
             },
         },
     }
+    distillation = "contrastive"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
 
     def __init__(
         self,
@@ -112,13 +103,6 @@ class MoCo(Method):
     def _keys(self, x):
         return F.normalize(self.key_projector(self.key_backbone(x)), dim=1)
 
-    @torch.no_grad()
-    def _enqueue(self, keys: torch.Tensor) -> None:
-        keys = _gather(keys)[: len(self.queue)]
-        idx = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % len(self.queue)
-        self.queue[idx] = keys
-        self.queue_ptr.copy_((self.queue_ptr + len(keys)) % len(self.queue))
-
     def loss(self, views, labels):
         v1, v2 = views[0], views[1]
         q1 = self.projector(self.backbone(v1))
@@ -144,7 +128,7 @@ class MoCo(Method):
     def after_step(self, progress):
         ema_update([self.key_backbone, self.key_projector], [self.backbone, self.projector], self.momentum_at(progress))
         if self._pending is not None:
-            self._enqueue(self._pending)
+            enqueue_(self.queue, self.queue_ptr, self._pending)
             self._pending = None
 
 

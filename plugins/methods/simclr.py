@@ -39,6 +39,7 @@ class SimCLR(Method):
             "options": {"temperature": 0.2, "proj_hidden": 2048, "proj_dim": 256},
         },
     }
+    distillation = "contrastive"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
 
     def __init__(self, backbone, proj_hidden: int = 512, proj_dim: int = 128, temperature: float = 0.5):
         super().__init__(backbone)

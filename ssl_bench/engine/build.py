@@ -138,6 +138,7 @@ class Run:
         if protocol.eval.primary not in protocol.eval.evaluators:
             raise UserError(f"protocol eval.primary '{protocol.eval.primary}' is not among eval.evaluators")
         self.augment = augment.Augment(protocol.augment.recipe, **protocol.augment.options)
+        self._check_views()
 
         tr = protocol.train
         self.steps_per_experience = [
@@ -175,6 +176,26 @@ class Run:
             index=index.to(self.device),
         )
 
-    def views(self, images: torch.Tensor, size: int | None = None) -> list[torch.Tensor]:
-        """Augmented, normalised views of a uint8 batch for the current method."""
-        return self.augment(images, self.method.n_views, size or self.dataset.resolution, self.generator)
+    def views(
+        self, images: torch.Tensor, size: int | None = None, generator: torch.Generator | None = None
+    ) -> list[torch.Tensor]:
+        """Augmented, normalised views of a uint8 batch for the current method: ``n_views`` views at ``size``
+        (default: the dataset's resolution), or its multi-crop plan (global views at ``size``)."""
+        return augment.method_views(
+            self.augment, self.method, images, size or self.dataset.resolution, generator or self.generator
+        )
+
+    def _check_views(self) -> None:
+        """Before training: the method's multi-crop plan suits the recipe, and the backbone takes every input size."""
+        plan = self.method.views
+        if plan is not None:
+            self.augment.check(plan, f"method '{self.config.method}'")
+        check = getattr(self.method.backbone, "check_input", None)
+        if check is None:
+            return
+        sizes = {self.dataset.resolution} | {s.resolution for s in self.protocol.train.stages}
+        if plan is not None and plan.n_local:
+            multiple = getattr(self.method.backbone, "patch_size", 1)
+            sizes |= {plan.local_px(s, multiple) for s in sizes}
+        for size in sorted(sizes):
+            check(size)

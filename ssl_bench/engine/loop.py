@@ -4,8 +4,9 @@ Per phase: ``strategy.before_phase`` → the steps → ``strategy.after_phase`` 
 evaluators (:mod:`.evaluation`) → checkpoint (:mod:`.checkpoint`); at the end the end-of-run
 evaluators and the result file (:mod:`.record`). Per step: indices → Batch →
 ``strategy.batch`` → views at the S3L stage's resolution → ``strategy.views`` → method loss
-(+ ``strategy.loss``) → backward → ``strategy.after_backward`` → optimiser step →
-``method.after_step``. Under torchrun every rank trains; only rank 0 evaluates and writes.
+(+ ``strategy.loss``) → backward → ``strategy.after_backward`` → ``method.after_backward`` →
+optimiser step → ``method.after_step``; ``method.begin_phase`` before a phase's first step.
+Under torchrun every rank trains; only rank 0 evaluates and writes.
 
 The learning rate follows the recipe's warm-up and schedule, and ``method.after_step`` receives the
 progress through the same schedule (EMA momentum ramps): under the protocol's ``schedule_scope =
@@ -135,6 +136,7 @@ def train_phase(run: Run, phase: Phase, bar: Any) -> None:
     perm, pos = torch.randperm(len(pool), generator=order), 0
     hook = run.registry.observers()
     run.method.train()
+    run.method.begin_phase(phase.steps, max(1, len(pool) // tr.batch_size))
     for k in range(phase.steps):
         if pos + tr.batch_size > len(perm):  # a new epoch: reshuffle (the last partial batch is dropped)
             perm, pos = torch.randperm(len(pool), generator=order), 0
@@ -153,6 +155,7 @@ def train_phase(run: Run, phase: Phase, bar: Any) -> None:
         run.optimizer.zero_grad(set_to_none=True)
         loss_sum.backward()
         run.strategy.after_backward(run)
+        run.method.after_backward()
         run.optimizer.step()
         run.step += 1
         run.images_processed += len(batch.index) * run.world_size
