@@ -8,7 +8,8 @@ runs and estimates the compute they need from the runs already there).
 
 Runs are grouped by protocol (name, version and hash), method, stream and strategy; seeds
 are pooled. Only default-recipe runs count: a file that changed the method's recipe or options
-(``variant``, see :mod:`ssl_bench.recipe`) is skipped with a warning. Every number is recomputed from the stored arrays (:func:`ssl_bench.continual.summarize`,
+(``variant``, see :mod:`ssl_bench.recipe`) is skipped with a warning. Every number is
+recomputed from the stored arrays (:func:`ssl_bench.continual.summarize`,
 :func:`ssl_bench.continual.cka_to_joint`); stored summary attributes are never read.
 Numbers are mean ± standard deviation over seeds (ddof = 1); comparisons between two groups
 use the seeds both have, and a group takes part only with at least :data:`MIN_SEEDS` of them.
