@@ -151,8 +151,8 @@ def test_every_claim_reproduced_with_its_numbers(reproducing):
     assert v[("1", "smoke-v2")] == "reproduced"
     for claim in ("2", "3", "4a", "4b", "4c", "6a", "6b"):
         assert v[(claim, "smoke-v2")] == "reproduced", claim
-    assert v[("5", "smoke-s3l-v1 vs smoke-full-v1")] == "reproduced"
-    assert ("5", "smoke-full-v1") not in v  # claim 5 is judged per staged protocol and its twins only
+    assert v[("5", "smoke-s3l-v2 vs smoke-full-v2")] == "reproduced"
+    assert ("5", "smoke-full-v2") not in v  # claim 5 is judged per staged protocol and its twins only
 
     one = section(text, "1", "smoke-v2")
     # mean ± std over the two seeds, in %; the gap is paired by seed, so its std is 0
@@ -170,14 +170,14 @@ def test_every_claim_reproduced_with_its_numbers(reproducing):
     assert "| simclr | instance | 2 | 0.300 ± 0.014 | 0.390 ± 0.014 | 0.090 ± 0.000 |" in four
     assert "pairs (more than half): yes" in four
     assert "AUC joint - hybrid" in section(text, "4c", "smoke-v2")
-    five = section(text, "5", "smoke-s3l-v1 vs smoke-full-v1")
-    assert "Estimated FLOPs of smoke-full-v1 / smoke-s3l-v1: 1.00." in five
+    five = section(text, "5", "smoke-s3l-v2 vs smoke-full-v2")
+    assert "Estimated FLOPs of smoke-full-v2 / smoke-s3l-v2: 1.00." in five
     assert "| simclr | instance | sequential | 2 / 2 | 55.00 ± 1.41 | 50.00 ± 1.41 | 5.00 | 0.5 / 0.5 |" in five
     six = section(text, "6a", "smoke-v2")
     assert re.search(r"\| simclr \| instance \| 2 \| 0\.9\d\d ± 0\.0\d\d \|", six)
     assert "| supervised | instance | 2 | 5.0000 ± 0.0141 | 50.000 ± 0.141 | — |" in section(text, "6b", "smoke-v2")
     # compute from the files' attributes: 2 runs of 30 and 31 s for claim 5
-    assert "| 5 | smoke-s3l-v1 vs smoke-full-v1 | **reproduced** | 4 | 4 runs on cpu: test x2, 2.0 min |" in text
+    assert "| 5 | smoke-s3l-v2 vs smoke-full-v2 | **reproduced** | 4 | 4 runs on cpu: test x2, 2.0 min |" in text
 
 
 def test_spearman_matches_an_independent_computation(reproducing):
@@ -243,7 +243,7 @@ def test_s3l_without_an_equal_compute_twin_says_what_would_match(tmp_path):
     for seed in SEEDS:
         make(tmp_path, "simclr", "instance", "sequential", seed, 0.55, proto=staged)
         make(tmp_path, "simclr", "instance", "sequential", seed, 0.50)  # smoke: 2 epochs at 32 px, 1.6x the FLOPs
-    text = section(report.render(report.collect(tmp_path)), "5", "smoke-s3l-v1")
+    text = section(report.render(report.collect(tmp_path)), "5", "smoke-s3l-v2")
     assert "not testable" in text and "epochs_per_experience = 1.25" in text and "smoke-v2 has 1.60x the FLOPs" in text
 
 
@@ -285,5 +285,5 @@ def test_domains_made_from_transforms_are_named(tmp_path):
     d["name"], d["dataset"]["options"] = "smoke-domains", {"transform_domains": True}
     proto = protocols.Protocol.model_validate(d)
     make(tmp_path, "simclr", "domain", "sequential", 0, 0.5, proto=proto)
-    text = section(report.render(report.collect(tmp_path)), "1", "smoke-domains-v1")
+    text = section(report.render(report.collect(tmp_path)), "1", "smoke-domains-v2")
     assert "made from image transforms (photo, grayscale, edges, cartoon; dataset option `transform_domains`" in text

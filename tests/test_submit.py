@@ -98,7 +98,7 @@ def test_foreign_protocol_hash_and_unshipped_protocol_are_rejected(tmp_path):
 def test_stored_protocol_must_hash_to_the_recorded_hash(runs):
     with h5py.File(runs[0], "r+") as f:
         text = json.loads(f["protocol_json"][()].decode())
-        text["train"]["lr"] = 1.0  # trained under other settings, claiming the shipped hash
+        text["train"]["batch_size"] = 64  # trained under other settings, claiming the shipped hash
         del f["protocol_json"]
         f.create_dataset("protocol_json", data=json.dumps(text), dtype=h5py.string_dtype("utf-8"))
     with pytest.raises(UserError, match="the file was edited"):

@@ -246,7 +246,7 @@ def test_relabelled_method_is_rejected_even_with_a_recomputed_hash(runs, tmp_pat
     assert [p for p, _ in skipped] == [runs[0]]
 
 
-@pytest.mark.parametrize("key, value", [("stream", "class"), ("strategy", "joint"), ("seed", 5), ("protocol_version", 2)])
+@pytest.mark.parametrize("key, value", [("stream", "class"), ("strategy", "joint"), ("seed", 5), ("protocol_version", 3)])
 def test_every_identity_attribute_is_checked_against_the_config(runs, key, value):
     with h5py.File(runs[0], "r+") as f:
         f.attrs[key] = value

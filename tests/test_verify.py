@@ -39,9 +39,9 @@ def test_a_real_run_reproduces_and_a_consistent_forgery_does_not(tiny_protocol, 
 def test_protocols_that_are_not_cpu_sized_are_refused_or_skipped(tmp_path, capsys):
     big = make_result(tmp_path, "simclr", "instance", "sequential", 0, proto=protocols.load("cifar100-s3l"))
     assert main(["verify", str(big)]) == 2
-    assert "protocol cifar100-s3l-v1 is not CPU-sized" in capsys.readouterr().err
+    assert "protocol cifar100-s3l-v2 is not CPU-sized" in capsys.readouterr().err
     assert main(["verify", "--skip-non-cpu", str(big)]) == 0
-    assert capsys.readouterr().out.startswith(f"skipped: {big}: protocol cifar100-s3l-v1 is not CPU-sized")
+    assert capsys.readouterr().out.startswith(f"skipped: {big}: protocol cifar100-s3l-v2 is not CPU-sized")
 
 
 def test_cpu_sized_means_listed_and_unchanged():
