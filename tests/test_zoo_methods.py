@@ -363,7 +363,7 @@ def test_vit_patch_not_dividing_a_stage_resolution_fails_before_training(tmp_pat
         )
     )
     assert run(proto, tmp_path, "mocov3") == 2
-    err = capsys.readouterr().err.strip()
+    err = errors(capsys)
     assert "patch size 4 does not divide the resolution 10 px" in err and len(err.splitlines()) == 1
 
 
