@@ -20,8 +20,9 @@ is written straight into ``.grad`` after the backward pass
 The estimation runs with the method in eval mode; its buffers (BatchNorm statistics, queues)
 are restored afterwards. Importances, anchors, history and the random state are in
 ``state_dict()``; ``record()`` gives ``importance_norm``, ``importance_max``, ``penalty_mean``
-and friends per phase for the result file. A warning says when ``lr * 2 * factor * lam *
-max(importance)`` is too stiff for SGD to stay stable on the penalty.
+and friends per phase for the result file. Under plain SGD, an importance so large that SGD
+would diverge on the penalty alone is capped (:meth:`QuadraticRegularizer._cap`: a departure
+from the papers, recorded as ``importance_capped`` and announced by a warning).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class QuadraticRegularizer(Strategy):
     name = "quadratic"
     #: the penalty is ``factor * lam * sum(importance * (theta - anchor)^2)``, as in the subclass's paper
     factor: float = 0.5
+    #: under SGD, importances are capped at STABLE times the curvature at which the penalty alone diverges
+    STABLE: float = 0.5
 
     def __init__(self, lam: float = 1.0, samples: int = 512, decay: float = 1.0, chunk: int = 16):
         for key, value, ok in (
@@ -69,6 +72,7 @@ class QuadraticRegularizer(Strategy):
             "importance_norm": [],
             "importance_max": [],
             "importance_samples": [],
+            "importance_capped": [],
             "penalty_mean": [],
             "penalty_steps": [],
         }
@@ -124,24 +128,44 @@ class QuadraticRegularizer(Strategy):
             self.importances[name] = value if old is None else self.decay * old + value
         self.anchors = {n: self.named[n].detach().clone() for n in self.importances}
         self._bind()
+        capped = self._cap(run)
         flat = torch.cat([v.flatten() for v in self.importances.values()])
         self.history["importance_norm"].append(float(flat.norm()))
         self.history["importance_max"].append(float(flat.max()))
         self.history["importance_samples"].append(n)
-        # SGD on the penalty alone oscillates when lr * (its curvature 2 * factor * lam * importance) exceeds 2 (1 + momentum)
-        momentum = run.recipe.momentum if run.recipe.optimizer in ("sgd", "lars") else 0.0
-        limit = 2 * (1 + momentum)
-        curvature = 2 * self.factor * self.lam * float(flat.max())
-        stiffness = run.peak_lr * curvature
-        if stiffness > limit:
+        self.history["importance_capped"].append(capped)
+
+    def _cap(self, run: RunContext) -> float:
+        """Cap the importances where SGD on the penalty alone would diverge; the capped fraction.
+
+        Momentum SGD on ``c/2 * x^2`` oscillates with growing amplitude once ``lr * c > 2 (1 + momentum)``.
+        With the penalty's curvature ``2 * factor * lam * importance``, an importance above
+        ``STABLE * 2 (1 + momentum) / (lr * 2 * factor * lam)`` makes its parameter diverge whatever the
+        data loss does (e.g. ``replay+mas`` on ``smoke``: NaN two dozen steps into the second phase), so
+        it is capped there (``STABLE`` = 0.5 leaves room for the data loss's own curvature). This departs
+        from the papers, whose penalties have no cap: a capped parameter is held as firmly as the optimiser
+        can hold it stably. ``importance_capped`` in the result file is the fraction of entries capped; a
+        warning says when any were. Only plain SGD is capped: LARS and AdamW bound each step's size
+        relative to the weights or to lr, so a stiff penalty cannot blow up under them.
+        """
+        if run.recipe.optimizer != "sgd" or self.lam == 0 or not self.importances:
+            return 0.0
+        limit = self.STABLE * 2 * (1 + run.recipe.momentum) / (run.peak_lr * 2 * self.factor * self.lam)
+        total = sum(v.numel() for v in self.importances.values())
+        over = sum(int((v > limit).sum()) for v in self.importances.values())
+        if over:
+            for v in self.importances.values():
+                v.clamp_(max=limit)
             log.warning(
-                "%s: lr * penalty curvature = %.3g > %.3g: the penalty is too stiff for the learning rate and "
-                "will make the weights oscillate; lower lam below %.3g",
+                "%s: %d of %d importances capped at %.3g, where SGD at lr %.3g would diverge on the penalty "
+                "(lower lam or the lr to keep the paper's penalty uncapped)",
                 self.name,
-                stiffness,
+                over,
+                total,
                 limit,
-                self.lam * limit / stiffness,
+                run.peak_lr,
             )
+        return over / total
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -165,6 +189,6 @@ class QuadraticRegularizer(Strategy):
             return
         self.importances = {k: v.to(self.named[k].device) for k, v in state["importances"].items()}
         self.anchors = {k: v.to(self.named[k].device) for k, v in state["anchors"].items()}
-        self.history = {k: list(v) for k, v in state["history"].items()}
+        self.history.update({k: list(v) for k, v in state["history"].items()})
         self.rng.bit_generator.state = state["rng"]
         self._bind()

@@ -129,6 +129,36 @@ def test_penalty_is_zero_at_anchor_and_grows_quadratically(name, micro, tmp_path
         torch.testing.assert_close(a, 2 * factor * 3.0 * i * 0.1 * d, rtol=1e-3, atol=1e-8)
 
 
+@pytest.mark.parametrize("name", ["mas", "ewc"])
+def test_a_penalty_too_stiff_for_sgd_is_capped_so_the_weights_settle(name, micro, tmp_path):
+    # replay+mas on smoke diverged: importances ~1e3 at lam 0.05, lr 0.1 made SGD unstable on the penalty alone
+    run = make_run(micro, tmp_path, name, options={"samples": 24, "lam": 1e4})
+    reg = run.strategy
+    train(run, 0)
+    momentum = run.recipe.momentum
+    limit = reg.STABLE * 2 * (1 + momentum) / (run.peak_lr * 2 * reg.factor * reg.lam)
+    assert 0 < reg.history["importance_capped"][-1] <= 1
+    assert max(float(v.max()) for v in reg.importances.values()) <= limit * (1 + 1e-6)
+
+    def distance_after_sgd_on_the_penalty(importances):
+        params = [p.detach().clone().requires_grad_(True) for p in reg._params]
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p, a in zip(params, reg._anchor):
+                p.copy_(a + 1e-3 * torch.randn(p.shape, generator=gen))
+        opt = torch.optim.SGD(params, lr=run.peak_lr, momentum=momentum)
+        for _ in range(40):
+            for p, a, i in zip(params, reg._anchor, importances):
+                p.grad = 2 * reg.factor * reg.lam * i * (p.detach() - a)
+            opt.step()
+        return sum(float((p.detach() - a).norm()) for p, a in zip(params, reg._anchor))
+
+    start = sum(float(1e-3 * torch.randn(a.shape, generator=torch.Generator().manual_seed(0)).norm()) for a in reg._anchor)
+    assert distance_after_sgd_on_the_penalty(reg._imp) < start
+    uncapped = [i * 10 / reg.STABLE for i in reg._imp]  # what the uncapped importances at least were
+    assert not distance_after_sgd_on_the_penalty(uncapped) < 1e3 * start  # diverges (inf or NaN)
+
+
 def test_ewc_fisher_is_per_sample_mean_of_squares(micro, tmp_path):
     run = make_run(micro, tmp_path, "ewc", method="persample", plugins=[per_sample_plugin(tmp_path)])
     run.views = fixed_views(run)

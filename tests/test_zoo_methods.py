@@ -359,7 +359,8 @@ def test_vit_patch_not_dividing_a_stage_resolution_fails_before_training(tmp_pat
     proto = vit_protocol(tmp_path)
     proto.write_text(
         proto.read_text().replace(
-            "batch_size = 32", "batch_size = 32\nstages = [{ resolution = 10, fraction = 0.5 }, { resolution = 16, fraction = 0.5 }]"
+            "batch_size = 32",
+            "batch_size = 32\nstages = [{ resolution = 10, fraction = 0.5 }, { resolution = 16, fraction = 0.5 }]",
         )
     )
     assert run(proto, tmp_path, "mocov3") == 2
@@ -401,7 +402,8 @@ def test_engine_passes_global_then_local_views_at_their_sizes_under_s3l(tmp_path
     proto = vit_protocol(tmp_path, '[augment]\nrecipe = "byol"\n')
     proto.write_text(
         proto.read_text().replace(
-            "batch_size = 32", "batch_size = 32\nstages = [{ resolution = 8, fraction = 0.5 }, { resolution = 16, fraction = 0.5 }]"
+            "batch_size = 32",
+            "batch_size = 32\nstages = [{ resolution = 8, fraction = 0.5 }, { resolution = 16, fraction = 0.5 }]",
         )
     )
     config = RunConfig(

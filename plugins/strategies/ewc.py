@@ -17,7 +17,7 @@ Fishers of successive phases add up (online EWC with ``decay`` < 1, Schwarz et a
 the end of the previous phase. Default ``lam = 10`` (ours: the Fisher's scale depends on the
 method's loss and the model; Kirkpatrick et al. tune lambda per task sequence, and a user should
 on a new protocol; ``strategy/ewc/importance_max`` and ``penalty_mean`` in the result file show
-how strongly it acted, and a warning says when ``lr * lam * max(F)`` is too stiff for SGD).
+how strongly it acted, and importances too stiff for SGD at the learning rate are capped, with a warning).
 
 The method's ``loss`` must be the MEAN over the batch's samples (true of the built-in methods):
 it is multiplied by the batch size to give the per-sample SUM that the Fisher op expects.

@@ -16,7 +16,7 @@ Default ``lam = 0.05`` (ours: the importances scale with the representation's no
 be tuned per protocol, as Aljundi et al. tune their regulariser weight per sequence; on the
 built-in ``forgetting`` protocol, lr 0.1, importances reach ~100 and lam = 0.5 diverges; 0.05 is as
 strong as the 0.1 of ssl-bench 0.1.0, whose penalty had a factor 1/2 that the paper's has not). A
-warning says when the penalty is too stiff for SGD to stay stable at the learning rate;
+penalty too stiff for SGD at the learning rate is capped where it would diverge (recorded, with a warning);
 ``strategy/mas/importance_max`` and ``penalty_mean`` in the result file show how strongly it acted.
 """
 
