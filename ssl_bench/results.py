@@ -8,6 +8,9 @@ Layout (schema version 1), the contract that tools and later versions rely on:
   ``content_hash`` (sha256 of everything else in the file, see :func:`content_hash`), ``images_processed``
   (training samples through the method), ``recipe_source``, ``run_identity`` (hash of the effective
   recipe, strategy and stream options), ``variant`` (true when anything was given on top of the defaults);
+  what a bit-identical re-run needs: ``threads`` (torch's intra-op threads), ``ops_backend``
+  (:func:`ssl_bench.ops.backend`), ``numpy_version``, ``h5py_version``, ``cuda_version`` and
+  ``cudnn_version`` (empty without CUDA), ``plugin_hashes`` (JSON: plugin -> sha256 of its source);
 - ``config``: the fully resolved run configuration, a UTF-8 JSON string;
 - ``recipe``: the effective optimisation recipe (:mod:`ssl_bench.recipe`), JSON;
 - ``protocol_json``: the validated protocol (every default filled in), canonical JSON;

@@ -191,14 +191,23 @@ def read(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - whatever a damaged or hostile file makes the unpickler raise
-        first = (str(err).strip().splitlines() or [""])[0][:160]
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        if lines and lines[0].startswith("Weights only load failed") and len(lines) > 1:  # code or objects, never run
+            why = f"it holds more than data, refused without running it: {lines[1]}"
+        else:
+            why = f"{type(err).__name__}: {err}"
         raise UserError(
-            f"checkpoint '{path}' is damaged or not an ssl-bench checkpoint ({type(err).__name__}: {first}); "
+            f"checkpoint '{path}' is damaged or not an ssl-bench checkpoint ({_line(why)}); "
             "rerun with --restart to start the run over"
         ) from None
     if not isinstance(state, dict):
         raise UserError(f"checkpoint '{path}' is not an ssl-bench checkpoint; rerun with --restart to start the run over")
     return state
+
+
+def _line(text: str) -> str:
+    """The first line of ``text``, at most 200 characters."""
+    return (text.strip().splitlines() or [""])[0][:200]
 
 
 def resume(run: Run, path: Path, fingerprint: str) -> tuple[int, Features | None]:
@@ -214,7 +223,7 @@ def resume(run: Run, path: Path, fingerprint: str) -> tuple[int, Features | None
         start_phase = _restore(run, state)
     except Exception as err:  # noqa: BLE001 - a checkpoint of this configuration that does not fit the run
         raise UserError(
-            f"checkpoint '{path}' does not fit this run ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:160]}); "
+            f"checkpoint '{path}' does not fit this run ({_line(f'{type(err).__name__}: {err}')}); "
             "rerun with --restart to start the run over"
         ) from None
     log.info("resuming from checkpoint after phase %d/%d", start_phase, len(run.phases))
