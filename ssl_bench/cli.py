@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", help="strategy name, or several joined by '+' (default: the protocol's default)")
     run.add_argument("--seed", type=int, help="seed (default: the protocol's first seed)")
     run.add_argument("--restart", action="store_true", help="ignore a checkpoint left by an interrupted run")
+    run.add_argument(
+        "--wait", action="store_true", help="when another process runs this configuration on --out, wait for it (default: exit 2)"
+    )
     stream_opt = dict(
         action="append",
         default=[],
@@ -265,7 +268,7 @@ def cmd_run(args) -> int:
     proto = protocols.load(args.protocol)
     registry = Registry.discover(args.plugin)
     config = _config(args, registry, proto, method=args.method, stream=args.stream, strategy=args.strategy, seed=args.seed)
-    path = execute(config, registry, resume=not args.restart)
+    path = execute(config, registry, resume=not args.restart, wait=args.wait)
     if path is not None:  # None on the other ranks under torchrun
         print(path)
     return 0

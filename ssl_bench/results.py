@@ -8,6 +8,9 @@ Layout (schema version 1), the contract that tools and later versions rely on:
   ``content_hash`` (sha256 of everything else in the file, see :func:`content_hash`), ``images_processed``
   (training samples through the method), ``recipe_source``, ``run_identity`` (hash of the effective
   recipe, strategy and stream options), ``variant`` (true when anything was given on top of the defaults);
+  what a bit-identical re-run needs: ``threads`` (torch's intra-op threads), ``ops_backend``
+  (:func:`ssl_bench.ops.backend`), ``numpy_version``, ``h5py_version``, ``cuda_version`` and
+  ``cudnn_version`` (empty without CUDA), ``plugin_hashes`` (JSON: plugin -> sha256 of its source);
 - ``config``: the fully resolved run configuration, a UTF-8 JSON string;
 - ``recipe``: the effective optimisation recipe (:mod:`ssl_bench.recipe`), JSON;
 - ``protocol_json``: the validated protocol (every default filled in), canonical JSON;
@@ -41,6 +44,7 @@ when asked for it, so a small file that declares a huge unwritten dataset costs 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -75,32 +79,35 @@ def write(
     """Write a result file at ``path`` via a temporary file and an atomic rename.
 
     ``arrays`` maps slash-separated dataset paths to numpy arrays, numbers or strings. The
-    file's :func:`content_hash` is computed from what was written and stored last.
+    file's :func:`content_hash` is computed from what was written and stored last. The file is
+    built in memory and written with plain file I/O, so a full disk is an ``OSError`` (the
+    temporary file removed), not a failure inside HDF5.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    buffer = io.BytesIO()  # built in memory: a full disk fails the plain write below, never inside HDF5
+    with h5py.File(buffer, "w") as f:
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        for key, value in attrs.items():
+            f.attrs[key] = _attr(value)
+        for name, value in arrays.items():
+            if isinstance(value, str):
+                f.create_dataset(name, data=value, dtype=h5py.string_dtype("utf-8"))
+            else:
+                f.create_dataset(name, data=np.asarray(value))
+        for group, values in (group_attrs or {}).items():
+            g = f.require_group(group)
+            for key, value in values.items():
+                g.attrs[key] = _attr(value)
+        f.attrs[HASH_ATTR] = content_hash(f)
     try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            for key, value in attrs.items():
-                f.attrs[key] = _attr(value)
-            for name, value in arrays.items():
-                if isinstance(value, str):
-                    f.create_dataset(name, data=value, dtype=h5py.string_dtype("utf-8"))
-                else:
-                    f.create_dataset(name, data=np.asarray(value))
-            for group, values in (group_attrs or {}).items():
-                g = f.require_group(group)
-                for key, value in values.items():
-                    g.attrs[key] = _attr(value)
-            f.attrs[HASH_ATTR] = content_hash(f)
-            f.flush()
-        with open(tmp, "rb") as fh:
+        with open(tmp, "wb") as fh:
+            fh.write(buffer.getbuffer())
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -9,7 +9,7 @@ import torch
 from ssl_bench import augment, results
 from ssl_bench.buffers import ReplayBuffer
 from ssl_bench.cli import main
-from ssl_bench.engine import RunConfig
+from ssl_bench.engine import RunConfig, checkpoint
 from ssl_bench.engine.build import Run
 from ssl_bench.engine.loop import train_phase
 from ssl_bench.protocol import load
@@ -247,7 +247,7 @@ def test_replay_mixes_buffer_into_batches_and_state_round_trips(micro, tmp_path)
     train(a, 0)
     assert len(a.strategy.stream.buffer) == 30
     assert set(a.strategy.stream.buffer.index.tolist()) <= set(a.experiences[0].train_idx.tolist())
-    state = torch.load(_save(a.strategy.state_dict(), tmp_path), weights_only=False)
+    state = checkpoint.unpack(checkpoint.read(_save(a.strategy.state_dict(), tmp_path)))
     b = make_run(micro, tmp_path, "replay", options=opts)
     b.strategy.load_state_dict(state)
     np.testing.assert_array_equal(a.strategy.stream.buffer.index, b.strategy.stream.buffer.index)
@@ -280,7 +280,7 @@ def test_replay_append_mode_adds_to_the_batch_and_images_processed_tells(micro, 
 
 def _save(obj, tmp_path):
     path = tmp_path / "state.pt"
-    torch.save(obj, path)
+    checkpoint.write(checkpoint.pack(obj), path, "")
     return path
 
 

@@ -17,6 +17,7 @@ code trains every experience; under ``"run"`` one schedule spans all the run's s
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,15 +32,27 @@ from ssl_bench.api import Phase
 from ssl_bench.engine import checkpoint, evaluation, record
 from ssl_bench.engine.build import Run
 from ssl_bench.engine.config import RunConfig
+from ssl_bench.errors import UserError
 from ssl_bench.optim import lr_at, set_lr
 from ssl_bench.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
-def execute(config: RunConfig, registry: Registry, resume: bool = True) -> Path | None:
-    """Train and evaluate one run; return the path of its result file (None on ranks other than 0)."""
+def execute(config: RunConfig, registry: Registry, resume: bool = True, wait: bool = False) -> Path | None:
+    """Train and evaluate one run; return the path of its result file (None on ranks other than 0).
+
+    Rank 0 holds the configuration's lock (:func:`checkpoint.lock`) for the whole run: a second process of the
+    same configuration on the same ``--out`` fails with one line, or waits for it with ``wait``.
+    """
     record.check_writable(config.out)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun's other ranks: rank 0 holds the lock
+        return _execute(config, registry, resume)
+    with checkpoint.lock(config, wait):
+        return _execute(config, registry, resume)
+
+
+def _execute(config: RunConfig, registry: Registry, resume: bool) -> Path | None:
     run = Run(config, registry)
     hook = registry.observers()
     ckpt_path = checkpoint.path_for(config)
@@ -89,7 +102,11 @@ def execute(config: RunConfig, registry: Registry, resume: bool = True) -> Path 
     if not main:
         return None
     run.end_metrics = evaluation.evaluate(run, "end", previous, None)
-    path = record.write(run, time.time() - t0)
+    try:
+        path = record.write(run, time.time() - t0)
+    except OSError as err:
+        kept = "the run's checkpoint is kept, rerun to write the result"
+        raise UserError(checkpoint.write_error(err, config.result_path, kept)) from None
     ckpt_path.unlink(missing_ok=True)
     hook.ssl_bench_run_end(run=run, path=path)
     log.info("wrote %s", path)

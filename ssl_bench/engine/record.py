@@ -2,12 +2,14 @@
 
 :func:`check_writable` runs before any training, so an unwritable ``--out`` fails at once;
 :func:`write` gathers the configuration, the metrics, the stream's split, the phases, the
-loss curve, what the strategy recorded, the summary numbers and the environment, and hands
-them to :func:`ssl_bench.results.write` (atomic).
+loss curve, what the strategy recorded, the summary numbers and the environment (:func:`environment`:
+intra-op threads, ops backend, library versions; and a hash of each plugin's source), and hands them
+to :func:`ssl_bench.results.write` (atomic).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -16,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import h5py
 import numpy as np
 import torch
 
@@ -102,9 +105,38 @@ def write(run: Run, seconds: float) -> Path:
         "dataset": protocol.dataset.name,
         "world_size": run.world_size,
         "plugins": {p.name: p.version for p in run.registry.plugins.values() if not p.error},
+        "plugin_hashes": {p.name: source_hash(p.module) for p in run.registry.plugins.values() if not p.error},
+        **environment(),
     }
     definitions = {k: v for k, v in continual.DEFINITIONS.items() if k in summary}
     return results.write(cfg.result_path, attrs, arrays, {"summary": summary, "summary_definitions": definitions})
+
+
+def environment() -> dict[str, Any]:
+    """What decides whether a re-run is bit-identical: intra-op threads, the ops backend, library versions."""
+    from ssl_bench import ops
+
+    return {
+        "threads": torch.get_num_threads(),
+        "ops_backend": ops.backend(),
+        "numpy_version": np.__version__,
+        "h5py_version": h5py.__version__,
+        "cuda_version": torch.version.cuda or "",
+        "cudnn_version": str(torch.backends.cudnn.version() or "") if torch.backends.cudnn.is_available() else "",
+    }
+
+
+def source_hash(module: Any) -> str:
+    """sha256 of a plugin's source: its file, or every ``.py`` file of its package (paths in order)."""
+    file = getattr(module, "__file__", None)
+    if not file:
+        return ""
+    path = Path(file)
+    files = sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.relative_to(path.parent).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _git_commit() -> str:
