@@ -101,6 +101,7 @@ def write(run: Run, seconds: float) -> Path:
         "variant": cfg.variant,
         "dataset": protocol.dataset.name,
         "world_size": run.world_size,
+        "precision": run.precision,
         "plugins": {p.name: p.version for p in run.registry.plugins.values() if not p.error},
     }
     definitions = {k: v for k, v in continual.DEFINITIONS.items() if k in summary}
