@@ -16,6 +16,7 @@ from ssl_bench.cli import main
 from ssl_bench.engine import RunConfig, execute, loop
 from ssl_bench.engine import build as build_mod
 from ssl_bench.engine.build import Run
+from ssl_bench.errors import UserError
 from ssl_bench.protocol import load as load_protocol
 from ssl_bench.registry import Registry
 
@@ -62,9 +63,12 @@ def test_bf16_on_cpu_trains_with_a_float32_loss(tiny_protocol, tmp_path, one_thr
     assert all(torch.isfinite(torch.tensor(run.losses)))
 
 
-def test_bad_precision_is_a_one_line_error(tiny_protocol, tmp_path, capsys):
-    code = main(["-q", "run", "--protocol", str(tiny_protocol), "--out", str(tmp_path), "--precision", "fp8"])
-    assert code == 2 and "--precision" in capsys.readouterr().err
+def test_bad_precision_is_refused(tiny_protocol, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["-q", "run", "--protocol", str(tiny_protocol), "--out", str(tmp_path), "--precision", "fp8"])
+    assert exit_.value.code == 2 and "--precision" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--precision fp8"):
+        build_mod._precision("fp8", torch.device("cpu"))
 
 
 # ---------------------------------------------------------------------------------- losses, hooks, NaN
@@ -127,12 +131,40 @@ def test_non_finite_parameters_are_named():
     loop._flush(run, PHASE, [(3, torch.tensor(1.0), None)], params=False)  # not checked at every flush
 
 
-def test_diverging_run_stops_with_one_line(tiny_protocol, tmp_path, capsys):
-    code = main(["-q", "run", "--protocol", str(tiny_protocol), "--out", str(tmp_path), "--recipe", "lr=1e30"])
+NAN_PLUGIN = """
+from ssl_bench import hookimpl
+from ssl_bench.api import Method
+
+__version__ = "0.1"
+
+
+class NanAt3(Method):
+    def __init__(self, backbone):
+        super().__init__(backbone)
+        self.calls = 0
+
+    def loss(self, views, labels):
+        self.calls += 1
+        out = self.backbone(views[0]).pow(2).mean()
+        return out * float("nan") if self.calls == 3 else out
+
+
+@hookimpl
+def ssl_bench_methods():
+    return {"nan-at-3": NanAt3}
+"""
+
+
+def test_diverging_run_stops_with_one_line(tiny_protocol, tmp_path, capsys, one_thread):
+    plugin = tmp_path / "nan_at_3.py"
+    plugin.write_text(NAN_PLUGIN)
+    args = ["-q", "run", "--protocol", str(tiny_protocol), "--out", str(tmp_path / "runs"), "--plugin", str(plugin)]
+    code = main(args + ["--method", "nan-at-3"])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and len(err.splitlines()) == 1
-    assert "method 'simclr'" in err and "at step" in err and "--recipe lr=5e+29" in err
-    assert not list(tmp_path.glob("*.h5"))
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert "method 'nan-at-3': the loss became nan at step 3 (phase 'experience 0')" in err
+    assert "first non-finite parameter: backbone." in err and "--recipe lr=0.025 (now 0.05)" in err
+    assert not list((tmp_path / "runs").glob("*.h5"))
 
 
 # ---------------------------------------------------------------------------------------- data on device
