@@ -1,8 +1,9 @@
 """Builds the C++/CUDA operators in csrc/ into ``ssl_bench._C``.
 
-The C++ (CPU) kernels are always built. The CUDA kernels are built when nvcc and a CUDA
-build of torch are present; ``SSL_BENCH_CUDA=1`` forces them (failing if impossible) and
-``SSL_BENCH_CUDA=0`` disables them. ``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures
+The C++ (CPU) kernels are always built. The CUDA kernels (minutes of nvcc) are built by default only
+when nvcc, a CUDA build of torch and a visible GPU are all present; ``SSL_BENCH_CUDA=1`` forces them
+without a GPU (e.g. a wheel for a cluster, built on its login node; failing if nvcc or CUDA torch is
+missing) and ``SSL_BENCH_CUDA=0`` disables them. ``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures
 (default here: 8.0 and 9.0, i.e. A100 and H100).
 """
 
@@ -10,6 +11,27 @@ import glob
 import os
 
 from setuptools import setup
+
+
+def gpu_visible() -> bool:
+    """Whether this machine has a GPU the CUDA build of torch can see (the default for building CUDA)."""
+    import torch
+
+    try:
+        return torch.cuda.is_available() and torch.cuda.device_count() > 0
+    except Exception:  # noqa: BLE001 - a broken driver counts as no GPU
+        return False
+
+
+def build_cuda(want: str, possible: bool, gpu_visible=gpu_visible) -> bool:
+    """``SSL_BENCH_CUDA`` (``want``) 1/true/yes: build CUDA (an error when not ``possible``); 0/false/no: never;
+    unset or auto: when possible and a GPU is visible."""
+    want = want.strip().lower() or "auto"
+    if want in ("1", "true", "yes"):
+        if not possible:
+            raise RuntimeError("SSL_BENCH_CUDA=1 but nvcc or a CUDA build of torch is missing")
+        return True
+    return want not in ("0", "false", "no") and possible and gpu_visible()
 
 
 def extensions():
@@ -24,11 +46,8 @@ def extensions():
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
-    want = os.environ.get("SSL_BENCH_CUDA", "auto").lower()
     possible = CUDA_HOME is not None and torch.version.cuda is not None and bool(cuda_sources)
-    if want in ("1", "true", "yes") and not possible:
-        raise RuntimeError("SSL_BENCH_CUDA=1 but nvcc or a CUDA build of torch is missing")
-    use_cuda = possible and want not in ("0", "false", "no")
+    use_cuda = build_cuda(os.environ.get("SSL_BENCH_CUDA", ""), possible, gpu_visible)
     cxx = ["-O3", "-g0"] + (["-fopenmp"] if os.name != "nt" else [])
     if use_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
@@ -51,5 +70,6 @@ def extensions():
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
-ext_modules, cmdclass = extensions()
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+if __name__ == "__main__":  # (setuptools runs this file as __main__; tests import build_cuda)
+    ext_modules, cmdclass = extensions()
+    setup(ext_modules=ext_modules, cmdclass=cmdclass)

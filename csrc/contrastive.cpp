@@ -10,6 +10,11 @@
 //   3 MoCo: q_i against its key k_i (positive) and every row of queue (K x D, negatives).
 // Outputs: the mean loss (dtype of q) and lse, the per-row log-sum-exp of the logits that backward
 // reuses (mode 2: rows of q then rows of k).
+//
+// contrastive_lse(rows, cols, inv_tau, offset): lse_i = log sum_j exp(r_i . c_j * inv_tau) over the columns,
+// without column i + offset when offset >= 0 (float; double for double inputs). Under torch.distributed the
+// rows are this rank's and the columns every rank's (gathered with gradient, ssl_bench/ops/contrastive.py);
+// the positives' similarities are local, so the loss is mean(lse - pos * inv_tau) with pos in PyTorch.
 #include "contrastive.h"
 
 #include <torch/library.h>
@@ -68,17 +73,17 @@ std::tuple<Tensor, Tensor> forward(const Tensor& q_, const Tensor& k_, const std
   Tensor lse, pos;  // pos: the positive's raw similarity per row
   if (mode == kNtXent) {
     Tensor z = at::cat({q, k});
-    Tensor row = std::get<0>(P.sums(z, z, inv_tau, /*mask_diag=*/true, /*want_cols=*/false));
+    Tensor row = std::get<0>(P.sums(z, z, inv_tau, /*mask_diag=*/true, /*diag=*/0, /*want_cols=*/false));
     Tensor za = z.to(acc);
     pos = (za * za.roll(n, 0)).sum(1);
     lse = row.log() + inv_tau;
   } else if (mode == kMoco) {
     Tensor qa = q.to(acc);
     pos = (qa * k.to(acc)).sum(1);
-    Tensor row = std::get<0>(P.sums(q, queue->contiguous(), inv_tau, false, false));
+    Tensor row = std::get<0>(P.sums(q, queue->contiguous(), inv_tau, false, 0, false));
     lse = (row + ((pos - 1) * inv_tau).exp()).log() + inv_tau;
   } else {
-    auto [row, col] = P.sums(q, k, inv_tau, false, mode == kInfoNceSym);
+    auto [row, col] = P.sums(q, k, inv_tau, false, 0, mode == kInfoNceSym);
     pos = (q.to(acc) * k.to(acc)).sum(1);
     lse = row.log() + inv_tau;
     if (mode == kInfoNceSym) {
@@ -106,31 +111,60 @@ std::tuple<Tensor, Tensor, Tensor> backward(const Tensor& grad, const Tensor& q_
   if (mode == kNtXent) {
     Tensor z = at::cat({q, k});
     Tensor za = at::cat({qa, ka});
-    Tensor dz = std::get<0>(P.grads(z, z, inv, inv, inv_tau, true, false));
+    Tensor dz = std::get<0>(P.grads(z, z, inv, inv, inv_tau, true, 0, false));
     dz = (dz - 2 * za.roll(n, 0)) * (g * (inv_tau / (2.0 * n)));
     dq = dz.narrow(0, 0, n);
     dk = dz.narrow(0, n, n);
   } else if (mode == kInfoNce) {
-    auto [gq, gk] = P.grads(q, k, inv, std::nullopt, inv_tau, false, true);
+    auto [gq, gk] = P.grads(q, k, inv, std::nullopt, inv_tau, false, 0, true);
     Tensor s = g * (inv_tau / n);
     dq = (gq - ka) * s;
     dk = (gk - qa) * s;
   } else if (mode == kInfoNceSym) {
     Tensor a = inv.narrow(0, 0, n), b = inv.narrow(0, n, n);
-    auto [gq, gk] = P.grads(q, k, a, b, inv_tau, false, true);
+    auto [gq, gk] = P.grads(q, k, a, b, inv_tau, false, 0, true);
     Tensor s = g * (inv_tau / (2.0 * n));
     dq = (gq - 2 * ka) * s;
     dk = (gk - 2 * qa) * s;
   } else {
     Tensor pos = (qa * ka).sum(1);
     Tensor cpos = ((pos * inv_tau - lse).exp() - 1).unsqueeze(1);  // p_pos - 1
-    auto [gq, gqueue] = P.grads(q, queue->contiguous(), inv, std::nullopt, inv_tau, false, queue_grad);
+    auto [gq, gqueue] = P.grads(q, queue->contiguous(), inv, std::nullopt, inv_tau, false, 0, queue_grad);
     Tensor s = g * (inv_tau / n);
     dq = (gq + cpos * ka) * s;
     dk = cpos * qa * s;
     if (queue_grad) dqueue = (gqueue * s).to(q.scalar_type());
   }
   return {dq.to(q.scalar_type()), dk.to(q.scalar_type()), dqueue};
+}
+
+void check_lse(const Tensor& rows, const Tensor& cols, double inv_tau) {
+  TORCH_CHECK(rows.dim() == 2 && cols.dim() == 2 && rows.size(1) == cols.size(1) && rows.size(1) >= 1,
+              "contrastive_lse: rows and cols must be matrices with the same number of columns, got " +
+                  shape(rows.sizes()) + " and " + shape(cols.sizes()));
+  TORCH_CHECK(rows.scalar_type() == cols.scalar_type() && rows.device() == cols.device(),
+              "contrastive_lse: rows and cols need the same dtype and device");
+  auto st = rows.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
+              "contrastive_lse: dtype must be float32, float64, float16 or bfloat16, got " + std::string(c10::toString(st)));
+  TORCH_CHECK(inv_tau > 0 && inv_tau <= kMaxInvTau, "contrastive_lse: 1/temperature must be in (0, " + num(kMaxInvTau) + "], got " + num(inv_tau));
+}
+
+Tensor lse_forward(const Tensor& rows, const Tensor& cols, double inv_tau, int64_t offset, const ContrastivePrims& P) {
+  check_lse(rows, cols, inv_tau);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  Tensor sum = std::get<0>(P.sums(rows.contiguous(), cols.contiguous(), inv_tau, offset >= 0, offset, false));
+  return sum.log() + inv_tau;
+}
+
+std::tuple<Tensor, Tensor> lse_backward(const Tensor& grad, const Tensor& rows, const Tensor& cols, const Tensor& lse,
+                                        double inv_tau, int64_t offset, const ContrastivePrims& P) {
+  check_lse(rows, cols, inv_tau);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  // d lse_i / d s_ij = p_ij * inv_tau with p_ij = e_ij * exp(1/tau - lse_i): weights a_i = grad_i * exp(1/tau - lse_i)
+  Tensor a = grad.to(acc_type(rows)) * (inv_tau - lse).exp();
+  auto [dr, dc] = P.grads(rows.contiguous(), cols.contiguous(), a, std::nullopt, inv_tau, offset >= 0, offset, true);
+  return {(dr * inv_tau).to(rows.scalar_type()), (dc * inv_tau).to(cols.scalar_type())};
 }
 
 constexpr ContrastivePrims kCpu{contrastive_sums_cpu, contrastive_grads_cpu};
@@ -145,6 +179,14 @@ std::tuple<Tensor, Tensor, Tensor> backward_cpu(const Tensor& grad, const Tensor
   return backward(grad, q, k, queue, lse, inv_tau, mode, queue_grad, kCpu);
 }
 
+Tensor lse_forward_cpu(const Tensor& rows, const Tensor& cols, double inv_tau, int64_t offset) {
+  return lse_forward(rows, cols, inv_tau, offset, kCpu);
+}
+std::tuple<Tensor, Tensor> lse_backward_cpu(const Tensor& grad, const Tensor& rows, const Tensor& cols, const Tensor& lse,
+                                            double inv_tau, int64_t offset) {
+  return lse_backward(grad, rows, cols, lse, inv_tau, offset, kCpu);
+}
+
 #ifdef SSL_BENCH_WITH_CUDA
 constexpr ContrastivePrims kCuda{contrastive_sums_cuda, contrastive_grads_cuda};
 
@@ -157,6 +199,13 @@ std::tuple<Tensor, Tensor, Tensor> backward_cuda(const Tensor& grad, const Tenso
                                                  double inv_tau, int64_t mode, bool queue_grad) {
   return backward(grad, q, k, queue, lse, inv_tau, mode, queue_grad, kCuda);
 }
+Tensor lse_forward_cuda(const Tensor& rows, const Tensor& cols, double inv_tau, int64_t offset) {
+  return lse_forward(rows, cols, inv_tau, offset, kCuda);
+}
+std::tuple<Tensor, Tensor> lse_backward_cuda(const Tensor& grad, const Tensor& rows, const Tensor& cols, const Tensor& lse,
+                                             double inv_tau, int64_t offset) {
+  return lse_backward(grad, rows, cols, lse, inv_tau, offset, kCuda);
+}
 #endif
 
 }  // namespace
@@ -166,17 +215,25 @@ TORCH_LIBRARY_FRAGMENT(ssl_bench, m) {
   m.def(
       "contrastive_backward(Tensor grad, Tensor q, Tensor k, Tensor? queue, Tensor lse, float inv_tau, int mode, "
       "bool queue_grad) -> (Tensor, Tensor, Tensor)");
+  m.def("contrastive_lse(Tensor rows, Tensor cols, float inv_tau, int offset) -> Tensor");
+  m.def(
+      "contrastive_lse_backward(Tensor grad, Tensor rows, Tensor cols, Tensor lse, float inv_tau, int offset) -> "
+      "(Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(ssl_bench, CPU, m) {
   m.impl("contrastive", &forward_cpu);
   m.impl("contrastive_backward", &backward_cpu);
+  m.impl("contrastive_lse", &lse_forward_cpu);
+  m.impl("contrastive_lse_backward", &lse_backward_cpu);
 }
 
 #ifdef SSL_BENCH_WITH_CUDA
 TORCH_LIBRARY_IMPL(ssl_bench, CUDA, m) {
   m.impl("contrastive", &forward_cuda);
   m.impl("contrastive_backward", &backward_cuda);
+  m.impl("contrastive_lse", &lse_forward_cuda);
+  m.impl("contrastive_lse_backward", &lse_backward_cuda);
 }
 #endif
 

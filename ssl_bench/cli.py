@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     shared.add_argument("--data-root", help="folder holding the protocol's dataset")
     shared.add_argument("--download", action="store_true", help="download the dataset if it is missing")
     shared.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default: auto)")
+    shared.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "bf16", "fp32"],
+        help="training precision: bf16 autocast or fp32; the loss is float32 either way (auto: bf16 on CUDA, fp32 on CPU)",
+    )
+    shared.add_argument("--compile", action="store_true", help="torch.compile the method's training step (off by default)")
 
     run = command("run", help="train and evaluate one run under a protocol, write a result file", parents=[shared])
     run.add_argument("--method", help="method name (default: the --plugin's only method, else the protocol's default)")
@@ -126,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--strategies", help="comma-separated strategies, each possibly 'a+b' (default: the protocol's default)")
     sweep.add_argument("--seeds", default="all", help="'all' (the protocol's seeds, default) or e.g. 0,1,2")
     sweep.add_argument("--jobs", type=int, default=1, help="runs at the same time (default: 1)")
+    sweep.add_argument(
+        "--per-gpu",
+        type=int,
+        metavar="K",
+        help="local launcher: K runs at the same time on every visible GPU, each pinned to its GPU (CUDA_VISIBLE_DEVICES); "
+        "replaces --jobs",
+    )
     sweep.add_argument(
         "--launcher",
         default="local",
@@ -242,6 +256,8 @@ def _config(args, registry, proto, **chosen):
         data_root=args.data_root,
         download=args.download,
         device=args.device,
+        precision=args.precision,
+        compile=args.compile,
         plugins=list(args.plugin),
         progress=not args.quiet,
         recipe_overrides=recipe.overrides(args.recipe),
@@ -264,6 +280,12 @@ def _validate(registry, methods, streams, strategies) -> None:
 def cmd_run(args) -> int:
     from ssl_bench.engine import execute
     from ssl_bench.registry import Registry
+    from ssl_bench.sweep import cores
+
+    if "OMP_NUM_THREADS" not in os.environ:  # the cores this process may use (taskset, cgroups), not the machine's
+        import torch
+
+        torch.set_num_threads(cores())
 
     proto = protocols.load(args.protocol)
     registry = Registry.discover(args.plugin)
@@ -288,7 +310,9 @@ def cmd_sweep(args) -> int:
     _validate(registry, methods, streams, strategies)
     configs = sweep.expand(base, registry, methods, streams, strategies, sweep.seeds_from(args.seeds, proto))
     check_writable(args.out)
-    paths, failures = sweep.run(configs, jobs=max(1, args.jobs), launcher=args.launcher, slurm=dict(args.slurm))
+    paths, failures = sweep.run(
+        configs, jobs=max(1, args.jobs), launcher=args.launcher, slurm=dict(args.slurm), per_gpu=args.per_gpu
+    )
     for path in paths:
         print(path)
     for failure in failures:

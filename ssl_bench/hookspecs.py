@@ -101,7 +101,12 @@ def ssl_bench_experience_start(run: RunContext, phase: Phase) -> None:
 
 @hookspec
 def ssl_bench_step_end(run: RunContext, step: int, loss: float) -> None:
-    """Called after every optimisation step with the global step number and the loss (a float)."""
+    """Called for every optimisation step with the global step number and the loss (a float).
+
+    The losses stay on the device while training, so the calls come at the logging interval: on a GPU
+    every ``ssl_bench.engine.loop.LOG_EVERY`` (50) steps and at the end of every phase, once per step since
+    the previous call, in order (``run`` is then already further on); on the CPU after every step.
+    """
 
 
 @hookspec

@@ -4,16 +4,25 @@ Launchers are existing engines, never a home-made scheduler: a local process poo
 (``concurrent.futures``) or a cluster through submitit (SLURM, or submitit's local executor).
 Runs whose result file already exists are skipped, so a sweep can be re-run to fill gaps;
 an interrupted run resumes from its checkpoint like any other run.
+
+The local pool starts its workers fresh (``spawn``), each with ``cores // jobs`` intra-op threads (cores: the
+ones this process may use, ``os.sched_getaffinity``) and ``OMP_WAIT_POLICY=PASSIVE`` (unless set), so runs
+sharing a machine do not spin-wait on each other's cores. ``per_gpu=K`` packs K runs on every visible GPU:
+worker ``i`` is pinned to one GPU by ``CUDA_VISIBLE_DEVICES`` (:func:`gpu_slots`) before CUDA starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
+import multiprocessing
 import os
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -45,10 +54,73 @@ def _run_one(config: RunConfig, threads: int) -> str:
     return str(execute(config, Registry.discover(config.plugins)))
 
 
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; all of them where the OS cannot say)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs a run can be pinned to, as ``CUDA_VISIBLE_DEVICES`` entries (the visible ones, else 0..n-1)."""
+    count = torch.cuda.device_count()
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return listed[:count] if listed else [str(i) for i in range(count)]
+
+
+def gpu_slots(gpus: list[str], per_gpu: int) -> list[str]:
+    """One ``CUDA_VISIBLE_DEVICES`` value per worker: ``per_gpu`` workers on each GPU."""
+    return [gpu for gpu in gpus for _ in range(per_gpu)]
+
+
+def _pin(slots: Any) -> None:
+    """Pool initializer: take a GPU slot before anything starts CUDA in this worker."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = slots.get()
+
+
+@contextlib.contextmanager
+def pool(jobs: int, slots: list[str] | None = None) -> Iterator[ProcessPoolExecutor]:
+    """A local pool of ``jobs`` fresh workers (``len(slots)`` with GPU slots, each pinned to its GPU), started
+    with ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it."""
+    context = multiprocessing.get_context("spawn")
+    passive = "OMP_WAIT_POLICY" not in os.environ  # read by each worker's OpenMP when it starts
+    if passive:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        if not slots:
+            executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+        else:
+            queue = context.Queue()
+            for slot in slots:
+                queue.put(slot)
+            executor = ProcessPoolExecutor(max_workers=len(slots), mp_context=context, initializer=_pin, initargs=(queue,))
+        with executor:
+            yield executor
+    finally:
+        if passive:
+            del os.environ["OMP_WAIT_POLICY"]
+
+
 def run(
-    configs: list[RunConfig], jobs: int = 1, launcher: str = "local", slurm: dict | None = None
+    configs: list[RunConfig],
+    jobs: int = 1,
+    launcher: str = "local",
+    slurm: dict | None = None,
+    per_gpu: int | None = None,
 ) -> tuple[list[Path], list[str]]:
-    """Run every config not already done; return (result paths, one-line failure messages)."""
+    """Run every config not already done; return (result paths, one-line failure messages).
+
+    ``per_gpu``: (local launcher) that many runs at a time on every visible GPU instead of ``jobs``."""
+    slots = None
+    if per_gpu is not None:
+        if launcher != "local":
+            raise UserError("--per-gpu places runs for the local launcher; with slurm ask for GPUs with --slurm")
+        gpus = visible_gpus()
+        if per_gpu < 1 or not gpus:
+            raise UserError(f"--per-gpu {per_gpu}: needs K >= 1 and a visible GPU (this torch sees none); use --jobs on a CPU")
+        slots = gpu_slots(gpus, per_gpu)
+        jobs = len(slots)
     todo = [c for c in configs if not c.result_path.exists()]
     done = [c.result_path for c in configs if c.result_path.exists()]
     if len(todo) < len(configs):
@@ -56,7 +128,7 @@ def run(
     if not todo:
         return done, []
     if launcher == "local":
-        paths, failures = _local(todo, jobs)
+        paths, failures = _local(todo, jobs, slots)
     elif launcher in ("slurm", "submitit-local"):
         paths, failures = _submitit(todo, launcher, slurm or {}, jobs)
     else:
@@ -68,11 +140,11 @@ def _describe(c: RunConfig) -> str:
     return f"{c.method}/{c.stream}/{c.strategy}/seed {c.seed}"
 
 
-def _local(todo: list[RunConfig], jobs: int) -> tuple[list[Path], list[str]]:
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+def _local(todo: list[RunConfig], jobs: int, slots: list[str] | None = None) -> tuple[list[Path], list[str]]:
+    threads = max(1, cores() // jobs)
     paths, failures = [], []
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(_run_one, c, threads): c for c in todo}
+    with pool(jobs, slots) as workers:
+        futures = {workers.submit(_run_one, c, threads): c for c in todo}
         for fut in tqdm(as_completed(futures), total=len(futures), desc="sweep", unit="run"):
             try:
                 paths.append(Path(fut.result()))

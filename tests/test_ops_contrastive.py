@@ -2,6 +2,7 @@
 torch.library.opcheck, the dispatch between op and reference. The extension is built by the README
 install, so a missing extension fails these tests. CUDA tests skip without a GPU."""
 
+import functools
 import logging
 import math
 
@@ -206,38 +207,91 @@ def test_cuda_opcheck(mode):
     torch.library.opcheck(torch.ops.ssl_bench.contrastive.default, (q, k, queue if mode == C.MOCO else None, 5.0, mode))
 
 
+# ------------------------------------------------------------------------- rows against gathered columns
+@pytest.mark.parametrize("rows,cols,offset", [(7, 21, -1), (7, 21, 0), (7, 21, 14), (130, 1100, 970), (1, 1, -1)])
+def test_lse_rows_matches_reference(rows, cols, offset):
+    g = torch.Generator().manual_seed(rows)
+    r, c = (torch.nn.functional.normalize(torch.randn(m, 9, generator=g, dtype=torch.float64), dim=1) for m in (rows, cols))
+    r32, c32 = r.float().requires_grad_(), c.float().requires_grad_()
+    r, c = r.requires_grad_(), c.requires_grad_()
+    w = torch.randn(rows, generator=g, dtype=torch.float64)
+    want = C.lse_rows_reference(r, c, 0.2, offset)
+    got = C.lse_rows(r32, c32, 0.2, offset)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    for a, b in zip(torch.autograd.grad((got * w).sum(), (r32, c32)), torch.autograd.grad((want * w).sum(), (r, c))):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5)
+
+
+def test_lse_rows_gradcheck_and_opcheck():
+    r, c = (torch.nn.functional.normalize(torch.randn(m, 4, dtype=torch.float64), dim=1).requires_grad_() for m in (5, 11))
+    assert torch.autograd.gradcheck(lambda a, b: C.lse_rows(a, b, 0.3, 3), (r, c))
+    torch.library.opcheck(torch.ops.ssl_bench.contrastive_lse.default, (r, c, 2.0, 6))
+    torch.library.opcheck(torch.ops.ssl_bench.contrastive_lse.default, (r, c, 2.0, -1))
+
+
+@cuda
+def test_cuda_lse_rows():
+    r, c = (torch.nn.functional.normalize(torch.randn(m, 32, device="cuda"), dim=1) for m in (300, 5000))
+    for offset in (-1, 4000):
+        torch.testing.assert_close(C.lse_rows(r, c, 0.1, offset), C.lse_rows_reference(r, c, 0.1, offset), rtol=1e-4, atol=1e-4)
+    torch.library.opcheck(torch.ops.ssl_bench.contrastive_lse.default, (r[:65].requires_grad_(), c[:70].requires_grad_(), 5.0, 3))
+
+
 # ---------------------------------------------------------------------------------- across processes
-def _distributed_worker(rank, world, init_file, data, queue_out):
+DIST_FORMS = ("nt_xent", "info_nce", "info_nce_symmetric")
+
+
+def _note_size(sizes, t):
+    sizes.append(t.numel())
+    return t
+
+
+def _distributed_worker(rank, world, init_file, cases, queue_out):
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        n = data[0].shape[0] // world
-        for form in ("nt_xent", "info_nce_symmetric"):
-            xs = [x[rank * n : (rank + 1) * n].clone().requires_grad_() for x in data]
-            loss = fused(form, xs, 0.2)
-            grads = torch.autograd.grad(loss, xs)
-            queue_out.put((form, rank, loss.item(), [g.numpy() for g in grads]))
+        for case, data in enumerate(cases):
+            n = data[0].shape[0] // world
+            for form in DIST_FORMS:
+                for path in ("fused", "reference"):
+                    xs = [x[rank * n : (rank + 1) * n].clone().requires_grad_() for x in data]
+                    saved: list[int] = []
+                    with torch.autograd.graph.saved_tensors_hooks(functools.partial(_note_size, saved), lambda t: t):
+                        if path == "fused":
+                            loss = fused(form, xs, 0.2)
+                        else:
+                            with ops.reference_ops():
+                                loss = fused(form, xs, 0.2)
+                    grads = torch.autograd.grad(loss, xs)
+                    queue_out.put((case, form, path, rank, loss.item(), [g.numpy() for g in grads], max(saved)))
     finally:
         dist.destroy_process_group()
 
 
 def test_negatives_gathered_across_two_gloo_processes(tmp_path):
-    """Two processes with half the batch each: the mean of their losses is the one-process loss on the full
-    batch, and each process's gradient (its rows) is world_size times the full loss's gradient there."""
+    """Two processes with half the batch each (odd sizes too): the mean of their losses is the one-process loss on
+    the full batch (float64 reference), and each process's gradient (its rows) is world_size times the full
+    loss's gradient there; by the fused op (which keeps nothing of size n_local x N for backward) and by the
+    dense reference."""
     import torch.multiprocessing as mp
 
-    world, n, d = 2, 6, 5
-    data = [torch.randn(world * n, d, dtype=torch.float64) for _ in range(2)]
+    world, sizes = 2, [(6, 5), (7, 3), (41, 2)]  # (rows per process, D)
+    cases = [[torch.randn(world * n, d, dtype=torch.float64) for _ in range(2)] for n, d in sizes]
     out = mp.get_context("spawn").Queue()
-    mp.start_processes(_distributed_worker, args=(world, str(tmp_path / "rdv"), data, out), nprocs=world, start_method="spawn")
-    results = [out.get(timeout=60) for _ in range(2 * world)]
-    for form in ("nt_xent", "info_nce_symmetric"):
-        full = [x.clone().requires_grad_() for x in data]
-        want = reference(form, full, 0.2)
-        want_grads = torch.autograd.grad(want, full)
-        mine = [r for r in results if r[0] == form]
-        assert abs(sum(r[2] for r in mine) / world - want.item()) < 1e-10
-        for _, rank, _, grads in mine:
-            for g, w in zip(grads, want_grads):
-                torch.testing.assert_close(torch.from_numpy(g) / world, w[rank * n : (rank + 1) * n])
+    mp.start_processes(_distributed_worker, args=(world, str(tmp_path / "rdv"), cases, out), nprocs=world, start_method="spawn")
+    results = [out.get(timeout=60) for _ in range(len(cases) * 2 * len(DIST_FORMS) * world)]
+    for case, ((n, d), data) in enumerate(zip(sizes, cases)):
+        for form in DIST_FORMS:
+            full = [x.clone().requires_grad_() for x in data]
+            want = reference(form, full, 0.2)
+            want_grads = torch.autograd.grad(want, full)
+            for path in ("fused", "reference"):
+                mine = [r for r in results if r[:3] == (case, form, path)]
+                assert len(mine) == world
+                assert abs(sum(r[4] for r in mine) / world - want.item()) < 1e-10, (n, d, form, path)
+                for _, _, _, rank, _, grads, _ in mine:
+                    for g, w in zip(grads, want_grads):
+                        torch.testing.assert_close(torch.from_numpy(g) / world, w[rank * n : (rank + 1) * n])
+                if path == "fused" and n > 4 * d:  # O(N·D) saved: no local-rows x all-columns logits
+                    assert max(r[6] for r in mine) <= 2 * world * 2 * n * d, (form, [r[6] for r in mine])

@@ -25,12 +25,13 @@ Tensor as_acc(const Tensor& t) {
   return t.detach().to(t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat).contiguous();
 }
 
-// e = exp((R_blk C_tile^T - 1) * inv_tau), diagonal (global row == global column) zeroed when masked.
-void exp_tile(Tensor& e, const Tensor& rb, const Tensor& cb, int64_t r0, int64_t c0, double inv_tau, bool mask_diag) {
+// e = exp((R_blk C_tile^T - 1) * inv_tau), the entries global column == global row + diag zeroed when masked.
+void exp_tile(Tensor& e, const Tensor& rb, const Tensor& cb, int64_t r0, int64_t c0, double inv_tau, bool mask_diag,
+              int64_t diag) {
   at::mm_out(e, rb, cb.t());
   e.sub_(1.0).mul_(inv_tau);
   if (mask_diag) {
-    const int64_t off = r0 - c0;  // element (i, i + off) has global row == global column
+    const int64_t off = r0 - c0 + diag;  // element (i, i + off) has global column == global row + diag
     if (off > -e.size(0) && off < e.size(1)) e.diagonal(off).fill_(-std::numeric_limits<double>::infinity());
   }
   e.exp_();
@@ -56,7 +57,7 @@ Tensor sum_blocks(const Tensor& partial) {
 }  // namespace
 
 std::tuple<Tensor, Tensor> contrastive_sums_cpu(const Tensor& R_, const Tensor& C_, double inv_tau, bool mask_diag,
-                                                bool want_cols) {
+                                                int64_t diag, bool want_cols) {
   Tensor R = as_acc(R_), C = as_acc(C_);
   const int64_t mr = R.size(0), mc = C.size(0);
   const int64_t blocks = std::max<int64_t>(1, row_blocks(mr));
@@ -71,7 +72,7 @@ std::tuple<Tensor, Tensor> contrastive_sums_cpu(const Tensor& R_, const Tensor& 
         const int64_t w = std::min(kCols, mc - c0);
         Tensor et = e.narrow(1, 0, w);
         if (w != e.size(1)) et = at::empty({r1 - r0, w}, R.options());
-        exp_tile(et, rb, C.narrow(0, c0, w), r0, c0, inv_tau, mask_diag);
+        exp_tile(et, rb, C.narrow(0, c0, w), r0, c0, inv_tau, mask_diag, diag);
         rs.add_(et.sum(1));
         if (want_cols) cols[block].narrow(0, c0, w).add_(et.sum(0));
       }
@@ -82,7 +83,7 @@ std::tuple<Tensor, Tensor> contrastive_sums_cpu(const Tensor& R_, const Tensor& 
 
 std::tuple<Tensor, Tensor> contrastive_grads_cpu(const Tensor& R_, const Tensor& C_, const std::optional<Tensor>& a_,
                                                  const std::optional<Tensor>& b_, double inv_tau, bool mask_diag,
-                                                 bool want_cols) {
+                                                 int64_t diag, bool want_cols) {
   Tensor R = as_acc(R_), C = as_acc(C_);
   const int64_t mr = R.size(0), mc = C.size(0), d = R.size(1);
   const int64_t blocks = std::max<int64_t>(1, row_blocks(mr));
@@ -102,7 +103,7 @@ std::tuple<Tensor, Tensor> contrastive_grads_cpu(const Tensor& R_, const Tensor&
         Tensor cb = C.narrow(0, c0, w);
         Tensor et = e.narrow(1, 0, w);
         if (w != e.size(1)) et = at::empty({r1 - r0, w}, R.options());
-        exp_tile(et, rb, cb, r0, c0, inv_tau, mask_diag);
+        exp_tile(et, rb, cb, r0, c0, inv_tau, mask_diag, diag);
         if (a && b) {
           et.mul_(ab + b->narrow(0, c0, w).unsqueeze(0));
         } else if (a) {

@@ -129,7 +129,7 @@ void check_cuda_inputs(const Tensor& R, const Tensor& C) {
 }  // namespace
 
 std::tuple<Tensor, Tensor> contrastive_sums_cuda(const Tensor& R_, const Tensor& C_, double inv_tau, bool mask_diag,
-                                                 bool want_cols) {
+                                                 int64_t diag, bool want_cols) {
   check_cuda_inputs(R_, C_);
   const c10::cuda::CUDAGuard guard(R_.device());
   Tensor R = R_.contiguous(), C = C_.contiguous();
@@ -157,11 +157,11 @@ std::tuple<Tensor, Tensor> contrastive_sums_cuda(const Tensor& R_, const Tensor&
       AT_DISPATCH_FLOATING_TYPES(acc, "contrastive_sums_cuda", [&] {
         if (want_cols)
           exp_sums_kernel<scalar_t><<<dim3(gx, gy), kThreads, 0, stream>>>(
-              S.data_ptr<scalar_t>(), tr, tc, scalar_t(inv_tau), i0 - j0, mask_diag, row_part.data_ptr<scalar_t>(),
+              S.data_ptr<scalar_t>(), tr, tc, scalar_t(inv_tau), i0 - j0 + diag, mask_diag, row_part.data_ptr<scalar_t>(),
               col_part.data_ptr<scalar_t>());
         else
           exp_rows_kernel<scalar_t><<<tr, kThreads, 0, stream>>>(S.data_ptr<scalar_t>(), tc, scalar_t(inv_tau),
-                                                                i0 - j0, mask_diag, rows.data_ptr<scalar_t>() + i0);
+                                                                i0 - j0 + diag, mask_diag, rows.data_ptr<scalar_t>() + i0);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
       if (want_cols) {
@@ -175,7 +175,7 @@ std::tuple<Tensor, Tensor> contrastive_sums_cuda(const Tensor& R_, const Tensor&
 
 std::tuple<Tensor, Tensor> contrastive_grads_cuda(const Tensor& R_, const Tensor& C_, const std::optional<Tensor>& a,
                                                   const std::optional<Tensor>& b, double inv_tau, bool mask_diag,
-                                                  bool want_cols) {
+                                                  int64_t diag, bool want_cols) {
   check_cuda_inputs(R_, C_);
   const c10::cuda::CUDAGuard guard(R_.device());
   Tensor R = R_.contiguous(), C = C_.contiguous();
@@ -205,7 +205,7 @@ std::tuple<Tensor, Tensor> contrastive_grads_cuda(const Tensor& R_, const Tensor
         using acc_t = at::acc_type<scalar_t, true>;
         weight_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream>>>(
             S.data_ptr<acc_t>(), W.data_ptr<scalar_t>(), tr, tc, a ? av.data_ptr<acc_t>() + i0 : nullptr,
-            b ? bv.data_ptr<acc_t>() + j0 : nullptr, static_cast<acc_t>(inv_tau), i0 - j0, mask_diag);
+            b ? bv.data_ptr<acc_t>() + j0 : nullptr, static_cast<acc_t>(inv_tau), i0 - j0 + diag, mask_diag);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
       Tensor pr = view_of(part_r.view({-1}), tr, d);

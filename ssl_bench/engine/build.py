@@ -9,6 +9,7 @@ built in a fixed order, so the same configuration draws the same random numbers.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -91,6 +92,34 @@ def _make_strategy(registry: Registry, spec: str, options: dict[str, Any]) -> St
     return parts[0] if len(parts) == 1 else Composite(parts)
 
 
+#: the share of the GPU's memory the training images may take to be kept on the GPU (gathered and augmented
+#: there); a larger dataset stays on the host and its batches are prefetched (pinned, on a side stream)
+DEVICE_DATA_FRACTION = 0.25
+
+
+def _precision(name: str, device: torch.device) -> str:
+    """``auto`` -> bf16 on CUDA, fp32 elsewhere; ``bf16`` and ``fp32`` as given."""
+    if name == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if name not in ("bf16", "fp32"):
+        raise UserError(f"--precision {name}: use bf16, fp32 or auto")
+    return name
+
+
+def fits_on_device(nbytes: int, device: torch.device, fraction: float = DEVICE_DATA_FRACTION) -> bool:
+    """Whether ``nbytes`` of training data fit in ``fraction`` of ``device``'s memory (False off CUDA)."""
+    return device.type == "cuda" and nbytes <= fraction * torch.cuda.get_device_properties(device).total_memory
+
+
+def moved(batch: Batch, device: torch.device) -> Batch:
+    """``batch`` on ``device`` (copies from pinned memory run asynchronously on the current stream)."""
+    return Batch(*(t.to(device, non_blocking=True) for t in _tensors(batch)))
+
+
+def _tensors(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return batch.images, batch.labels, batch.domains, batch.index
+
+
 def _pick_device(name: str) -> str:
     """``auto`` -> cuda when torch sees a GPU, else cpu; asking for cuda without one is a one-line error."""
     if name == "auto":
@@ -129,7 +158,14 @@ class Run:
         if "n_classes" in inspect.signature(method_entry.factory).parameters and "n_classes" not in options:
             options["n_classes"] = len(self.dataset.classes)  # a factory that asks for n_classes gets the dataset's
         self.method: Method = _construct(method_entry, backbone, **options).to(self.device)
+        self.precision = _precision(config.precision, self.device)  #: "bf16" (autocast) or "fp32"
+        #: convolutions in NHWC on CUDA (faster with tensor cores); weights here, the views in the loop
+        self.channels_last = self.device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in self.method.modules())
+        if self.channels_last:
+            self.method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = distributed.wrap(self.method)  #: what training calls: the method, or DDP around it
+        #: what the loop calls for a step's loss: the model, or torch.compile of it (``--compile``)
+        self.step_model = torch.compile(self.model) if config.compile else self.model
         self.strategy: Strategy = _make_strategy(registry, config.strategy, config.strategy_options)
         self.evaluators: list[Evaluator] = [
             _construct(registry.get("evaluator", name), **protocol.eval.options.get(name, {}))
@@ -158,23 +194,44 @@ class Run:
         self.metrics: dict[str, list] = {}
         self.init_metrics: dict[str, Any] = {}
         self.end_metrics: dict[str, Any] = {}
+        train = self.dataset.train
+        #: the training images, labels and domains kept on the GPU when they fit (:data:`DEVICE_DATA_FRACTION`)
+        self.device_data: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        if fits_on_device(train.images.numel(), self.device):
+            self.device_data = (train.images.to(self.device), train.labels.to(self.device), train.domains.to(self.device))
+        #: batches gathered on the host are prefetched (pinned, side stream) when training on a GPU
+        self.prefetch = self.device.type == "cuda" and self.device_data is None
+        log.info(
+            "precision %s%s; training data %s",
+            self.precision,
+            ", channels_last" if self.channels_last else "",
+            "on the device" if self.device_data is not None else ("prefetched" if self.prefetch else "on the host"),
+        )
         self.probe_index = evaluation.probe_indices(protocol, self.experiences, self.seed)
         self.strategy.setup(self)
         for ev in self.evaluators:  # evaluators check their options and data now, not after training
             ev.setup(self)
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The training step's autocast: bf16 under ``precision == "bf16"``, a no-op under fp32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
     def batch_of(self, index: torch.Tensor) -> Batch:
         """The training samples at ``index`` (indices into dataset.train) as a Batch on the device."""
+        if self.device_data is not None:  # gathered on the GPU
+            images, labels, domains = self.device_data
+            index = index.to(self.device, non_blocking=True)
+            return Batch(images=images[index], labels=labels[index], domains=domains[index], index=index)
+        return moved(self.host_batch(index), self.device)
+
+    def host_batch(self, index: torch.Tensor, pin: bool = False) -> Batch:
+        """The training samples at ``index`` as a Batch in host memory (``pin``: page-locked, for async copies)."""
         train = self.dataset.train
         index = index.cpu()
         # numpy's row gather is ~100x faster than torch's uint8 indexing on CPU (benchmark/test_bench_cache.py)
         images = torch.from_numpy(train.images.numpy()[index.numpy()])
-        return Batch(
-            images=images.to(self.device, non_blocking=True),
-            labels=train.labels[index].to(self.device),
-            domains=train.domains[index].to(self.device),
-            index=index.to(self.device),
-        )
+        batch = Batch(images=images, labels=train.labels[index], domains=train.domains[index], index=index)
+        return Batch(*(t.pin_memory() for t in _tensors(batch))) if pin else batch
 
     def views(
         self, images: torch.Tensor, size: int | None = None, generator: torch.Generator | None = None

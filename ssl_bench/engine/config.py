@@ -41,6 +41,10 @@ class RunConfig:
     data_root: str | None = None
     download: bool = False
     device: str = "auto"
+    #: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``bf16`` or ``fp32`` (the loss is always float32)
+    precision: str = "auto"
+    #: torch.compile the method's step (forward and loss; backward through AOTAutograd)
+    compile: bool = False
     plugins: list[str] = field(default_factory=list)
     progress: bool = True
     #: ``--recipe`` given by the user (KEY=VALUE pairs and files, merged in order by :func:`ssl_bench.recipe.overrides`)

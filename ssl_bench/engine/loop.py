@@ -17,9 +17,11 @@ code trains every experience; under ``"run"`` one schedule spans all the run's s
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ssl_bench import distributed
-from ssl_bench.api import Phase
+from ssl_bench.api import Batch, Phase
 from ssl_bench.engine import checkpoint, evaluation, record
-from ssl_bench.engine.build import Run
+from ssl_bench.engine.build import Run, moved
 from ssl_bench.engine.config import RunConfig
 from ssl_bench.errors import UserError
 from ssl_bench.optim import lr_at, set_lr
@@ -144,31 +146,74 @@ def schedule_of(run: Run, phase: Phase) -> tuple[int, int, int]:
     return start, total, min(total, round(run.recipe.warmup_epochs * steps_per_epoch))
 
 
+#: on a GPU, steps between host copies of the losses (observer hooks, progress bar, finiteness check): the
+#: step itself never waits for the GPU. On the CPU there is nothing to wait for, so every step is copied.
+LOG_EVERY = 50
+#: steps between checks that the parameters are finite (and at every phase end)
+PARAM_CHECK_EVERY = 50
+
+
+def _indices(run: Run, phase: Phase, pool: torch.Tensor, device: torch.device) -> Iterator[torch.Tensor]:
+    """The dataset.train indices of each step's batch (this rank's share), on ``device``: batches drawn without
+    replacement from a pool reshuffled every epoch (the last partial batch dropped); the shuffles are drawn on
+    the CPU, so every device trains on the same batches."""
+    tr = run.protocol.train
+    order = torch.Generator().manual_seed(run.seed * 1_000_003 + run.phase_index)
+    on_device = pool.to(device)
+    perm, pos = torch.randperm(len(pool), generator=order).to(device, non_blocking=True), 0
+    for _ in range(phase.steps):
+        if pos + tr.batch_size > len(pool):  # a new epoch: reshuffle
+            perm, pos = torch.randperm(len(pool), generator=order).to(device, non_blocking=True), 0
+        yield on_device[perm[pos : pos + min(tr.batch_size, len(pool))]][run.rank :: run.world_size]
+        pos += tr.batch_size
+
+
+def _batches(run: Run, phase: Phase, pool: torch.Tensor) -> Iterator[Batch]:
+    """Each step's Batch on the device: gathered there when the data live there (``run.device_data``), else
+    gathered on the host; on a GPU the next batch's gather and pinned copy (on a side stream) overlap the step."""
+    if not run.prefetch:
+        device = run.device if run.device_data is not None else torch.device("cpu")
+        for index in _indices(run, phase, pool, device):
+            yield run.batch_of(index)
+        return
+    stream, current = torch.cuda.Stream(run.device), torch.cuda.current_stream(run.device)
+    ahead = None
+    for index in _indices(run, phase, pool, torch.device("cpu")):
+        host = run.host_batch(index, pin=True)
+        with torch.cuda.stream(stream):
+            nxt = moved(host, run.device)
+        if ahead is not None:
+            yield ahead
+        current.wait_stream(stream)
+        for t in (nxt.images, nxt.labels, nxt.domains, nxt.index):
+            t.record_stream(current)
+        ahead = nxt
+    if ahead is not None:
+        yield ahead
+
+
 def train_phase(run: Run, phase: Phase, bar: Any) -> None:
-    """Train ``phase.steps`` optimiser steps on the phase's experiences (``bar``: a tqdm progress bar)."""
+    """Train ``phase.steps`` optimiser steps on the phase's experiences (``bar``: a tqdm progress bar).
+
+    Nothing in a step waits for the GPU: the losses stay on the device and are copied every
+    :data:`LOG_EVERY` steps and at the phase's end (:func:`_flush`), where a non-finite loss stops the run."""
     tr = run.protocol.train
     pool = phase_pool(run, phase)
     start, total, warmup = schedule_of(run, phase)
-    order = torch.Generator().manual_seed(run.seed * 1_000_003 + run.phase_index)
-    perm, pos = torch.randperm(len(pool), generator=order), 0
-    hook = run.registry.observers()
+    every = 1 if run.device.type == "cpu" else LOG_EVERY
     run.method.train()
     run.method.begin_phase(phase.steps, max(1, len(pool) // tr.batch_size))
-    for k in range(phase.steps):
-        if pos + tr.batch_size > len(perm):  # a new epoch: reshuffle (the last partial batch is dropped)
-            perm, pos = torch.randperm(len(pool), generator=order), 0
-        index = pool[perm[pos : pos + min(tr.batch_size, len(pool))]][run.rank :: run.world_size]
-        pos += tr.batch_size
-        batch = run.strategy.batch(run, run.batch_of(index))
+    pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []  # (step, total loss, method's loss if a strategy adds one)
+    for k, batch in enumerate(_batches(run, phase, pool)):
+        batch = run.strategy.batch(run, batch)
         views = run.strategy.views(run, run.views(batch.images, resolution_at(run, k, phase.steps)), batch)
+        if run.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for v in views]
         set_lr(run.optimizer, lr_at(start + k, total, warmup, run.peak_lr, run.recipe.schedule), run.peak_lr)
-        loss = run.model(views, batch.labels if run.method.uses_labels else None)
-        extra = run.strategy.loss(run, views, batch)
-        loss_sum = loss if extra is None else loss + extra
-        if not torch.isfinite(loss_sum):
-            raise FloatingPointError(
-                f"loss became {loss_sum.item()} at step {run.step} (phase '{phase.name}'); lower the learning rate"
-            )
+        with run.autocast():
+            loss = run.step_model(views, batch.labels if run.method.uses_labels else None).float()
+            extra = run.strategy.loss(run, views, batch)
+        loss_sum = loss if extra is None else loss + extra.float()
         run.optimizer.zero_grad(set_to_none=True)
         loss_sum.backward()
         run.strategy.after_backward(run)
@@ -177,8 +222,45 @@ def train_phase(run: Run, phase: Phase, bar: Any) -> None:
         run.step += 1
         run.images_processed += len(batch.index) * run.world_size
         run.method.after_step((start + k + 1) / total)
-        value = float(loss_sum.detach())
-        run.losses.append(value)
-        hook.ssl_bench_step_end(run=run, step=run.step, loss=value)
+        pending.append((run.step, loss_sum.detach(), None if extra is None else loss.detach()))
         bar.update(1)
-        bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+        last = k == phase.steps - 1
+        if len(pending) >= every or last:
+            _flush(run, phase, pending, last or (k + 1) % PARAM_CHECK_EVERY == 0)
+            bar.set_postfix(loss=f"{run.losses[-1]:.3f}", refresh=False)
+            pending = []
+
+
+def _flush(run: Run, phase: Phase, pending: list[tuple[int, torch.Tensor, torch.Tensor | None]], params: bool) -> None:
+    """Copy the pending steps' losses to the host (one copy), stop on a non-finite one (or non-finite parameters
+    when ``params``), else record them and call the observers' ``ssl_bench_step_end`` for each step, in order."""
+    n = len(pending)
+    parts = [torch.stack([t for _, t, _ in pending]), torch.stack([t if m is None else m for _, t, m in pending])]
+    if params:
+        parts.append(torch.stack([torch.isfinite(p).all() for p in run.method.parameters()]).all().float().reshape(1))
+    host = torch.cat(parts).cpu().tolist()
+    for (step, _, term), value, own in zip(pending, host[:n], host[n : 2 * n]):
+        if not math.isfinite(value):
+            what = (
+                "loss" if term is None else ("loss" if not math.isfinite(own) else f"loss term of strategy '{run.strategy.name}'")
+            )
+            raise FloatingPointError(_nan_message(run, phase, f"the {what} became {value} at step {step}"))
+    if params and host[-1] != 1.0:
+        raise FloatingPointError(
+            _nan_message(run, phase, f"the parameters became non-finite by step {pending[-1][0]} while the loss stayed finite")
+        )
+    hook = run.registry.observers()
+    for (step, _, _), value in zip(pending, host[:n]):
+        run.losses.append(value)
+        hook.ssl_bench_step_end(run=run, step=step, loss=value)
+
+
+def _nan_message(run: Run, phase: Phase, what: str) -> str:
+    """One line: the method, what became non-finite and where, the first non-finite parameter, what to change."""
+    bad = next((name for name, p in run.method.named_parameters() if not torch.isfinite(p).all()), None)
+    params = f"; first non-finite parameter: {bad}" if bad else ""
+    lr = run.recipe.lr
+    return (
+        f"method '{run.config.method}': {what} (phase '{phase.name}'){params}; "
+        f"lower the learning rate, e.g. --recipe lr={lr / 2:g} (now {lr:g})"
+    )

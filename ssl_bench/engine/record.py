@@ -104,6 +104,7 @@ def write(run: Run, seconds: float) -> Path:
         "variant": cfg.variant,
         "dataset": protocol.dataset.name,
         "world_size": run.world_size,
+        "precision": run.precision,
         "plugins": {p.name: p.version for p in run.registry.plugins.values() if not p.error},
         "plugin_hashes": {p.name: source_hash(p.module) for p in run.registry.plugins.values() if not p.error},
         **environment(),

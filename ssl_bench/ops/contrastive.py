@@ -3,7 +3,8 @@ extension is built, the dense PyTorch references otherwise (``ssl_bench.ops.back
 
 Under torch.distributed (several processes) every loss compares the local rows with the negatives of
 all ranks, gathered by :func:`gather_with_grad` (the gradient flows back to the rank that owns each
-row); that cross-rank form is computed densely (O(n_local · N_global) memory) and says so once.
+row). The fused op ``contrastive_lse`` takes this rank's rows and the gathered columns, so memory per
+rank stays O(N·D) there too; the positives' similarities are local and computed in PyTorch.
 
 The fused op (csrc/contrastive.cpp) walks the similarity matrix in tiles, keeps only per-row sums of
 exponentials and recomputes the tiles in backward, so memory is O(N·D) instead of O(N²). Its inputs are
@@ -94,31 +95,38 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def _cross_entropy_rows(
-    rows: torch.Tensor, cols: torch.Tensor, target: torch.Tensor, temperature: float, self_index: torch.Tensor | None = None
-) -> torch.Tensor:
+def lse_rows_reference(rows: torch.Tensor, cols: torch.Tensor, temperature: float, offset: int = -1) -> torch.Tensor:
+    """Per row, the log-sum-exp of ``rows @ cols.T / temperature``, leaving out column ``i + offset`` of row ``i``
+    when ``offset >= 0`` (dense: O(rows x cols) memory)."""
     logits = rows @ cols.t() / temperature
-    if self_index is not None:
-        logits = logits.scatter(1, self_index.unsqueeze(1), float("-inf"))
-    return F.cross_entropy(logits, target)
+    if offset >= 0:
+        i = torch.arange(rows.shape[0], device=rows.device)
+        logits = logits.index_put((i, i + offset), logits.new_tensor(float("-inf")))
+    return torch.logsumexp(logits, dim=1)
+
+
+def lse_rows(rows: torch.Tensor, cols: torch.Tensor, temperature: float, offset: int = -1) -> torch.Tensor:
+    """:func:`lse_rows_reference` of L2-normalised ``rows`` and ``cols``, by the fused op when it is built (float32
+    result, float64 for float64 inputs; differentiable in both)."""
+    if not _use_op(temperature, rows):
+        return lse_rows_reference(rows, cols, temperature, offset)
+    return torch.ops.ssl_bench.contrastive_lse(rows, cols, 1.0 / temperature, offset)
 
 
 def _nt_xent_distributed(z1, z2, temperature):
     z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
-    n, rank, world = z1.shape[0], dist.get_rank(), dist.get_world_size()
-    cols = torch.cat([gather_with_grad(z1), gather_with_grad(z2)])  # [z1 of all ranks; z2 of all ranks]
-    own = rank * n + torch.arange(n, device=z1.device)
-    self_index = torch.cat([own, own + world * n])
-    target = torch.cat([own + world * n, own])
-    return _cross_entropy_rows(torch.cat([z1, z2]), cols, target, temperature, self_index)
+    rows = torch.cat([z1, z2])  # this rank's 2n rows; the columns are [z1; z2] of every rank, in rank order
+    lse = lse_rows(rows, gather_with_grad(rows), temperature, offset=dist.get_rank() * rows.shape[0])
+    pos = (z1 * z2).sum(1) / temperature  # the positive of z1[i] is z2[i] (and vice versa): both local
+    return (lse - torch.cat([pos, pos])).mean()
 
 
 def _info_nce_distributed(q, k, temperature, symmetric):
     q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
-    target = dist.get_rank() * q.shape[0] + torch.arange(q.shape[0], device=q.device)
-    loss = _cross_entropy_rows(q, gather_with_grad(k), target, temperature)
+    pos = (q * k).sum(1) / temperature
+    loss = (lse_rows(q, gather_with_grad(k), temperature) - pos).mean()
     if symmetric:
-        loss = (loss + _cross_entropy_rows(k, gather_with_grad(q), target, temperature)) / 2
+        loss = (loss + (lse_rows(k, gather_with_grad(q), temperature) - pos).mean()) / 2
     return loss
 
 
@@ -128,11 +136,6 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
     Under torch.distributed the negatives are the 2N rows of all ranks."""
     if _distributed():
-        _warn_once(
-            "dist",
-            "ssl_bench.ops: contrastive loss across processes: negatives gathered from all ranks, "
-            "computed densely (the fused op covers one process)",
-        )
         return _nt_xent_distributed(z1, z2, temperature)
     if not _use_op(temperature, z1):
         return nt_xent_reference(z1, z2, temperature)
@@ -144,11 +147,6 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float, symmetric: bo
 
     Under torch.distributed the candidates of each row are the keys (queries) of all ranks."""
     if _distributed():
-        _warn_once(
-            "dist",
-            "ssl_bench.ops: contrastive loss across processes: negatives gathered from all ranks, "
-            "computed densely (the fused op covers one process)",
-        )
         return _info_nce_distributed(q, k, temperature, symmetric)
     if not _use_op(temperature, q):
         return info_nce_reference(q, k, temperature, symmetric)
@@ -222,7 +220,30 @@ def _backward(ctx, grad_loss, _grad_lse):
     return dq, dk, dqueue if queue_grad else None, None, None
 
 
+def _fake_lse(rows, cols, inv_tau, offset):
+    return rows.new_empty((rows.shape[0],), dtype=torch.float64 if rows.dtype == torch.float64 else torch.float32)
+
+
+def _fake_lse_backward(grad, rows, cols, lse, inv_tau, offset):
+    return torch.empty_like(rows), torch.empty_like(cols)
+
+
+def _setup_lse(ctx, inputs, output):
+    rows, cols, inv_tau, offset = inputs
+    ctx.save_for_backward(rows, cols, output)
+    ctx.inv_tau, ctx.offset = inv_tau, offset
+
+
+def _backward_lse(ctx, grad):
+    rows, cols, lse = ctx.saved_tensors
+    drows, dcols = torch.ops.ssl_bench.contrastive_lse_backward(grad, rows, cols, lse, ctx.inv_tau, ctx.offset)
+    return drows, dcols, None, None
+
+
 if _ext.available():
+    torch.library.register_fake("ssl_bench::contrastive_lse")(_fake_lse)
+    torch.library.register_fake("ssl_bench::contrastive_lse_backward")(_fake_lse_backward)
+    torch.library.register_autograd("ssl_bench::contrastive_lse", _backward_lse, setup_context=_setup_lse)
     torch.library.register_fake("ssl_bench::contrastive")(_fake_forward)
     torch.library.register_fake("ssl_bench::contrastive_backward")(_fake_backward)
     torch.library.register_autograd("ssl_bench::contrastive", _backward, setup_context=_setup_context)
