@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ssl_bench import distributed
+from ssl_bench import distributed, tracking, weights
 from ssl_bench.api import Phase
 from ssl_bench.engine import checkpoint, evaluation, record
 from ssl_bench.engine.build import Run
@@ -40,7 +40,21 @@ log = logging.getLogger(__name__)
 def execute(config: RunConfig, registry: Registry, resume: bool = True) -> Path | None:
     """Train and evaluate one run; return the path of its result file (None on ranks other than 0)."""
     record.check_writable(config.out)
+    tracking.check(config.log)
     run = Run(config, registry)
+    trackers = tracking.trackers(config) if distributed.is_main() else []
+    for tracker in trackers:  # observers of this run only
+        registry.pm.register(tracker)
+    try:
+        return _execute(run, resume)
+    finally:
+        for tracker in trackers:
+            registry.pm.unregister(tracker)
+            tracker.close()
+
+
+def _execute(run: Run, resume: bool) -> Path | None:
+    config, registry = run.config, run.registry
     hook = registry.observers()
     ckpt_path = checkpoint.path_for(config)
     fingerprint = checkpoint.fingerprint(config)
@@ -90,6 +104,8 @@ def execute(config: RunConfig, registry: Registry, resume: bool = True) -> Path 
         return None
     run.end_metrics = evaluation.evaluate(run, "end", previous, None)
     path = record.write(run, time.time() - t0)
+    if config.save_backbone:
+        log.info("wrote %s", weights.save(run, path))
     ckpt_path.unlink(missing_ok=True)
     hook.ssl_bench_run_end(run=run, path=path)
     log.info("wrote %s", path)
