@@ -358,8 +358,10 @@ def cmd_eval(args) -> int:
     numbers = {}
     for key, value in metrics.items():
         array = np.asarray(value)
-        if array.dtype.kind in "fiub" and array.ndim <= 1 and array.size <= 64:
-            numbers[key] = array.tolist()
+        if array.dtype.kind not in "fiub" or array.ndim > 1:  # CKA features: not numbers to read
+            continue
+        numbers[key] = array.tolist()
+        if array.size <= 64:  # a spectrum goes to -o only
             cells = "".join(f"{float(v):8.3f}" for v in np.atleast_1d(array))
             mean = f"   mean {float(array.mean()):.4f}" if array.ndim == 1 else ""
             print(f"  {key:<28}{cells}{mean}")
