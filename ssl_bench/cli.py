@@ -11,14 +11,14 @@ import argparse
 import logging
 import os
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
-import tomllib
 
 import ssl_bench
 from ssl_bench import protocol as protocols
-from ssl_bench.errors import UserError
+from ssl_bench.errors import UserError, did_you_mean
 
 log = logging.getLogger("ssl_bench")
 
@@ -98,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="training precision: bf16 autocast or fp32; the loss is float32 either way (auto: bf16 on CUDA, fp32 on CPU)",
     )
     shared.add_argument("--compile", action="store_true", help="torch.compile the method's training step (off by default)")
+    shared.add_argument(
+        "--log",
+        action="append",
+        default=[],
+        metavar="TRACKER",
+        help="log loss, lr and per-phase metrics: tensorboard[=DIR] (default DIR: OUT/tensorboard) or wandb (repeatable)",
+    )
+    shared.add_argument(
+        "--save-backbone",
+        action="store_true",
+        help="also write the final backbone's weights next to the result file (RESULT.safetensors)",
+    )
 
     run = command("run", help="train and evaluate one run under a protocol, write a result file", parents=[shared])
     run.add_argument("--method", help="method name (default: the --plugin's only method, else the protocol's default)")
@@ -155,8 +167,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="submitit parameter for the slurm launcher, e.g. slurm_partition=gpu, gpus_per_node=1",
     )
 
+    ev = command("eval", help="run a protocol's evaluators on saved backbone weights (--save-backbone, or a state_dict)")
+    ev.add_argument("weights", type=Path, metavar="WEIGHTS", help=".safetensors, or a torch.save'd state_dict (.pt/.pth)")
+    ev.add_argument("--protocol", default="smoke", help="shipped protocol name or .toml path (default: smoke)")
+    ev.add_argument("--stream", help="stream name (default: the protocol's default)")
+    ev.add_argument(
+        "--seed", type=int, help="seed of the stream and probes (default: the weights' run's, else the protocol's first)"
+    )
+    ev.add_argument("--plugin", action="append", default=[], metavar="NAME_OR_PATH", help="also load this plugin")
+    ev.add_argument("--data-root", help="folder holding the protocol's dataset")
+    ev.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default: auto)")
+    ev.add_argument("-o", "--output", type=Path, help="also write every measured value as JSON to this file")
+
+    exp = command("export", help="every number of a folder of result files as one long table (csv, json, parquet)")
+    exp.add_argument("results", type=Path, metavar="RESULTS_DIR", help="folder searched for .h5 files (recursively)")
+    exp.add_argument("--format", choices=["csv", "json", "parquet"], help="default: from -o's suffix, else csv")
+    exp.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout (required for parquet)")
+
     lst = command("list", help="list discovered plugins and what they provide, and the shipped protocols")
     lst.add_argument("--plugin", action="append", default=[], metavar="NAME_OR_PATH", help="also load this plugin")
+    lst.add_argument("--options", metavar="NAME", help="the options of the plugin(s) registered as NAME: type and default")
 
     show = command("show", help="print a readable summary of a result file")
     show.add_argument("result", type=Path)
@@ -243,6 +274,8 @@ def _config(args, registry, proto, **chosen):
     def pick(kind: str) -> str:
         return chosen.get(kind) or registry.default_for(kind) or getattr(proto.defaults, kind)
 
+    _check_seed(chosen.get("seed"))
+
     config = RunConfig(
         protocol=proto,
         method=pick("method"),
@@ -261,9 +294,16 @@ def _config(args, registry, proto, **chosen):
         plugins=list(args.plugin),
         progress=not args.quiet,
         recipe_overrides=recipe.overrides(args.recipe),
+        log=list(args.log),
+        save_backbone=args.save_backbone,
     )
     _validate(registry, [config.method], [config.stream], [config.strategy])
     return resolve_recipe(config, registry)
+
+
+def _check_seed(seed: int | None) -> None:
+    if seed is not None and not 0 <= seed < 2**32:
+        raise UserError(f"--seed must be an integer from 0 to {2**32 - 1}, got {seed}")
 
 
 def _validate(registry, methods, streams, strategies) -> None:
@@ -299,6 +339,7 @@ def cmd_run(args) -> int:
 def cmd_sweep(args) -> int:
     from ssl_bench import sweep
     from ssl_bench.engine import check_writable
+    from ssl_bench.options import check_run
     from ssl_bench.registry import Registry
 
     proto = protocols.load(args.protocol)
@@ -309,6 +350,8 @@ def cmd_sweep(args) -> int:
     strategies = split(args.strategies) or [base.strategy]
     _validate(registry, methods, streams, strategies)
     configs = sweep.expand(base, registry, methods, streams, strategies, sweep.seeds_from(args.seeds, proto))
+    for c in configs:  # every option of every run, before any run starts
+        check_run(c, registry)
     check_writable(args.out)
     paths, failures = sweep.run(
         configs, jobs=max(1, args.jobs), launcher=args.launcher, slurm=dict(args.slurm), per_gpu=args.per_gpu
@@ -320,16 +363,79 @@ def cmd_sweep(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_eval(args) -> int:
+    import json
+
+    from ssl_bench import weights
+
+    _check_seed(args.seed)
+    metrics, meta = weights.evaluate(
+        args.weights,
+        args.protocol,
+        stream=args.stream,
+        seed=args.seed,
+        data_root=args.data_root,
+        download=args.download,
+        device=args.device,
+        plugins=args.plugin,
+        progress=not args.quiet,
+    )
+    made = f"{meta['method']} / {meta['stream']} / {meta['strategy']}, seed {meta['seed']}" if "method" in meta else "no metadata"
+    print(f"{args.weights} ({made}) under protocol {args.protocol}")
+    numbers = {}
+    for key, value in metrics.items():
+        array = np.asarray(value)
+        if array.dtype.kind not in "fiub" or array.ndim > 1:  # CKA features: not numbers to read
+            continue
+        numbers[key] = array.tolist()
+        if array.size <= 64:  # a spectrum goes to -o only
+            cells = "".join(f"{float(v):8.3f}" for v in np.atleast_1d(array))
+            mean = f"   mean {float(array.mean()):.4f}" if array.ndim == 1 else ""
+            print(f"  {key:<28}{cells}{mean}")
+    if args.output is not None:
+        doc = {"weights": str(args.weights), "protocol": args.protocol, "metadata": meta, "metrics": numbers}
+        try:
+            args.output.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        except OSError as err:
+            raise UserError(f"cannot write '{args.output}': {err.strerror or err}") from None
+    return 0
+
+
+def cmd_export(args) -> int:
+    from ssl_bench import export, leaderboard
+
+    fmt = export.format_for(args.output, args.format)
+    if fmt == "parquet" and args.output is None:
+        raise UserError("--format parquet writes a binary file: give -o FILE.parquet")
+    data = export.render(export.rows(leaderboard.collect(args.results)), fmt)
+    if args.output is None:
+        print(data, end="")
+        return 0
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            args.output.write_bytes(data)
+        else:
+            args.output.write_text(data, encoding="utf-8")
+    except OSError as err:
+        raise UserError(f"cannot write '{args.output}': {err.strerror or err}") from None
+    log.info("wrote %s (%s)", args.output, fmt)
+    return 0
+
+
 def cmd_stream_export(args) -> int:
-    from ssl_bench import manifest
+    from ssl_bench import manifest, options
     from ssl_bench.engine import RunConfig, load_data
     from ssl_bench.registry import Registry
 
     proto = protocols.load(args.protocol)
     registry = Registry.discover(args.plugin)
     stream = args.stream or registry.default_for("stream") or proto.defaults.stream
-    registry.get("stream", stream)
+    _check_seed(args.seed)
     seed = proto.seeds[0] if args.seed is None else args.seed
+    stream_opts = {**proto.stream.options.get(stream, {}), **dict(args.stream_opt)}
+    options.check(registry.get("stream", stream), stream_opts, f"protocol [stream.options.{stream}] or --stream-opt")
+    options.check(registry.get("dataset", proto.dataset.name), proto.dataset.options, "protocol [dataset] options")
     config = RunConfig(
         protocol=proto,
         method=proto.defaults.method,
@@ -353,6 +459,8 @@ def cmd_list(args) -> int:
     from ssl_bench.registry import KINDS, Registry
 
     registry = Registry.discover(args.plugin)
+    if args.options:
+        return _list_options(registry, args.options)
     rows = [
         (kind, name, e.plugin.name, e.plugin.source, e.plugin.version)
         for kind in KINDS
@@ -365,6 +473,36 @@ def cmd_list(args) -> int:
         for p in broken:
             print(f"  {p.name} ({p.source}): {p.error}")
     print("\nprotocols: " + ", ".join(protocols.shipped()))
+    return 0
+
+
+def _list_options(registry, name: str) -> int:
+    from ssl_bench import options
+    from ssl_bench.registry import KINDS
+
+    found = [registry.entries[kind][name] for kind in KINDS if name in registry.entries[kind]]
+    if not found:
+        every = {n for kind in KINDS for n in registry.entries[kind]}
+        raise UserError(f"no plugin provides '{name}'." + did_you_mean(name, every))
+    for i, entry in enumerate(found):
+        print(("\n" if i else "") + f"{entry.kind} {entry.name} (plugin {entry.plugin.name}, {entry.plugin.source})")
+        described = options.options_of(entry)
+        if described is None:
+            print("  (its signature cannot be read)")
+            continue
+        rows = [
+            (o.name, o.type_name, "(required)" if o.default is options.EMPTY else repr(o.default))
+            for o in described.options.values()
+        ]
+        if rows:
+            _table(("  option", "type", "default"), [("  " + r[0], *r[1:]) for r in rows])
+        else:
+            print("  no options")
+        if described.open:
+            print("  also takes other options (**kwargs), not checked")
+        for family, recipe in sorted((getattr(entry.factory, "recipes", None) or {}).items()):
+            shipped = ", ".join(f"{k}={v!r}" for k, v in sorted(recipe.get("options", {}).items()))
+            print(f"  recipe '{family}' sets: {shipped or 'no options'}")
     return 0
 
 
@@ -553,6 +691,8 @@ COMMANDS = {
     "leaderboard": cmd_leaderboard,
     "report": cmd_report,
     "stream-export": cmd_stream_export,
+    "eval": cmd_eval,
+    "export": cmd_export,
     "check": cmd_check,
     "submit": cmd_submit,
     "verify": cmd_verify,

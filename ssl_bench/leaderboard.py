@@ -197,7 +197,13 @@ def build(results: list[Result]) -> list[dict[str, Any]]:
         not_run = [f"{m} on {s}" for m, s in itertools.product(methods, streams) if (m, s) not in pairs]
         for (label, stream, _strategy), row in rows.items():
             row["variant"] = label != base.get(label, label)
-            row["metrics"]["gap_to_joint"] = _gap(row, rows.get((base.get(label, label), stream, JOINT)))
+            joint = rows.get((base.get(label, label), stream, JOINT))
+            row["metrics"]["gap_to_joint"] = _gap(row, joint)
+            ref = joint["per_seed"]["final_avg_acc"] if joint else {}
+            own = row["per_seed"]["final_avg_acc"]
+            row["per_seed"]["gap_to_joint"] = {
+                s: ref[s] - own[s] if ref.get(s) is not None and own[s] is not None else None for s in own
+            }
         ordered = _ranked(list(rows.values()))
         tables.append(
             {
@@ -232,8 +238,11 @@ def _ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if stat["mean"] != previous:
             rank, previous = i, stat["mean"]
         row["rank"] = rank
-    for row in rows:
-        row.pop("per_seed", None)
+    for row in rows:  # per metric, one value per seed, in the order of row["seeds"] (None where not measured)
+        row["per_seed"] = {
+            key: [None if v is None or not np.isfinite(v) else float(v) for v in (by_seed[s] for s in row["seeds"])]
+            for key, by_seed in row["per_seed"].items()
+        }
     return rows
 
 

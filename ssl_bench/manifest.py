@@ -21,11 +21,11 @@ export writes classes/domains where they select exactly the experience's samples
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 
 from ssl_bench.api import Dataset, Experience
 from ssl_bench.errors import UserError

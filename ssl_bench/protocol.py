@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ssl_bench.errors import UserError, did_you_mean

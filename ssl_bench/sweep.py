@@ -178,6 +178,10 @@ def seeds_from(spec: str, protocol: Protocol) -> list[int]:
     if spec == "all":
         return list(protocol.seeds)
     try:
-        return [int(s) for s in spec.split(",") if s]
+        seeds = [int(s) for s in spec.split(",") if s]
     except ValueError:
         raise UserError(f"--seeds must be 'all' or integers separated by commas, got '{spec}'") from None
+    bad = [s for s in seeds if not 0 <= s < 2**32]
+    if bad:
+        raise UserError(f"--seeds: a seed is an integer from 0 to {2**32 - 1}, got {bad[0]}")
+    return seeds

@@ -7,6 +7,7 @@ Defaults from the paper: a 2-layer MLP projector with a 128-d output and tempera
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Method
+from ssl_bench.errors import UserError
 from ssl_bench.heads import mlp
 from ssl_bench.ops import nt_xent
 
@@ -42,6 +43,8 @@ class SimCLR(Method):
     distillation = "contrastive"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
 
     def __init__(self, backbone, proj_hidden: int = 512, proj_dim: int = 128, temperature: float = 0.5):
+        if temperature <= 0 or proj_hidden < 1 or proj_dim < 1:
+            raise UserError(f"simclr: need temperature > 0 and positive head sizes, got {temperature}, {proj_hidden}, {proj_dim}")
         super().__init__(backbone)
         self.temperature = temperature
         self.projector = mlp(self.feature_dim, proj_hidden, proj_dim)

@@ -25,6 +25,7 @@ from ssl_bench.engine.composite import Composite
 from ssl_bench.engine.config import RunConfig, resolve_recipe
 from ssl_bench.errors import UserError
 from ssl_bench.optim import make_optimizer
+from ssl_bench.options import check_run, strategy_parts
 from ssl_bench.recipe import Recipe
 from ssl_bench.registry import Entry, Registry
 
@@ -77,18 +78,9 @@ def load_data(config: RunConfig, registry: Registry) -> tuple[Dataset, list[Expe
 
 def _make_strategy(registry: Registry, spec: str, options: dict[str, Any]) -> Strategy:
     """The strategy named by ``spec`` (``a`` or ``a+b``); ``options`` "name.key" go to one part, "key" to a lone one."""
-    names = [s for s in spec.split("+") if s]
-    if not names:
+    if not [s for s in spec.split("+") if s]:
         raise UserError("--strategy is empty; give a name such as 'sequential' or 'replay+mas'")
-    parts = []
-    for name in names:
-        own = {k.split(".", 1)[1]: v for k, v in options.items() if k.startswith(name + ".")}
-        if len(names) == 1:
-            own.update({k: v for k, v in options.items() if "." not in k})
-        parts.append(_construct(registry.get("strategy", name), **own))
-    unknown = [k for k in options if "." in k and k.split(".", 1)[0] not in names]
-    if unknown:
-        raise UserError(f"--strategy-opt {unknown[0]}: no strategy '{unknown[0].split('.')[0]}' in '{spec}'")
+    parts = [_construct(registry.get("strategy", name), **own) for name, own in strategy_parts(spec, options)]
     return parts[0] if len(parts) == 1 else Composite(parts)
 
 
@@ -120,6 +112,24 @@ def _tensors(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, to
     return batch.images, batch.labels, batch.domains, batch.index
 
 
+def check_sizes(config: RunConfig, experiences: list[Experience]) -> None:
+    """Refuse experiences too small for the protocol: fewer training samples than one batch (batches would
+    shrink), or fewer held-out samples than the experience has classes (the probe could not see each class)."""
+    batch = config.protocol.train.batch_size
+    for e in experiences:
+        small = []
+        if len(e.train_idx) < batch:
+            small.append(f"{len(e.train_idx)} training samples, fewer than one batch ({batch})")
+        if len(e.test_idx) < len(e.classes):
+            small.append(f"{len(e.test_idx)} held-out samples for its {len(e.classes)} classes")
+        if small:
+            raise UserError(
+                f"stream '{config.stream}' made experiences too small for protocol {config.protocol.label}: experience "
+                f"{e.index} of {len(experiences)} has {' and '.join(small)}; use fewer experiences "
+                f"(stream.n_experiences = {config.protocol.stream.n_experiences}) or more data"
+            )
+
+
 def _pick_device(name: str) -> str:
     """``auto`` -> cuda when torch sees a GPU, else cpu; asking for cuda without one is a one-line error."""
     if name == "auto":
@@ -143,12 +153,13 @@ class Run:
         np.random.seed(config.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + 1_000_003 * self.rank)
 
+        if config.recipe is None:
+            resolve_recipe(config, registry)
+        check_run(config, registry)  # every option, before any data is loaded
         self.dataset: Dataset
         self.experiences: list[Experience]
         self.dataset, self.experiences = load_data(config, registry)
-
-        if config.recipe is None:
-            resolve_recipe(config, registry)
+        check_sizes(config, self.experiences)
         self.recipe = Recipe.model_validate(config.recipe)
         if config.recipe_source.startswith("protocol"):
             log.warning("recipe from %s", config.recipe_source)

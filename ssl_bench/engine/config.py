@@ -53,11 +53,16 @@ class RunConfig:
     recipe: dict[str, Any] | None = None
     #: where the recipe came from (the method's shipped one for the family, or the protocol's fallback)
     recipe_source: str = ""
+    #: trackers that observe the run (``--log tensorboard[=DIR]``, ``--log wandb``; :mod:`ssl_bench.tracking`)
+    log: list[str] = field(default_factory=list)
+    #: write the final backbone's weights next to the result (``--save-backbone``; :mod:`ssl_bench.weights`)
+    save_backbone: bool = False
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(protocol=self.protocol.model_dump(mode="json"), protocol_hash=self.protocol.hash, out=str(self.out))
-        del d["progress"]
+        for how in ("progress", "log", "save_backbone"):  # how the run is watched and kept, not what it is
+            del d[how]
         return d
 
     @property

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ssl_bench import distributed
+from ssl_bench import distributed, tracking, weights
 from ssl_bench.api import Batch, Phase
 from ssl_bench.engine import checkpoint, evaluation, record
 from ssl_bench.engine.build import Run, moved
@@ -48,14 +48,29 @@ def execute(config: RunConfig, registry: Registry, resume: bool = True, wait: bo
     same configuration on the same ``--out`` fails with one line, or waits for it with ``wait``.
     """
     record.check_writable(config.out)
+    tracking.check(config.log)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun's other ranks: rank 0 holds the lock
-        return _execute(config, registry, resume)
+        return _tracked(config, registry, resume)
     with checkpoint.lock(config, wait):
-        return _execute(config, registry, resume)
+        return _tracked(config, registry, resume)
 
 
-def _execute(config: RunConfig, registry: Registry, resume: bool) -> Path | None:
+def _tracked(config: RunConfig, registry: Registry, resume: bool) -> Path | None:
+    """The run, with the trackers that ``--log`` asked for registered as its observers."""
     run = Run(config, registry)
+    trackers = tracking.trackers(config) if distributed.is_main() else []
+    for tracker in trackers:  # observers of this run only
+        registry.pm.register(tracker)
+    try:
+        return _execute(run, resume)
+    finally:
+        for tracker in trackers:
+            registry.pm.unregister(tracker)
+            tracker.close()
+
+
+def _execute(run: Run, resume: bool) -> Path | None:
+    config, registry = run.config, run.registry
     hook = registry.observers()
     ckpt_path = checkpoint.path_for(config)
     fingerprint = checkpoint.fingerprint(config)
@@ -109,6 +124,8 @@ def _execute(config: RunConfig, registry: Registry, resume: bool) -> Path | None
     except OSError as err:
         kept = "the run's checkpoint is kept, rerun to write the result"
         raise UserError(checkpoint.write_error(err, config.result_path, kept)) from None
+    if config.save_backbone:
+        log.info("wrote %s", weights.save(run, path))
     ckpt_path.unlink(missing_ok=True)
     hook.ssl_bench_run_end(run=run, path=path)
     log.info("wrote %s", path)
