@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -287,3 +288,12 @@ def test_domains_made_from_transforms_are_named(tmp_path):
     make(tmp_path, "simclr", "domain", "sequential", 0, 0.5, proto=proto)
     text = section(report.render(report.collect(tmp_path)), "1", "smoke-domains-v2")
     assert "made from image transforms (photo, grayscale, edges, cartoon; dataset option `transform_domains`" in text
+
+
+def test_the_committed_findings_are_regenerated_byte_for_byte():
+    root = Path(__file__).resolve().parents[1]
+    committed = root / "benchmark" / "FINDINGS.md"
+    if not (root / "leaderboard" / "results").is_dir() or not committed.exists():
+        pytest.skip("no leaderboard/results or benchmark/FINDINGS.md in this checkout")
+    text = report.render(report.collect(root / "leaderboard" / "results"))
+    assert committed.read_text(encoding="utf-8") == text, "rerun: ssl-bench report leaderboard/results -o benchmark/FINDINGS.md"

@@ -160,7 +160,8 @@ def test_diverging_run_stops_with_one_line(tiny_protocol, tmp_path, capsys, one_
     plugin.write_text(NAN_PLUGIN)
     args = ["-q", "run", "--protocol", str(tiny_protocol), "--out", str(tmp_path / "runs"), "--plugin", str(plugin)]
     code = main(args + ["--method", "nan-at-3"])
-    err = capsys.readouterr().err.strip()
+    lines = capsys.readouterr().err.strip().splitlines()
+    err = "\n".join(line for line in lines if not line.startswith("recipe from protocol"))  # the fallback's notice
     assert code == 1 and len(err.splitlines()) == 1, err
     assert "method 'nan-at-3': the loss became nan at step 3 (phase 'experience 0')" in err
     assert "first non-finite parameter: backbone." in err and "--recipe lr=0.025 (now 0.05)" in err
