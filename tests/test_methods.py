@@ -12,7 +12,9 @@ from ssl_bench import results
 from ssl_bench.cli import main
 from ssl_bench.ops import moco_info_nce, nt_xent
 from ssl_bench.registry import Registry
-from ssl_bench_plugins.methods.barlow import barlow_loss
+from ssl_bench.errors import UserError
+from ssl_bench_plugins.backbones.resnet import resnet18
+from ssl_bench_plugins.methods.barlow import BarlowTwins, barlow_loss
 from ssl_bench_plugins.methods.byol import byol_loss
 from ssl_bench_plugins.methods.simsiam import neg_cosine
 from ssl_bench_plugins.methods.vicreg import vicreg_terms
@@ -135,6 +137,13 @@ def test_barlow_loss_is_zero_for_decorrelated_identical_views():
     # a duplicated dimension: C_01 = C_10 = 1 are penalised with lambda
     zd = torch.stack([z[:, 0], z[:, 0], z[:, 2]], 1)
     assert float(barlow_loss(zd, zd, lambd=0.5)) == pytest.approx(0.5 * 2, rel=1e-4)
+    # solo-learn's scale_loss multiplies the whole loss
+    assert float(barlow_loss(z, -z, scale=0.1)) == pytest.approx(0.1 * 4 * 3, rel=1e-4)
+
+
+def test_barlow_scale_loss_must_be_positive():
+    with pytest.raises(UserError, match="scale_loss must be positive"):
+        BarlowTwins(resnet18(width=0.125), proj_hidden=16, proj_dim=16, scale_loss=0.0)
 
 
 def test_vicreg_terms():
@@ -205,8 +214,6 @@ def test_moco_queue_and_key_encoder_are_state_and_update():
 
 
 def test_supervised_rejects_labels_beyond_its_head():
-    from ssl_bench.errors import UserError
-
     m = make("supervised")
     views, labels = data(n=8)
     with pytest.raises(UserError, match="n_classes"):
