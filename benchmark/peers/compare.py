@@ -272,7 +272,7 @@ def train_lightly(run: Run, backbone: nn.Module, steps: int, workers: int, progr
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return time.perf_counter() - t0, float(loss)
+    return time.perf_counter() - t0, float(loss.detach())
 
 
 # ------------------------------------------------------------------------------------------------ the comparison
