@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from ssl_bench import results
 from ssl_bench.cli import main
+from ssl_bench.errors import UserError
 from ssl_bench.ops import moco_info_nce, nt_xent
 from ssl_bench.registry import Registry
-from ssl_bench.errors import UserError
 from ssl_bench_plugins.backbones.resnet import resnet18
 from ssl_bench_plugins.methods.barlow import BarlowTwins, barlow_loss
 from ssl_bench_plugins.methods.byol import byol_loss

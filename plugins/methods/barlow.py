@@ -73,9 +73,7 @@ class BarlowTwins(Method):
     }
     distillation = "decorrelative"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
 
-    def __init__(
-        self, backbone, proj_hidden: int = 8192, proj_dim: int = 8192, lambd: float = 0.0051, scale_loss: float = 1.0
-    ):
+    def __init__(self, backbone, proj_hidden: int = 8192, proj_dim: int = 8192, lambd: float = 0.0051, scale_loss: float = 1.0):
         super().__init__(backbone)
         if scale_loss <= 0:
             raise UserError(f"barlow: scale_loss must be positive, got {scale_loss}")
