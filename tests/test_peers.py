@@ -59,3 +59,48 @@ def test_tiny_comparison_on_generated_data(one_thread, tmp_path):
     md = compare.table(result)
     assert "| simclr | ssl-bench |" in md and "| byol | lightly |" in md
     assert "- simclr: ssl-bench" in md and "- byol: ssl-bench" in md
+
+
+def _fake(seeds, lightly="1.6.0"):
+    rows = [
+        dict(method="simclr", library=lib, seed=s, steps=5, knn_acc=acc, train_s=1.0, s_per_step=0.2, final_loss=4.0)
+        for s in seeds
+        for lib, acc in (("ssl-bench", 0.10 + s / 100), ("lightly", 0.09))
+    ]
+    return {
+        "base_protocol": "tinyimagenet-cpu v1",
+        "peer_protocol": {"eval": {"options": {"knn": {"k": 20}}}},
+        "peer_protocol_hash": "abc",
+        "recipes": {"simclr": {"lr": 0.3}},
+        "versions": {"lightly": lightly, "torch": "2.14.1"},
+        "device": "cpu",
+        "threads": 1,
+        "workers": 0,
+        "rows": rows,
+        "command": f"compare.py --seeds {','.join(map(str, seeds))}",
+        "wall_s": 10.0,
+    }
+
+
+def test_merge_puts_seeds_run_apart_in_one_table(tmp_path, capsys):
+    import json
+
+    compare = load_script()
+    for name, seeds in (("a", [0]), ("b", [1, 2])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "peers.json").write_text(json.dumps(_fake(seeds)))
+    assert compare.main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")]) == 0
+    merged = json.loads((tmp_path / "m" / "peers.json").read_text())
+    assert sorted({r["seed"] for r in merged["rows"]}) == [0, 1, 2] and merged["wall_s"] == 20.0
+    md = (tmp_path / "m" / "peers.md").read_text()
+    assert "| simclr | ssl-bench | 11.0 ± 1.0 |" in md and "seeds 0,1,2" in md
+
+
+def test_merge_refuses_a_seed_twice_or_other_versions():
+    compare = load_script()
+    from ssl_bench.errors import UserError
+
+    with pytest.raises(UserError, match="seed 0"):
+        compare.merge([_fake([0]), _fake([0, 1])])
+    with pytest.raises(UserError, match="versions"):
+        compare.merge([_fake([0]), _fake([1], lightly="1.5.0")])

@@ -11,6 +11,7 @@ benchmark/peers/README.md.
 
     python benchmark/peers/compare.py --data-root ../shared/data/tiny-imagenet-100            # 3 seeds
     python benchmark/peers/compare.py --data-root DIR --steps 3 --seeds 0 --out runs/peers-tiny  # a check
+    python benchmark/peers/compare.py --merge runs/peers-s0 runs/peers-s1 --out runs/peers      # seeds run apart
 
 Writes ``peers.json`` (per-seed numbers) and ``peers.md`` (the table for benchmark/RESULTS.md and a
 verdict per method) into ``--out``, and prints the table. Needs lightly: ``pip install -e ".[peers]"``.
@@ -332,6 +333,35 @@ def compare(
     }
 
 
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several runs of this script (e.g. one per core, each with its own seeds): their rows
+    side by side. They must share the peer protocol, the recipes and the library versions, and no
+    (method, library, seed) may appear twice."""
+    first = results[0]
+    for r in results[1:]:
+        for key in ("peer_protocol_hash", "recipes", "versions", "device"):
+            if key == "recipes":
+                same = all(r[key][m] == first[key][m] for m in r[key].keys() & first[key].keys())
+            else:
+                same = r[key] == first[key]
+            if not same:
+                raise UserError(f"cannot merge runs with different {key}: rerun them with the same checkout and options")
+    rows = [row for r in results for row in r["rows"]]
+    keys = [(row["method"], row["library"], row["seed"]) for row in rows]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise UserError(f"cannot merge: {twice[0][0]} seed {twice[0][2]} ({twice[0][1]}) is in more than one run")
+    merged = dict(first)
+    merged.update(
+        recipes={m: rec for r in results for m, rec in r["recipes"].items()},
+        rows=rows,
+        command=" && ".join(r.get("command", "?") for r in results),
+        wall_s=sum(r.get("wall_s", 0.0) for r in results),
+        merged_from=len(results),
+    )
+    return merged
+
+
 def _row(method: str, library: str, seed: int, steps: int, seconds: float, loss: float, knn: dict[str, float]) -> dict:
     extra = {f"knn_{k}": v for k, v in knn.items() if k != "acc"}
     return dict(
@@ -401,7 +431,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for lightly's per-image transforms")
     parser.add_argument("--out", type=Path, default=Path("runs/peers"), help="folder for peers.json and peers.md")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--merge", nargs="+", type=Path, metavar="DIR", help="train nothing: merge these folders' peers.json into --out"
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        try:
+            result = merge([json.loads((d / "peers.json").read_text()) for d in args.merge])
+        except (OSError, ValueError, KeyError) as err:
+            sys.exit(f"benchmark/peers/compare.py: error: --merge needs folders with a peers.json from this script ({err})")
+        except UserError as err:
+            sys.exit(f"benchmark/peers/compare.py: error: {err}")
+        return write(result, args.out)
     require_lightly()
     methods = [m for m in args.methods.split(",") if m]
     if not methods or any(m not in METHODS for m in methods):
@@ -419,12 +460,17 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         sys.exit(f"benchmark/peers/compare.py: error: {err}")
     result.update(command=" ".join(sys.argv), wall_s=time.time() - t0, omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "peers.json").write_text(json.dumps(result, indent=1) + "\n")
+    return write(result, args.out)
+
+
+def write(result: dict[str, Any], out: Path) -> int:
+    """Write ``peers.json`` and ``peers.md`` into ``out`` and print the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "peers.json").write_text(json.dumps(result, indent=1) + "\n")
     md = table(result)
-    (args.out / "peers.md").write_text(md)
+    (out / "peers.md").write_text(md)
     print(md, end="")
-    print(f"wrote {args.out / 'peers.json'}, {args.out / 'peers.md'} in {result['wall_s']:.0f} s", file=sys.stderr)
+    print(f"wrote {out / 'peers.json'}, {out / 'peers.md'} ({result['wall_s']:.0f} s of runs)", file=sys.stderr)
     return 0
 
 
