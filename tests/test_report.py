@@ -290,10 +290,16 @@ def test_domains_made_from_transforms_are_named(tmp_path):
     assert "made from image transforms (photo, grayscale, edges, cartoon; dataset option `transform_domains`" in text
 
 
-def test_the_committed_findings_are_regenerated_byte_for_byte():
+def test_the_committed_findings_are_regenerated_byte_for_byte(tmp_path):
+    """benchmark/FINDINGS.md and the figures it links (benchmark/findings/) are what the command makes."""
     root = Path(__file__).resolve().parents[1]
     committed = root / "benchmark" / "FINDINGS.md"
     if not (root / "leaderboard" / "results").is_dir() or not committed.exists():
         pytest.skip("no leaderboard/results or benchmark/FINDINGS.md in this checkout")
-    text = report.render(report.collect(root / "leaderboard" / "results"))
-    assert committed.read_text(encoding="utf-8") == text, "rerun: ssl-bench report leaderboard/results -o benchmark/FINDINGS.md"
+    # the same layout as the committed one, so the figure links come out the same
+    text = report.report(root / "leaderboard" / "results", tmp_path / "FINDINGS.md", tmp_path / "findings")
+    rerun = "rerun: ssl-bench report leaderboard/results -o benchmark/FINDINGS.md --figures benchmark/findings"
+    assert committed.read_text(encoding="utf-8") == text, rerun
+    linked = sorted(re.findall(r"\]\(findings/([^)]+\.png)\)", text))
+    assert linked == sorted(p.name for p in (tmp_path / "findings").iterdir())
+    assert linked == sorted(p.name for p in (root / "benchmark" / "findings").glob("*.png")), rerun
