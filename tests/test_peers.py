@@ -1,6 +1,7 @@
 """benchmark/peers/compare.py: the side-by-side check against lightly, at a tiny size on generated data."""
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ssl_bench import protocol
+from ssl_bench.errors import UserError
 from tests.conftest import TINY
 
 SCRIPT = Path(__file__).parents[1] / "benchmark" / "peers" / "compare.py"
@@ -82,9 +84,7 @@ def _fake(seeds, lightly="1.6.0"):
     }
 
 
-def test_merge_puts_seeds_run_apart_in_one_table(tmp_path, capsys):
-    import json
-
+def test_merge_puts_seeds_run_apart_in_one_table(tmp_path):
     compare = load_script()
     for name, seeds in (("a", [0]), ("b", [1, 2])):
         (tmp_path / name).mkdir()
@@ -98,9 +98,11 @@ def test_merge_puts_seeds_run_apart_in_one_table(tmp_path, capsys):
 
 def test_merge_refuses_a_seed_twice_or_other_versions():
     compare = load_script()
-    from ssl_bench.errors import UserError
-
     with pytest.raises(UserError, match="seed 0"):
         compare.merge([_fake([0]), _fake([0, 1])])
     with pytest.raises(UserError, match="versions"):
         compare.merge([_fake([0]), _fake([1], lightly="1.5.0")])
+    other_recipe = _fake([1])
+    other_recipe["recipes"]["simclr"]["lr"] = 0.6
+    with pytest.raises(UserError, match="recipes"):
+        compare.merge([_fake([0]), other_recipe])

@@ -20,6 +20,7 @@ verdict per method) into ``--out``, and prints the table. Needs lightly: ``pip i
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import dataclasses
 import importlib.metadata
@@ -338,22 +339,20 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     side by side. They must share the peer protocol, the recipes and the library versions, and no
     (method, library, seed) may appear twice."""
     first = results[0]
-    for r in results[1:]:
-        for key in ("peer_protocol_hash", "recipes", "versions", "device"):
-            if key == "recipes":
-                same = all(r[key][m] == first[key][m] for m in r[key].keys() & first[key].keys())
-            else:
-                same = r[key] == first[key]
-            if not same:
-                raise UserError(f"cannot merge runs with different {key}: rerun them with the same checkout and options")
+    recipes: dict[str, Any] = {}
+    for r in results:
+        differ = [key for key in ("peer_protocol_hash", "versions", "device") if r[key] != first[key]]
+        differ += ["recipes"] if any(recipes.setdefault(m, rec) != rec for m, rec in r["recipes"].items()) else []
+        if differ:
+            raise UserError(f"cannot merge runs with different {differ[0]}: rerun them with the same checkout and options")
     rows = [row for r in results for row in r["rows"]]
-    keys = [(row["method"], row["library"], row["seed"]) for row in rows]
-    twice = sorted({k for k in keys if keys.count(k) > 1})
+    counts = collections.Counter((row["method"], row["library"], row["seed"]) for row in rows)
+    twice = sorted(k for k, n in counts.items() if n > 1)
     if twice:
         raise UserError(f"cannot merge: {twice[0][0]} seed {twice[0][2]} ({twice[0][1]}) is in more than one run")
     merged = dict(first)
     merged.update(
-        recipes={m: rec for r in results for m, rec in r["recipes"].items()},
+        recipes=recipes,
         rows=rows,
         command=" && ".join(r.get("command", "?") for r in results),
         wall_s=sum(r.get("wall_s", 0.0) for r in results),
