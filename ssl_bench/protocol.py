@@ -158,16 +158,49 @@ def load(name_or_path: str) -> Protocol:
 
 
 def parse(text: str, where: str = "protocol") -> Protocol:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise UserError(f"{where} is not valid TOML: {err}") from None
+    data = _resolve(_toml(text, where), where, ())
     try:
         return Protocol.model_validate(data)
     except ValidationError as err:
         raise UserError(f"{where}: {_explain(err)}") from None
     except UserError as err:  # the [recipe] table, checked by ssl_bench.recipe
         raise UserError(f"{where}: {err}") from None
+
+
+def _toml(text: str, where: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{where} is not valid TOML: {err}") from None
+
+
+def _resolve(data: dict[str, Any], where: str, seen: tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``extends = "NAME"``: the shipped protocol NAME's tables, with this file's keys merged over them.
+
+    Tables merge key by key; any other value (a list, a number) replaces the base's. What is hashed is the
+    resolved protocol, so a file that extends another is the same protocol as the same content written out.
+    """
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str) or base_name not in shipped():
+        raise UserError(
+            f"{where}: 'extends' must name a shipped protocol ({', '.join(shipped())}), got {base_name!r}"
+            + (did_you_mean(base_name, shipped()) if isinstance(base_name, str) else "")
+        )
+    if base_name in seen:
+        raise UserError(f"{where}: protocols extend each other in a circle: {' -> '.join(seen + (base_name,))}")
+    text = (resources.files("ssl_bench") / "protocols" / f"{base_name}.toml").read_text()
+    base = _resolve(_toml(text, f"protocol '{base_name}'"), f"protocol '{base_name}'", seen + (base_name,))
+    return _merge(base, data)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        both_tables = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = _merge(base[key], value) if both_tables else value
+    return out
 
 
 def _explain(err: ValidationError) -> str:

@@ -843,21 +843,29 @@ class Figures:
         fig, axes = plt.subplots(
             len(streams), len(methods), figsize=(2.6 * len(methods), 2.4 * len(streams)), squeeze=False, layout="constrained"
         )
+        means = {}
+        for key, group in panels.items():
+            if len({r.arrays["metrics/acc_matrix"].shape for r in group}) == 1:
+                means[key] = np.mean([np.asarray(r.arrays["metrics/acc_matrix"], dtype=float) for r in group], axis=0)
+        # one colour scale for all panels, from 0 to the largest mean accuracy, so that low accuracies still differ
+        vmax = max((float(m.max()) for m in means.values()), default=1.0) or 1.0
+        image = None
         for (i, stream), (j, method) in ((a, b) for a in enumerate(streams) for b in enumerate(methods)):
             ax = axes[i][j]
-            group = panels.get((stream, method))
-            shapes = {r.arrays["metrics/acc_matrix"].shape for r in group} if group else set()
-            if not group or len(shapes) != 1:
+            m = means.get((stream, method))
+            if m is None:
                 ax.set_visible(False)
                 continue
-            m = np.mean([np.asarray(r.arrays["metrics/acc_matrix"], dtype=float) for r in group], axis=0)
-            ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+            image = ax.imshow(m, vmin=0, vmax=vmax, cmap="viridis")
             for (y, x), v in np.ndenumerate(m):
-                ax.text(x, y, f"{100 * v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 0.5 else "black")
+                colour = "white" if v < vmax / 2 else "black"
+                ax.text(x, y, f"{100 * v:.1f}", ha="center", va="center", fontsize=7, color=colour)
             ax.set_title(f"{method}, {stream}", fontsize=8)
             ax.set_xticks(range(m.shape[1]))
             ax.set_yticks(range(m.shape[0]))
             ax.tick_params(labelsize=7)
+        if image is not None:
+            fig.colorbar(image, ax=axes, shrink=0.8, label="accuracy (fraction)")
         fig.suptitle(f"Accuracy matrices of sequential runs (row: after phase, column: experience), {scope}", fontsize=9)
         return self._save(fig, self._name("claim3_acc_matrices", scope), f"accuracy matrices, {scope}")
 

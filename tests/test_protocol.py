@@ -61,3 +61,39 @@ def test_unknown_protocol_name_suggests(tmp_path):
 def test_stages_must_sum_to_one():
     with pytest.raises(UserError, match="fractions must add up to 1"):
         protocol.parse(TINY.replace("batch_size = 32", "batch_size = 32\nstages = [{resolution = 8, fraction = 0.5}]"))
+
+
+def test_extends_merges_tables_over_a_shipped_protocol():
+    base = protocol.load("smoke")
+    text = 'extends = "smoke"\nname = "smoke-long"\n[train]\nepochs_per_experience = 9.5\n'
+    child = protocol.parse(text)
+    assert child.name == "smoke-long" and child.train.epochs_per_experience == 9.5
+    # the rest of [train] and every other table come from the base
+    assert child.train.batch_size == base.train.batch_size and child.dataset == base.dataset
+    assert child.hash != base.hash
+    # the hash is of the resolved content: extending a protocol without changes is that protocol
+    assert protocol.parse('extends = "smoke"').hash == base.hash
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('extends = "smok"', "'extends' must name a shipped protocol"),
+        ("extends = 3", "'extends' must name a shipped protocol"),
+        ('extends = "smoke"\n[train]\nepochs = 2', "unknown key 'train.epochs'"),
+    ],
+)
+def test_bad_extends_gets_one_line_errors(text, message):
+    with pytest.raises(UserError, match=message) as err:
+        protocol.parse(text, "my.toml")
+    assert "\n" not in str(err.value)
+
+
+def test_cpu_full_twin_has_the_cpu_protocols_compute_without_stages():
+    """Claim 5 of the report compares tinyimagenet-cpu with this twin: equal estimated FLOPs, all else equal."""
+    from ssl_bench.report import _comparable, _flops
+
+    staged, full = (protocol.load(n).model_dump(mode="json") for n in ("tinyimagenet-cpu", "tinyimagenet-cpu-full"))
+    assert staged["train"]["stages"] and not full["train"]["stages"]
+    assert _comparable(staged) == _comparable(full)
+    assert abs(_flops(full) / _flops(staged) - 1) < 0.01
