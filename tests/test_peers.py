@@ -48,19 +48,25 @@ def test_tiny_comparison_on_generated_data(one_thread, tmp_path):
     result = compare.compare(base, ["simclr", "byol"], [0], steps=None)
     rows = result["rows"]
     assert [(r["method"], r["library"]) for r in rows] == [
+        ("simclr", "random init"),
         ("simclr", "ssl-bench"),
         ("simclr", "lightly"),
+        ("byol", "random init"),
         ("byol", "ssl-bench"),
         ("byol", "lightly"),
     ]
     # the default step count is the base protocol's joint run's: 2 experiences of 120 images, batch 32
     assert {r["steps"] for r in rows} == {8}
     for r in rows:
-        assert 0 <= r["knn_acc"] <= 1 and r["s_per_step"] > 0 and math.isfinite(r["final_loss"])
+        trained = r["library"] != "random init"
+        assert 0 <= r["knn_acc"] <= 1 and (r["s_per_step"] > 0) == trained and math.isfinite(r["final_loss"]) == trained
     assert result["recipes"]["simclr"]["optimizer"] == "lars"
     md = compare.table(result)
-    assert "| simclr | ssl-bench |" in md and "| byol | lightly |" in md
-    assert "- simclr: ssl-bench" in md and "- byol: ssl-bench" in md
+    assert "| simclr | random init |" in md and "| simclr | ssl-bench |" in md and "| byol | lightly |" in md
+    assert "- simclr: ssl-bench" in md and "- byol: ssl-bench" in md and "random init" in md.splitlines()[-1]
+    # the random-init backbone is the one both libraries start from: scored alone, it gives the same row
+    alone = compare.compare(base, ["simclr"], [0], steps=None, init_only=True)["rows"]
+    assert [r["library"] for r in alone] == ["random init"] and alone[0]["knn_acc"] == rows[0]["knn_acc"]
 
 
 def _fake(seeds, lightly="1.6.0"):
@@ -94,6 +100,14 @@ def test_merge_puts_seeds_run_apart_in_one_table(tmp_path):
     assert sorted({r["seed"] for r in merged["rows"]}) == [0, 1, 2] and merged["wall_s"] == 20.0
     md = (tmp_path / "m" / "peers.md").read_text()
     assert "| simclr | ssl-bench | 11.0 ± 1.0 |" in md and "seeds 0,1,2" in md
+    # an --init-only run's random-init rows join the table, without a time per step
+    init = _fake([0, 1, 2])
+    init["rows"] = [dict(r, library="random init", knn_acc=0.03, s_per_step=math.nan) for r in init["rows"][::2]]
+    (tmp_path / "i").mkdir()
+    (tmp_path / "i" / "peers.json").write_text(json.dumps(init))
+    assert compare.main(["--merge", *(str(tmp_path / n) for n in "abi"), "--out", str(tmp_path / "m")]) == 0
+    md = (tmp_path / "m" / "peers.md").read_text()
+    assert "| simclr | random init | 3.0 ± 0.0 | - |" in md and "; random init 3.0." in md
 
 
 def test_merge_refuses_a_seed_twice_or_other_versions():

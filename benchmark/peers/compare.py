@@ -6,12 +6,14 @@ version (lightly's loss, heads, momentum utilities and transforms) trains a copy
 backbone, on the same images, in the same batch order, with the same LARS optimiser and schedule
 (``ssl_bench.optim``, built from the method's shipped recipe) and the same head sizes, temperature and
 momentum (the recipe's options). Both frozen backbones are then scored by ssl-bench's ``knn``
-evaluator on the same features (``ssl_bench.engine.evaluation.features``). What differs, and why:
+evaluator on the same features (``ssl_bench.engine.evaluation.features``), and so is the shared initial
+backbone (the "random init" row: how much each library learned). What differs, and why:
 benchmark/peers/README.md.
 
     python benchmark/peers/compare.py --data-root ../shared/data/tiny-imagenet-100            # 3 seeds
     python benchmark/peers/compare.py --data-root DIR --steps 3 --seeds 0 --out runs/peers-tiny  # a check
     python benchmark/peers/compare.py --merge runs/peers-s0 runs/peers-s1 --out runs/peers      # seeds run apart
+    python benchmark/peers/compare.py --data-root DIR --init-only --out runs/peers-init         # random init only
 
 Writes ``peers.json`` (per-seed numbers) and ``peers.md`` (the table for benchmark/RESULTS.md and a
 verdict per method) into ``--out``, and prints the table. Needs lightly: ``pip install -e ".[peers]"``.
@@ -52,6 +54,7 @@ from ssl_bench.protocol import Protocol
 from ssl_bench.registry import Registry
 
 METHODS = ("simclr", "byol")
+INIT = "random init"  #: the row of the initial backbone that both libraries start from
 TOLERANCE = 2.0  #: accuracy points (percent) within which ssl-bench must match lightly (issue 14)
 
 
@@ -287,9 +290,11 @@ def compare(
     device: str = "cpu",
     workers: int = 0,
     progress: bool = False,
+    init_only: bool = False,
 ) -> dict[str, Any]:
-    """Per seed and method, ssl-bench then lightly: kNN accuracy, seconds per step. ``steps``: ``base``'s joint
-    step count when None."""
+    """Per seed and method, the shared random-init backbone, then ssl-bench, then lightly: kNN accuracy, seconds
+    per step. ``steps``: ``base``'s joint step count when None. ``init_only``: score the random-init backbones
+    only (their rows can be merged into a comparison that was run without them)."""
     peer = peer_protocol(base)
     registry = Registry.discover([])
     rows, recipes = [], {}
@@ -301,6 +306,9 @@ def compare(
             run.total_steps, run.phase_index = n, 0
             recipes[method] = run.recipe.to_json()
             init = copy.deepcopy(run.method.backbone)  # lightly starts from the same weights
+            rows.append(_row(method, INIT, seed, n, 0.0, math.nan, knn_accuracy(run, init)))
+            if init_only:
+                continue
 
             with tqdm(total=n, desc=f"ssl-bench {method} seed {seed}", disable=not progress) as bar:
                 t0 = time.perf_counter()
@@ -310,7 +318,7 @@ def compare(
 
             seconds, last = train_lightly(run, init, n, workers, progress)
             rows.append(_row(method, "lightly", seed, n, seconds, last, knn_accuracy(run, init)))
-            for r in rows[-2:]:
+            for r in rows[-3:]:
                 print(
                     f"seed {seed} {method:6s} {r['library']:9s}: kNN {100 * r['knn_acc']:.2f}%, {r['s_per_step']:.3f} s/step",
                     file=sys.stderr,
@@ -371,7 +379,7 @@ def _row(method: str, library: str, seed: int, steps: int, seconds: float, loss:
         knn_acc=knn["acc"],
         **extra,
         train_s=seconds,
-        s_per_step=seconds / steps,
+        s_per_step=seconds / steps if library != INIT else math.nan,
         final_loss=loss,
     )
 
@@ -393,14 +401,14 @@ def table(result: dict[str, Any]) -> str:
     ]
     means: dict[tuple[str, str], float] = {}
     for method in dict.fromkeys(r["method"] for r in rows):
-        for library in ("ssl-bench", "lightly"):
+        for library in (INIT, "ssl-bench", "lightly"):
             sel = [r for r in rows if r["method"] == method and r["library"] == library]
             if not sel:
                 continue
             acc, sd = _mean_std([100 * r["knn_acc"] for r in sel])
             means[method, library] = acc
             per_step = float(np.mean([r["s_per_step"] for r in sel]))
-            lines.append(f"| {method} | {library} | {acc:.1f} ± {sd:.1f} | {per_step:.3f} |")
+            lines.append(f"| {method} | {library} | {acc:.1f} ± {sd:.1f} | {'-' if library == INIT else f'{per_step:.3f}'} |")
     lines += [
         "",
         f"{result['base_protocol']} images, joint, {'/'.join(map(str, steps))} steps, seeds {','.join(map(str, seeds))}; "
@@ -413,8 +421,10 @@ def table(result: dict[str, Any]) -> str:
             ours, theirs = means[method, "ssl-bench"], means[method, "lightly"]
             gap = ours - theirs
             verdict = "within" if abs(gap) <= TOLERANCE else ("NOT within (ssl-bench higher)" if gap > 0 else "NOT within")
+            start = f"; random init {means[method, INIT]:.1f}" if (method, INIT) in means else ""
             lines.append(
-                f"- {method}: ssl-bench {ours:.1f} vs lightly {theirs:.1f} ({gap:+.1f} points): {verdict} {TOLERANCE:g} points."
+                f"- {method}: ssl-bench {ours:.1f} vs lightly {theirs:.1f} ({gap:+.1f} points): {verdict} {TOLERANCE:g} points"
+                f"{start}."
             )
     return "\n".join(lines) + "\n"
 
@@ -432,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument(
         "--merge", nargs="+", type=Path, metavar="DIR", help="train nothing: merge these folders' peers.json into --out"
+    )
+    parser.add_argument(
+        "--init-only", action="store_true", help="train nothing: score each seed's random-init backbone (to --merge later)"
     )
     args = parser.parse_args(argv)
     if args.merge:
@@ -455,7 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     try:
         base = protocol.load(args.protocol)
-        result = compare(base, methods, seeds, args.steps, args.data_root, args.device, args.workers, not args.quiet)
+        result = compare(
+            base, methods, seeds, args.steps, args.data_root, args.device, args.workers, not args.quiet, args.init_only
+        )
     except UserError as err:
         sys.exit(f"benchmark/peers/compare.py: error: {err}")
     result.update(command=" ".join(sys.argv), wall_s=time.time() - t0, omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
