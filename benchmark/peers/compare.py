@@ -306,7 +306,7 @@ def compare(
             run.total_steps, run.phase_index = n, 0
             recipes[method] = run.recipe.to_json()
             init = copy.deepcopy(run.method.backbone)  # lightly starts from the same weights
-            rows.append(_row(method, INIT, seed, n, 0.0, math.nan, knn_accuracy(run, init)))
+            rows.append(_row(method, INIT, seed, n, 0.0, None, knn_accuracy(run, init)))
             if init_only:
                 continue
 
@@ -319,10 +319,8 @@ def compare(
             seconds, last = train_lightly(run, init, n, workers, progress)
             rows.append(_row(method, "lightly", seed, n, seconds, last, knn_accuracy(run, init)))
             for r in rows[-3:]:
-                print(
-                    f"seed {seed} {method:6s} {r['library']:9s}: kNN {100 * r['knn_acc']:.2f}%, {r['s_per_step']:.3f} s/step",
-                    file=sys.stderr,
-                )
+                per_step = "" if r["s_per_step"] is None else f", {r['s_per_step']:.3f} s/step"
+                print(f"seed {seed} {method:6s} {r['library']:11s}: kNN {100 * r['knn_acc']:.2f}%{per_step}", file=sys.stderr)
     return {
         "base_protocol": base.label,
         "base_protocol_hash": base.hash,
@@ -369,7 +367,8 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def _row(method: str, library: str, seed: int, steps: int, seconds: float, loss: float, knn: dict[str, float]) -> dict:
+def _row(method: str, library: str, seed: int, steps: int, seconds: float, loss: float | None, knn: dict[str, float]) -> dict:
+    """One row of the table; the random-init row has no time per step and no loss (None)."""
     extra = {f"knn_{k}": v for k, v in knn.items() if k != "acc"}
     return dict(
         method=method,
@@ -379,7 +378,7 @@ def _row(method: str, library: str, seed: int, steps: int, seconds: float, loss:
         knn_acc=knn["acc"],
         **extra,
         train_s=seconds,
-        s_per_step=seconds / steps if library != INIT else math.nan,
+        s_per_step=seconds / steps if library != INIT else None,
         final_loss=loss,
     )
 
@@ -407,8 +406,9 @@ def table(result: dict[str, Any]) -> str:
                 continue
             acc, sd = _mean_std([100 * r["knn_acc"] for r in sel])
             means[method, library] = acc
-            per_step = float(np.mean([r["s_per_step"] for r in sel]))
-            lines.append(f"| {method} | {library} | {acc:.1f} ± {sd:.1f} | {'-' if library == INIT else f'{per_step:.3f}'} |")
+            times = [r["s_per_step"] for r in sel if r["s_per_step"] is not None]
+            per_step = f"{np.mean(times):.3f}" if times else "-"
+            lines.append(f"| {method} | {library} | {acc:.1f} ± {sd:.1f} | {per_step} |")
     lines += [
         "",
         f"{result['base_protocol']} images, joint, {'/'.join(map(str, steps))} steps, seeds {','.join(map(str, seeds))}; "
