@@ -846,9 +846,9 @@ class Figures:
         means = {}
         for key, group in panels.items():
             if len({r.arrays["metrics/acc_matrix"].shape for r in group}) == 1:
-                means[key] = np.mean([np.asarray(r.arrays["metrics/acc_matrix"], dtype=float) for r in group], axis=0)
+                means[key] = 100 * np.mean([np.asarray(r.arrays["metrics/acc_matrix"], dtype=float) for r in group], axis=0)
         # one colour scale for all panels, from 0 to the largest mean accuracy, so that low accuracies still differ
-        vmax = max((float(m.max()) for m in means.values()), default=1.0) or 1.0
+        vmax = max((float(m.max()) for m in means.values()), default=100.0) or 100.0
         image = None
         for (i, stream), (j, method) in ((a, b) for a in enumerate(streams) for b in enumerate(methods)):
             ax = axes[i][j]
@@ -859,13 +859,13 @@ class Figures:
             image = ax.imshow(m, vmin=0, vmax=vmax, cmap="viridis")
             for (y, x), v in np.ndenumerate(m):
                 colour = "white" if v < vmax / 2 else "black"
-                ax.text(x, y, f"{100 * v:.1f}", ha="center", va="center", fontsize=7, color=colour)
+                ax.text(x, y, f"{v:.1f}", ha="center", va="center", fontsize=7, color=colour)
             ax.set_title(f"{method}, {stream}", fontsize=8)
             ax.set_xticks(range(m.shape[1]))
             ax.set_yticks(range(m.shape[0]))
             ax.tick_params(labelsize=7)
         if image is not None:
-            fig.colorbar(image, ax=axes, shrink=0.8, label="accuracy (fraction)")
+            fig.colorbar(image, ax=axes, shrink=0.8, label="accuracy %")
         fig.suptitle(f"Accuracy matrices of sequential runs (row: after phase, column: experience), {scope}", fontsize=9)
         return self._save(fig, self._name("claim3_acc_matrices", scope), f"accuracy matrices, {scope}")
 
