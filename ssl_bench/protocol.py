@@ -138,6 +138,10 @@ def shipped() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
+def _shipped_text(name: str) -> str:
+    return (resources.files("ssl_bench") / "protocols" / f"{name}.toml").read_text()
+
+
 def load(name_or_path: str) -> Protocol:
     """Load a shipped protocol by name, or a protocol file by path."""
     path = Path(name_or_path)
@@ -152,7 +156,7 @@ def load(name_or_path: str) -> Protocol:
                 + did_you_mean(name_or_path, shipped())
                 + " Give a shipped name or a path to a .toml file."
             )
-        text = (resources.files("ssl_bench") / "protocols" / f"{name_or_path}.toml").read_text()
+        text = _shipped_text(name_or_path)
         where = f"protocol '{name_or_path}'"
     return parse(text, where)
 
@@ -190,8 +194,7 @@ def _resolve(data: dict[str, Any], where: str, seen: tuple[str, ...]) -> dict[st
         )
     if base_name in seen:
         raise UserError(f"{where}: protocols extend each other in a circle: {' -> '.join(seen + (base_name,))}")
-    text = (resources.files("ssl_bench") / "protocols" / f"{base_name}.toml").read_text()
-    base = _resolve(_toml(text, f"protocol '{base_name}'"), f"protocol '{base_name}'", seen + (base_name,))
+    base = _resolve(_toml(_shipped_text(base_name), f"protocol '{base_name}'"), f"protocol '{base_name}'", seen + (base_name,))
     return _merge(base, data)
 
 
