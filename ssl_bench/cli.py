@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--methods", help="comma-separated method names (default: as for run)")
     sweep.add_argument("--streams", help="comma-separated stream names (default: the protocol's default)")
     sweep.add_argument("--strategies", help="comma-separated strategies, each possibly 'a+b' (default: the protocol's default)")
+    sweep.add_argument(
+        "--grid",
+        type=Path,
+        metavar="FILE.toml",
+        help="run the union of the products listed as [[grid]] tables (methods, streams, strategies) instead",
+    )
+    sweep.add_argument("--dry-run", action="store_true", help="list the runs that have no result file yet; run nothing")
     sweep.add_argument("--seeds", default="all", help="'all' (the protocol's seeds, default) or e.g. 0,1,2")
     sweep.add_argument("--jobs", type=int, default=1, help="runs at the same time (default: 1)")
     sweep.add_argument(
@@ -346,12 +353,24 @@ def cmd_sweep(args) -> int:
     registry = Registry.discover(args.plugin)
     split = lambda text: [x for x in (text or "").split(",") if x]  # noqa: E731
     base = _config(args, registry, proto)
-    methods, streams = split(args.methods) or [base.method], split(args.streams) or [base.stream]
-    strategies = split(args.strategies) or [base.strategy]
-    _validate(registry, methods, streams, strategies)
-    configs = sweep.expand(base, registry, methods, streams, strategies, sweep.seeds_from(args.seeds, proto))
+    if args.grid and (args.methods or args.streams or args.strategies):
+        raise UserError("--grid lists the methods, streams and strategies itself: drop --methods, --streams and --strategies")
+    if args.grid:
+        cells = sweep.grid(args.grid)
+    else:
+        methods, streams = split(args.methods) or [base.method], split(args.streams) or [base.stream]
+        cells = [(methods, streams, split(args.strategies) or [base.strategy])]
+    for methods, streams, strategies in cells:
+        _validate(registry, methods, streams, strategies)
+    configs = sweep.expand(base, registry, cells, sweep.seeds_from(args.seeds, proto))
     for c in configs:  # every option of every run, before any run starts
         check_run(c, registry)
+    if args.dry_run:
+        todo = [c for c in configs if not c.result_path.exists()]
+        for c in todo:
+            print(f"{sweep.describe(c)}  {c.result_path}")
+        print(f"{len(todo)} of {len(configs)} runs to do ({len(configs) - len(todo)} have result files)")
+        return 0
     check_writable(args.out)
     paths, failures = sweep.run(
         configs, jobs=max(1, args.jobs), launcher=args.launcher, slurm=dict(args.slurm), per_gpu=args.per_gpu

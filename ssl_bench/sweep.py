@@ -1,9 +1,12 @@
-"""Many runs at once: the product of methods x streams x strategies x seeds under one protocol.
+"""Many runs at once: the product of methods x streams x strategies x seeds under one protocol, or the
+union of several such products read from a grid file (:func:`grid`).
 
 Launchers are existing engines, never a home-made scheduler: a local process pool
 (``concurrent.futures``) or a cluster through submitit (SLURM, or submitit's local executor).
 Runs whose result file already exists are skipped, so a sweep can be re-run to fill gaps;
-an interrupted run resumes from its checkpoint like any other run.
+an interrupted run resumes from its checkpoint like any other run. Runs start seed by seed (every cell at
+the first seed, then every cell at the next), so a sweep stopped part way has whole comparisons, not one
+configuration's seeds.
 
 The local pool starts its workers fresh (``spawn``), each with ``cores // jobs`` intra-op threads (cores: the
 ones this process may use, ``os.sched_getaffinity``) and ``OMP_WAIT_POLICY=PASSIVE`` (unless set), so runs
@@ -19,6 +22,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -35,14 +39,50 @@ from ssl_bench.registry import Registry
 log = logging.getLogger(__name__)
 
 
-def expand(
-    base: RunConfig, registry: Registry, methods: list[str], streams: list[str], strategies: list[str], seeds: list[int]
-) -> list[RunConfig]:
-    """Every combination, as RunConfigs that differ from ``base`` only in the swept fields (each method with its recipe)."""
+Cell = tuple[list[str], list[str], list[str]]  #: (methods, streams, strategies): one product
+
+
+def expand(base: RunConfig, registry: Registry, cells: list[Cell], seeds: list[int]) -> list[RunConfig]:
+    """Every run of the cells' products, each once, seed by seed, as RunConfigs that differ from ``base`` only
+    in the swept fields (each method with its recipe)."""
+    keys = dict.fromkeys(
+        (m, s, st, seed)
+        for seed in seeds
+        for methods, streams, strategies in cells
+        for m, s, st in itertools.product(methods, streams, strategies)
+    )
     return [
         resolve_recipe(dataclasses.replace(base, method=m, stream=s, strategy=st, seed=seed, progress=False), registry)
-        for m, s, st, seed in itertools.product(methods, streams, strategies, seeds)
+        for m, s, st, seed in keys
     ]
+
+
+def grid(path: Path) -> list[Cell]:
+    """The cells of a grid file: one ``[[grid]]`` table per product, each with the lists ``methods``,
+    ``streams`` and ``strategies`` (for example, claim 1's runs, plus replay and MAS on one stream)."""
+    where = f"grid file '{path}'"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{where} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{where} is not valid TOML: {err}") from None
+    tables = data.get("grid")
+    extra = sorted(set(data) - {"grid"})
+    if extra or not isinstance(tables, list) or not tables:
+        raise UserError(f"{where}: write one or more [[grid]] tables and nothing else (found {extra or 'no [[grid]]'})")
+    cells = []
+    for i, table in enumerate(tables, 1):
+        fields = ("methods", "streams", "strategies")
+        unknown = sorted(set(table) - set(fields))
+        if unknown:
+            raise UserError(f"{where}: [[grid]] number {i} has unknown key '{unknown[0]}'; its keys are {', '.join(fields)}")
+        for field in fields:
+            value = table.get(field)
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+                raise UserError(f'{where}: [[grid]] number {i} needs {field} = a list of names, e.g. {field} = ["..."]')
+        cells.append((table["methods"], table["streams"], table["strategies"]))
+    return cells
 
 
 def _run_one(config: RunConfig, threads: int) -> str:
@@ -136,7 +176,8 @@ def run(
     return done + paths, failures
 
 
-def _describe(c: RunConfig) -> str:
+def describe(c: RunConfig) -> str:
+    """``method/stream/strategy/seed N``: a run as the sweep's messages name it."""
     return f"{c.method}/{c.stream}/{c.strategy}/seed {c.seed}"
 
 
@@ -149,7 +190,7 @@ def _local(todo: list[RunConfig], jobs: int, slots: list[str] | None = None) -> 
             try:
                 paths.append(Path(fut.result()))
             except Exception as err:  # noqa: BLE001 - one failed run must not stop the others
-                failures.append(f"{_describe(futures[fut])}: {type(err).__name__}: {err}")
+                failures.append(f"{describe(futures[fut])}: {type(err).__name__}: {err}")
     return paths, failures
 
 
@@ -169,7 +210,7 @@ def _submitit(todo: list[RunConfig], launcher: str, slurm: dict, jobs: int) -> t
         try:
             paths.append(Path(job.result()))
         except Exception as err:  # noqa: BLE001
-            failures.append(f"{_describe(c)}: {str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}")
+            failures.append(f"{describe(c)}: {str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}")
     return paths, failures
 
 

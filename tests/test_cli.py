@@ -203,6 +203,57 @@ def test_sweep_runs_every_combination_and_skips_finished_ones(tiny_protocol, tmp
     assert {p: Path(p).stat().st_mtime_ns for p in capsys.readouterr().out.split()} == stamp
 
 
+def test_sweep_grid_runs_the_union_of_its_products_seed_by_seed(tiny_protocol, tmp_path, capsys):
+    out, grid = tmp_path / "sweep", tmp_path / "grid.toml"
+    grid.write_text(
+        textwrap.dedent(
+            """
+            [[grid]]  # claim 1's pair
+            methods = ["simclr"]
+            streams = ["instance"]
+            strategies = ["sequential", "joint"]
+            [[grid]]  # overlaps the first: joint is listed once
+            methods = ["simclr"]
+            streams = ["instance"]
+            strategies = ["joint", "replay"]
+            """
+        )
+    )
+    dry = ["-q", "sweep", "--protocol", str(tiny_protocol), "--grid", str(grid), "--seeds", "0,1", "--out", str(out), "--dry-run"]
+    assert main(dry) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[:-1]] == [
+        f"simclr/instance/{strategy}/seed" for _ in range(2) for strategy in ("sequential", "joint", "replay")
+    ]
+    assert [line.split()[1] for line in lines[:-1]] == ["0"] * 3 + ["1"] * 3  # seed by seed
+    assert lines[-1] == "6 of 6 runs to do (0 have result files)" and not out.exists()
+    run = ["-q", "run", "--protocol", str(tiny_protocol), "--strategy", "joint", "--seed", "1", "--out", str(out)]
+    assert main(run) == 0
+    capsys.readouterr()
+    assert main(dry) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "5 of 6 runs to do (1 have result files)"
+    assert "simclr/instance/joint/seed 1" not in "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    "text, extra, message",
+    [
+        ('[[grid]]\nmethods = ["simclr"]\nstreams = ["instance"]\nstrategy = ["joint"]', [], "unknown key 'strategy'"),
+        ('[[grid]]\nmethods = ["simclr"]\nstreams = ["instance"]', [], "needs strategies = a list of names"),
+        ('methods = ["simclr"]', [], "write one or more [[grid]] tables"),
+        ('[[grid]]\nmethods = ["simclr"]\nstreams = ["instance"]\nstrategies = ["jont"]', [], "unknown strategy 'jont'"),
+        ('[[grid]]\nmethods = ["simclr"]\nstreams = ["instance"]\nstrategies = ["joint"]', ["--methods=byol"], "drop --methods"),
+    ],
+)
+def test_sweep_grid_rejects_bad_files_in_one_line(tiny_protocol, tmp_path, text, extra, message):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(text)
+    code, stdout, stderr = run_cli("sweep", "--protocol", tiny_protocol, "--grid", grid, "--out", tmp_path / "o", *extra)
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_sweep_through_submitit(tiny_protocol, tmp_path, capsys):
     pytest.importorskip("submitit")
     out = tmp_path / "sweep"
