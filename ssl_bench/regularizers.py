@@ -20,9 +20,10 @@ is written straight into ``.grad`` after the backward pass
 The estimation runs with the method in eval mode; its buffers (BatchNorm statistics, queues)
 are restored afterwards. Importances, anchors, history and the random state are in
 ``state_dict()``; ``record()`` gives ``importance_norm``, ``importance_max``, ``penalty_mean``
-and friends per phase for the result file. Under plain SGD, an importance so large that SGD
-would diverge on the penalty alone is capped (:meth:`QuadraticRegularizer._cap`: a departure
-from the papers, recorded as ``importance_capped`` and announced by a warning).
+and friends per phase for the result file. For parameters that take plain SGD steps (all of them
+under SGD; biases and norms under LARS), an importance so large that SGD would diverge on the penalty
+alone is capped (:meth:`QuadraticRegularizer._cap`: a departure from the papers, recorded as
+``importance_capped`` and announced by a warning).
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ class QuadraticRegularizer(Strategy):
         self.history["importance_capped"].append(capped)
 
     def _cap(self, run: RunContext) -> float:
-        """Cap the importances where SGD on the penalty alone would diverge; the capped fraction.
+        """Cap the importances of the parameters that take plain SGD steps where SGD on the penalty alone would
+        diverge; the capped fraction of all importances.
 
         Momentum SGD on ``c/2 * x^2`` oscillates with growing amplitude once ``lr * c > 2 (1 + momentum)``.
         With the penalty's curvature ``2 * factor * lam * importance``, an importance above
@@ -145,17 +147,23 @@ class QuadraticRegularizer(Strategy):
         it is capped there (``STABLE`` = 0.5 leaves room for the data loss's own curvature). This departs
         from the papers, whose penalties have no cap: a capped parameter is held as firmly as the optimiser
         can hold it stably. ``importance_capped`` in the result file is the fraction of entries capped; a
-        warning says when any were. Only plain SGD is capped: LARS and AdamW bound each step's size
-        relative to the weights or to lr, so a stiff penalty cannot blow up under them.
+        warning says when any were. Plain SGD steps are taken by every parameter under ``sgd`` and by
+        LARS's groups without adaptation (biases and norms, :mod:`ssl_bench.optim`): BYOL + MAS on
+        ``tinyimagenet-cpu`` (LARS, lr 1.0, BatchNorm importances up to ~700) went NaN 35 steps into the
+        second phase before those were capped. LARS-adapted weights and AdamW bound each step's size
+        relative to the weights or to lr, so a stiff penalty cannot blow them up.
         """
-        if run.recipe.optimizer != "sgd" or self.lam == 0 or not self.importances:
+        plain = self._plain_sgd(run)
+        if self.lam == 0 or not plain:
             return 0.0
         limit = self.STABLE * 2 * (1 + run.recipe.momentum) / (run.peak_lr * 2 * self.factor * self.lam)
         total = sum(v.numel() for v in self.importances.values())
-        over = sum(int((v > limit).sum()) for v in self.importances.values())
-        if over:
-            for v in self.importances.values():
+        over = 0
+        for name, v in self.importances.items():
+            if id(self.named[name]) in plain:
+                over += int((v > limit).sum())
                 v.clamp_(max=limit)
+        if over:
             log.warning(
                 "%s: %d of %d importances capped at %.3g, where SGD at lr %.3g would diverge on the penalty "
                 "(lower lam or the lr to keep the paper's penalty uncapped)",
@@ -166,6 +174,14 @@ class QuadraticRegularizer(Strategy):
                 run.peak_lr,
             )
         return over / total
+
+    @staticmethod
+    def _plain_sgd(run: RunContext) -> set[int]:
+        """``id`` of every parameter the optimiser moves by plain (momentum) SGD steps."""
+        if run.recipe.optimizer not in ("sgd", "lars"):
+            return set()
+        groups = run.optimizer.param_groups
+        return {id(p) for g in groups if run.recipe.optimizer == "sgd" or not g.get("lars", True) for p in g["params"]}
 
     def record(self) -> dict[str, Any]:
         out: dict[str, Any] = {

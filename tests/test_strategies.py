@@ -12,6 +12,7 @@ from ssl_bench.cli import main
 from ssl_bench.engine import RunConfig, checkpoint
 from ssl_bench.engine.build import Run
 from ssl_bench.engine.loop import train_phase
+from ssl_bench.optim import LARS
 from ssl_bench.protocol import load
 from ssl_bench.registry import Registry
 
@@ -56,7 +57,7 @@ class _Bar:
         pass
 
 
-def make_run(protocol_path, tmp_path, strategy, method="simclr", options=None, plugins=()):
+def make_run(protocol_path, tmp_path, strategy, method="simclr", options=None, plugins=(), recipe=None):
     config = RunConfig(
         protocol=load(str(protocol_path)),
         method=method,
@@ -67,6 +68,7 @@ def make_run(protocol_path, tmp_path, strategy, method="simclr", options=None, p
         strategy_options=options or {},
         device="cpu",
         progress=False,
+        recipe_overrides=recipe or {},
     )
     return Run(config, Registry.discover(list(plugins)))
 
@@ -157,6 +159,42 @@ def test_a_penalty_too_stiff_for_sgd_is_capped_so_the_weights_settle(name, micro
     assert distance_after_sgd_on_the_penalty(reg._imp) < start
     uncapped = [i * 10 / reg.STABLE for i in reg._imp]  # what the uncapped importances at least were
     assert not distance_after_sgd_on_the_penalty(uncapped) < 1e3 * start  # diverges (inf or NaN)
+
+
+@pytest.mark.parametrize("name", ["mas", "ewc"])
+def test_under_lars_the_biases_and_norms_are_capped(name, micro, tmp_path):
+    # BYOL + MAS on tinyimagenet-cpu (LARS, lr 1.0) went NaN 35 steps into the second phase: LARS moves biases and
+    # norms by plain SGD steps, and their importances (up to ~700) made those steps diverge on the penalty alone
+    run = make_run(micro, tmp_path, name, options={"samples": 24, "lam": 1e4}, recipe={"optimizer": "lars", "lr": 1.0})
+    reg = run.strategy
+    train(run, 0)
+    limit = reg.STABLE * 2 * (1 + run.recipe.momentum) / (run.peak_lr * 2 * reg.factor * reg.lam)
+    plain = [n for n in reg.importances if reg.named[n].ndim <= 1]
+    assert plain and max(float(reg.importances[n].max()) for n in plain) <= limit * (1 + 1e-6)
+    assert max(float(v.max()) for n, v in reg.importances.items() if n not in plain) > limit  # LARS bounds these itself
+    assert 0 < reg.history["importance_capped"][-1] < 1
+
+    def distance_after_lars_on_the_penalty(importances):
+        params = {n: reg.named[n].detach().clone().requires_grad_(True) for n in reg.importances}
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(reg.anchors[n] + 1e-3 * torch.randn(p.shape, generator=gen))
+        groups = [
+            {"params": [p for n, p in params.items() if n not in plain]},
+            {"params": [params[n] for n in plain], "lars": False},
+        ]
+        opt = LARS(groups, lr=run.peak_lr, momentum=run.recipe.momentum, eta=run.recipe.lars_eta, clip=run.recipe.lars_clip)
+        for _ in range(40):
+            for n, p in params.items():
+                p.grad = 2 * reg.factor * reg.lam * importances[n] * (p.detach() - reg.anchors[n])
+            opt.step()
+        return sum(float((p.detach() - reg.anchors[n]).norm()) for n, p in params.items())
+
+    scale = sum(float(a.norm()) for a in reg.anchors.values())
+    assert distance_after_lars_on_the_penalty(reg.importances) < scale
+    uncapped = {n: v * (10 / reg.STABLE if n in plain else 1) for n, v in reg.importances.items()}
+    assert not distance_after_lars_on_the_penalty(uncapped) < 1e3 * scale  # the biases and norms diverge (inf or NaN)
 
 
 def test_ewc_fisher_is_per_sample_mean_of_squares(micro, tmp_path):

@@ -33,7 +33,7 @@ from ssl_bench import hookimpl
 from ssl_bench.ops.fisher import fisher_diagonal
 from ssl_bench.regularizers import QuadraticRegularizer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __license__ = "Apache-2.0"
 __paper__ = "Kirkpatrick et al., Overcoming catastrophic forgetting in neural networks, PNAS 2017"
 

@@ -16,7 +16,8 @@ Default ``lam = 0.05`` (ours: the importances scale with the representation's no
 be tuned per protocol, as Aljundi et al. tune their regulariser weight per sequence; on the
 built-in ``forgetting`` protocol, lr 0.1, importances reach ~100 and lam = 0.5 diverges; 0.05 is as
 strong as the 0.1 of ssl-bench 0.1.0, whose penalty had a factor 1/2 that the paper's has not). A
-penalty too stiff for SGD at the learning rate is capped where it would diverge (recorded, with a warning);
+penalty too stiff for SGD at the learning rate is capped where it would diverge, for the parameters that take
+plain SGD steps (all under SGD, biases and norms under LARS; recorded, with a warning);
 ``strategy/mas/importance_max`` and ``penalty_mean`` in the result file show how strongly it acted.
 """
 
@@ -28,7 +29,7 @@ from torch.func import functional_call, grad, vmap
 from ssl_bench import augment, hookimpl
 from ssl_bench.regularizers import QuadraticRegularizer
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __license__ = "Apache-2.0"
 __paper__ = "Aljundi et al., Memory Aware Synapses: Learning What (not) to Forget, ECCV 2018"
 
