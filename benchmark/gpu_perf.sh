@@ -14,16 +14,7 @@ LOGS="${OUT:-gpu_perf_logs}"
 mkdir -p "$LOGS"
 T0=$(date +%s)
 left() { echo $(( ${BUDGET:-470} - ($(date +%s) - T0) )); }  # seconds left of the budget
-{
-  date -u
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
-  python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
-  git rev-parse HEAD 2>/dev/null
-} 2>&1 | tee "$LOGS/env.txt"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
+. benchmark/gpu_env.sh
 
 echo "== build (SSL_BENCH_CUDA=1, sm_90)"
 export SSL_BENCH_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}"

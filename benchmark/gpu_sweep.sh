@@ -16,16 +16,7 @@ RUNS="${RUNS:-$LOGS/runs}"
 mkdir -p "$LOGS" "$RUNS"
 : "${DATA_ROOT:?set DATA_ROOT to the folder holding the images of the protocol (Tiny ImageNet layout)}"
 T0=$(date +%s)
-{
-  date -u
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1
-  python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)"
-  git rev-parse HEAD 2>/dev/null
-} 2>&1 | tee "$LOGS/env.txt"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
+. benchmark/gpu_env.sh
 export SSL_BENCH_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}"
 if ! timeout 240 python3 -m pip install --no-build-isolation --no-deps -e . >"$LOGS/build.log" 2>&1; then
   tail -30 "$LOGS/build.log"; echo "BUILD FAILED (log: $LOGS/build.log)"; exit 1
