@@ -69,7 +69,7 @@ def grid(path: Path) -> list[Cell]:
         raise UserError(f"{where} is not valid TOML: {err}") from None
     tables = data.get("grid")
     extra = sorted(set(data) - {"grid"})
-    if extra or not isinstance(tables, list) or not tables:
+    if extra or not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise UserError(f"{where}: write one or more [[grid]] tables and nothing else (found {extra or 'no [[grid]]'})")
     cells = []
     for i, table in enumerate(tables, 1):

@@ -242,6 +242,7 @@ def test_sweep_grid_runs_the_union_of_its_products_seed_by_seed(tiny_protocol, t
         ('[[grid]]\nmethods = ["simclr"]\nstreams = ["instance"]\nstrategy = ["joint"]', [], "unknown key 'strategy'"),
         ('[[grid]]\nmethods = ["simclr"]\nstreams = ["instance"]', [], "needs strategies = a list of names"),
         ('methods = ["simclr"]', [], "write one or more [[grid]] tables"),
+        ("grid = [1, 2]", [], "write one or more [[grid]] tables"),
         ('[[grid]]\nmethods = ["simclr"]\nstreams = ["instance"]\nstrategies = ["jont"]', [], "unknown strategy 'jont'"),
         ('[[grid]]\nmethods = ["simclr"]\nstreams = ["instance"]\nstrategies = ["joint"]', ["--methods=byol"], "drop --methods"),
     ],
