@@ -154,7 +154,7 @@ class QuadraticRegularizer(Strategy):
         relative to the weights or to lr, so a stiff penalty cannot blow them up.
         """
         plain = self._plain_sgd(run)
-        if self.lam == 0 or not plain:
+        if self.lam == 0 or not plain or not self.importances:
             return 0.0
         limit = self.STABLE * 2 * (1 + run.recipe.momentum) / (run.peak_lr * 2 * self.factor * self.lam)
         total = sum(v.numel() for v in self.importances.values())
