@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid",
         type=Path,
         metavar="FILE.toml",
-        help="run the union of the products listed as [[grid]] tables (methods, streams, strategies) instead",
+        help="run the union of the products listed as [[grid]] tables (methods, streams, strategies; optionally a "
+        "protocol other than --protocol) instead",
     )
     sweep.add_argument("--dry-run", action="store_true", help="list the runs that have no result file yet; run nothing")
     sweep.add_argument("--seeds", default="all", help="'all' (the protocol's seeds, default) or e.g. 0,1,2")
@@ -359,8 +360,8 @@ def cmd_sweep(args) -> int:
         cells = sweep.grid(args.grid)
     else:
         methods, streams = split(args.methods) or [base.method], split(args.streams) or [base.stream]
-        cells = [(methods, streams, split(args.strategies) or [base.strategy])]
-    for methods, streams, strategies in cells:
+        cells = [(methods, streams, split(args.strategies) or [base.strategy], None)]
+    for methods, streams, strategies, _ in cells:
         _validate(registry, methods, streams, strategies)
     configs = sweep.expand(base, registry, cells, sweep.seeds_from(args.seeds, proto))
     for c in configs:  # every option of every run, before any run starts

@@ -13,7 +13,10 @@ recomputed from the stored arrays (:func:`ssl_bench.continual.summarize`,
 :func:`ssl_bench.continual.cka_to_joint`); stored summary attributes are never read.
 Numbers are mean ± standard deviation over seeds (ddof = 1); comparisons between two groups
 use the seeds both have, and a group takes part only with at least :data:`MIN_SEEDS` of them.
-Each claim is judged per protocol (claim 5 per pair of protocols).
+Each claim is judged per protocol (claim 5 per pair of protocols). Data without domains has no domain
+stream, so claims 1 and 2 take a protocol's domain-stream runs from its *domain twin* where it has none
+of its own: the same protocol with the dataset option ``transform_domains`` (:func:`domain_twins`), as Hu
+et al. measure the domain gap on other data (DomainNet) than the other streams' (ImageNet).
 
 The output is deterministic: files are read in sorted order, floats have fixed formats,
 there are no timestamps or absolute paths, and figures (PNG, matplotlib Agg) carry no
@@ -226,6 +229,14 @@ class Index:
                 raise UserError(f"{'/'.join(key)}: seed(s) {dupes} appear in more than one file ({files}); keep one")
         self.scopes = sorted({r.scope for r in runs})
         self.protocols = {r.scope: r.protocol for r in runs}
+        self.twins = domain_twins(self.protocols)  #: scope -> its domain twin's scope
+
+    def source(self, scope: str, stream: str) -> str:
+        """The scope whose runs stand for ``scope``'s ``stream``: its own, or for a domain stream it has no
+        runs of, its domain twin's."""
+        if stream == "domain" and scope in self.twins and not any(k[0] == scope and k[2] == stream for k in self.groups):
+            return self.twins[scope]
+        return scope
 
     def get(self, scope: str, method: str, stream: str, strategy: str) -> list[Run]:
         return self.groups.get((scope, method, stream, strategy), [])
@@ -254,6 +265,26 @@ class Index:
         have = len(self.get(scope, method, stream, strategy))
         target = self.target_seeds(scope)
         return f"{method}/{stream}/{strategy} ({have} of {target} seeds)", max(0, target - have)
+
+
+def domain_twins(protocols: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Per protocol scope, the scope of its domain twin among ``protocols``: the protocol that differs from
+    it only in setting the dataset option ``transform_domains`` (besides name, version, description,
+    defaults and seeds), e.g. tinyimagenet-cpu-domains for tinyimagenet-cpu."""
+
+    def rest(p: dict[str, Any]) -> tuple[Any, str]:
+        q = json.loads(json.dumps(p))
+        for key in ("name", "version", "description", "defaults", "seeds"):
+            q.pop(key, None)
+        made = q.get("dataset", {}).get("options", {}).pop("transform_domains", None)
+        return made, json.dumps(q, sort_keys=True)
+
+    keyed = {s: rest(p) for s, p in sorted(protocols.items())}
+    return {
+        s: next(t for t, (made_t, key_t) in keyed.items() if made_t and key_t == key)
+        for s, (made, key) in keyed.items()
+        if not made and any(made_t and key_t == key for made_t, key_t in keyed.values())
+    }
 
 
 # ---------------------------------------------------------------------------------------- numbers
@@ -316,10 +347,11 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _gaps(ix: Index, scope: str, method: str) -> dict[str, dict[str, list[Run]]]:
-    """Per stream, the sequential and joint runs of ``method`` on their common seeds (streams with enough seeds)."""
+    """Per stream, the sequential and joint runs of ``method`` on their common seeds (streams with enough seeds),
+    the domain stream's from the domain twin where ``scope`` has none (:meth:`Index.source`)."""
     out = {}
     for stream in STREAMS:
-        pair = ix.paired(scope, method, stream, "sequential", "joint")
+        pair = ix.paired(ix.source(scope, stream), method, stream, "sequential", "joint")
         if pair:
             out[stream] = pair
     return out
@@ -346,10 +378,11 @@ def claim1(ix: Index, scope: str, figures: Figures | None) -> Finding:
         gaps = _gaps(ix, scope, method)
         for stream, pair in gaps.items():
             used += pair["sequential"] + pair["joint"]
+            src = pair["joint"][0].scope
             rows.append(
                 [
                     method,
-                    stream,
+                    stream if src == scope else f"{stream} ({src})",
                     str(len(pair["joint"])),
                     pm(acc(pair["sequential"])),
                     pm(acc(pair["joint"])),
@@ -359,11 +392,13 @@ def claim1(ix: Index, scope: str, figures: Figures | None) -> Finding:
         if len(gaps) == len(STREAMS):
             complete[method] = {s: stat(_gap_values(p))[0] for s, p in gaps.items()}
     f = Finding("1", scope, NOT_TESTABLE, runs=used)
-    made = ix.protocols[scope].get("dataset", {}).get("options", {}).get("transform_domains")
+    domains = ix.source(scope, "domain")
+    made = ix.protocols[domains].get("dataset", {}).get("options", {}).get("transform_domains")
     if made:
         names = ", ".join(made) if isinstance(made, list) else "photo, grayscale, edges, cartoon"
+        whose = "this protocol's data" if domains == scope else f"the domain stream's data (its runs are under {domains})"
         f.lines += [
-            f"The domains of this protocol's data are made from image transforms ({names}; dataset option "
+            f"The domains of {whose} are made from image transforms ({names}; dataset option "
             "`transform_domains`, `ssl_bench/domain_transforms.py`), not natural domains as DomainNet's.",
             "",
         ]
@@ -386,7 +421,7 @@ def claim1(ix: Index, scope: str, figures: Figures | None) -> Finding:
         parts = []
         for stream in (s for s in STREAMS if s not in _gaps(ix, scope, method)):
             for strategy in ("sequential", "joint"):
-                text, n = ix.need(scope, method, stream, strategy)
+                text, n = ix.need(ix.source(scope, stream), method, stream, strategy)
                 parts.append(text)
                 f.to_run += n
         f.missing.append(f"a {family} method ({' or '.join(methods)}) on all four streams, e.g. {method}: {', '.join(parts)}")
@@ -415,10 +450,11 @@ def claim2(ix: Index, scope: str) -> Finding:
                 f"- {method}: largest gap {num(means[stream])} points ({stream}) is below {num(MIN_GAP)}: no gap to close"
             )
             continue
-        regs = sorted({k[3] for k in ix.groups if k[:3] == (scope, method, stream) and set(k[3].split("+")) <= {"replay", "mas"}})
+        src = gaps[stream]["joint"][0].scope  # the domain twin's, for a domain stream taken from it
+        regs = sorted({k[3] for k in ix.groups if k[:3] == (src, method, stream) and set(k[3].split("+")) <= {"replay", "mas"}})
         fractions = {}
         for strategy in regs:
-            trio = ix.paired(scope, method, stream, "sequential", "joint", strategy)
+            trio = ix.paired(src, method, stream, "sequential", "joint", strategy)
             if trio is None:
                 continue
             seq, joint, s = (stat(acc(trio[k]))[0] for k in ("sequential", "joint", strategy))
@@ -427,7 +463,7 @@ def claim2(ix: Index, scope: str) -> Finding:
             rows.append(
                 [
                     method,
-                    stream,
+                    stream if src == scope else f"{stream} ({src})",
                     strategy,
                     str(len(trio[strategy])),
                     pm(acc(trio["sequential"])),
@@ -448,7 +484,7 @@ def claim2(ix: Index, scope: str) -> Finding:
         else:
             for strategy in ("replay", "mas"):
                 if strategy not in fractions:
-                    text, n = ix.need(scope, method, stream, strategy)
+                    text, n = ix.need(src, method, stream, strategy)
                     f.missing.append(text)
                     f.to_run += n
     if rows:
@@ -895,15 +931,16 @@ class Figures:
 def findings(runs: list[Run], figures: Figures | None = None) -> list[Finding]:
     ix = Index(runs)
     out: list[Finding] = []
-    per_scope: list[Callable[[str], list[Finding]]] = [
-        lambda s: [claim1(ix, s, figures)],
-        lambda s: [claim2(ix, s)],
-        lambda s: [claim3(ix, s, figures)],
-        lambda s: claim4(ix, s, figures),
-        lambda s: claim6(ix, s),
+    own = [s for s in ix.scopes if s not in ix.twins.values()]  # a domain twin's claims 1 and 2 are its base's
+    per_scope: list[tuple[list[str], Callable[[str], list[Finding]]]] = [
+        (own, lambda s: [claim1(ix, s, figures)]),
+        (own, lambda s: [claim2(ix, s)]),
+        (ix.scopes, lambda s: [claim3(ix, s, figures)]),
+        (ix.scopes, lambda s: claim4(ix, s, figures)),
+        (ix.scopes, lambda s: claim6(ix, s)),
     ]
-    for make in per_scope:
-        for scope in ix.scopes:
+    for scopes, make in per_scope:
+        for scope in scopes:
             out += make(scope)
     out += claim5(ix)
     order = [c for _, _, claims in SECTIONS for c in claims]

@@ -34,32 +34,40 @@ from tqdm.auto import tqdm
 from ssl_bench.engine import RunConfig, execute, resolve_recipe
 from ssl_bench.errors import UserError
 from ssl_bench.protocol import Protocol
+from ssl_bench.protocol import load as load_protocol
 from ssl_bench.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
-Cell = tuple[list[str], list[str], list[str]]  #: (methods, streams, strategies): one product
+#: (methods, streams, strategies, protocol): one product, under ``protocol`` (None: the sweep's own)
+Cell = tuple[list[str], list[str], list[str], Protocol | None]
 
 
 def expand(base: RunConfig, registry: Registry, cells: list[Cell], seeds: list[int]) -> list[RunConfig]:
     """Every run of the cells' products, each once, seed by seed, as RunConfigs that differ from ``base`` only
-    in the swept fields (each method with its recipe)."""
+    in the swept fields (each method with its recipe) and, for a cell that names one, the protocol."""
+    protocols = {base.protocol.label: base.protocol} | {c[3].label: c[3] for c in cells if c[3] is not None}
     keys = dict.fromkeys(
-        (m, s, st, seed)
+        (m, s, st, seed, (proto or base.protocol).label)
         for seed in seeds
-        for methods, streams, strategies in cells
+        for methods, streams, strategies, proto in cells
         for m, s, st in itertools.product(methods, streams, strategies)
     )
     return [
-        resolve_recipe(dataclasses.replace(base, method=m, stream=s, strategy=st, seed=seed, progress=False), registry)
-        for m, s, st, seed in keys
+        resolve_recipe(
+            dataclasses.replace(base, protocol=protocols[label], method=m, stream=s, strategy=st, seed=seed, progress=False),
+            registry,
+        )
+        for m, s, st, seed, label in keys
     ]
 
 
 def grid(path: Path) -> list[Cell]:
     """The cells of a grid file: one ``[[grid]]`` table per product, each with the lists ``methods``,
-    ``streams`` and ``strategies`` (for example, claim 1's runs, plus replay and MAS on one stream)."""
+    ``streams`` and ``strategies`` (for example, claim 1's runs, plus replay and MAS on one stream), and
+    optionally ``protocol``, a shipped name or a .toml path, for runs under another protocol than the sweep's
+    (for example the domain stream under a protocol whose dataset has domains)."""
     where = f"grid file '{path}'"
     try:
         data = tomllib.loads(path.read_text())
@@ -74,14 +82,22 @@ def grid(path: Path) -> list[Cell]:
     cells = []
     for i, table in enumerate(tables, 1):
         fields = ("methods", "streams", "strategies")
-        unknown = sorted(set(table) - set(fields))
+        unknown = sorted(set(table) - {*fields, "protocol"})
         if unknown:
-            raise UserError(f"{where}: [[grid]] number {i} has unknown key '{unknown[0]}'; its keys are {', '.join(fields)}")
+            raise UserError(
+                f"{where}: [[grid]] number {i} has unknown key '{unknown[0]}'; its keys are {', '.join(fields)}, protocol"
+            )
         for field in fields:
             value = table.get(field)
             if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
                 raise UserError(f'{where}: [[grid]] number {i} needs {field} = a list of names, e.g. {field} = ["..."]')
-        cells.append((table["methods"], table["streams"], table["strategies"]))
+        name = table.get("protocol")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise UserError(
+                f'{where}: [[grid]] number {i}: protocol must be a protocol name or .toml path, e.g. protocol = "smoke"'
+            )
+        proto = None if name is None else load_protocol(name)
+        cells.append((table["methods"], table["streams"], table["strategies"], proto))
     return cells
 
 

@@ -236,10 +236,36 @@ def test_sweep_grid_runs_the_union_of_its_products_seed_by_seed(tiny_protocol, t
     assert "simclr/instance/joint/seed 1" not in "\n".join(lines)
 
 
+def test_sweep_grid_table_may_name_another_protocol(tiny_protocol, tmp_path, capsys):
+    twin = tmp_path / "twin.toml"  # e.g. the domain stream under a protocol whose dataset has domains
+    twin.write_text(tiny_protocol.read_text().replace('name = "tiny"', 'name = "twin"'))
+    grid = tmp_path / "grid.toml"
+    grid.write_text(
+        f'[[grid]]\nmethods = ["simclr"]\nstreams = ["instance"]\nstrategies = ["sequential"]\n'
+        f'[[grid]]\nmethods = ["simclr"]\nstreams = ["instance"]\nstrategies = ["sequential"]\nprotocol = "{twin}"\n'
+    )
+    out = tmp_path / "sweep"
+    sweep = ["-q", "sweep", "--protocol", str(tiny_protocol), "--grid", str(grid), "--seeds", "0,1", "--out", str(out)]
+    assert main([*sweep, "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = [Path(line.split()[-1]).name.split("__")[0] for line in lines[:-1]]
+    assert names == ["tiny-v1", "twin-v1", "tiny-v1", "twin-v1"]  # the same cell under each protocol, seed by seed
+    assert lines[-1] == "4 of 4 runs to do (0 have result files)"
+    assert main([*sweep[:-4], "--seeds", "1", "--out", str(out)]) == 0
+    made = {results.Result(p).attrs["protocol"] for p in capsys.readouterr().out.split()}
+    assert made == {"tiny", "twin"}
+
+
 @pytest.mark.parametrize(
     "text, extra, message",
     [
         ('[[grid]]\nmethods = ["simclr"]\nstreams = ["instance"]\nstrategy = ["joint"]', [], "unknown key 'strategy'"),
+        (
+            '[[grid]]\nmethods = ["simclr"]\nstreams = ["instance"]\nstrategies = ["joint"]\nprotocol = "nosuch"',
+            [],
+            "nosuch",
+        ),
+        ('[[grid]]\nmethods = ["simclr"]\nstreams = ["instance"]\nstrategies = ["joint"]\nprotocol = 3', [], "protocol must be"),
         ('[[grid]]\nmethods = ["simclr"]\nstreams = ["instance"]', [], "needs strategies = a list of names"),
         ('methods = ["simclr"]', [], "write one or more [[grid]] tables"),
         ("grid = [1, 2]", [], "write one or more [[grid]] tables"),

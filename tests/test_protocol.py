@@ -97,3 +97,13 @@ def test_cpu_full_twin_has_the_cpu_protocols_compute_without_stages():
     assert staged["train"]["stages"] and not full["train"]["stages"]
     assert _comparable(staged) == _comparable(full)
     assert abs(_flops(full) / _flops(staged) - 1) < 0.01
+
+
+def test_cpu_domains_twin_differs_from_the_cpu_protocol_only_in_its_domains():
+    """Claims 1 and 2 of the report take tinyimagenet-cpu's domain-stream runs from this twin."""
+    from ssl_bench.report import domain_twins
+
+    base, twin = (protocol.load(n) for n in ("tinyimagenet-cpu", "tinyimagenet-cpu-domains"))
+    assert twin.dataset.options["transform_domains"] is True and twin.defaults.stream == "domain"
+    dumps = {p.label: p.model_dump(mode="json") for p in (base, twin, protocol.load("tinyimagenet-cpu-full"))}
+    assert domain_twins(dumps) == {base.label: twin.label}

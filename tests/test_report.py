@@ -162,7 +162,9 @@ def test_every_claim_reproduced_with_its_numbers(reproducing):
     assert "- simclr: instance 1.00, class 1.50 <= 2.00: yes; distant 5.00, domain 6.00 > 2.50: yes" in one
     two = section(text, "2", "smoke-v2")
     # the gap to joint and the strategy's gain over sequential are paired by seed, as claim 1's gap
-    assert "| simclr | domain | replay | 2 | 60.00 ± 1.41 | 66.00 ± 1.41 | 63.00 ± 1.41 | 6.00 ± 0.00 | 3.00 ± 0.00 | 0.50 |" in two
+    assert "| simclr | domain | replay | 2 | 60.00 ± 1.41 | 66.00 ± 1.41 | 63.00 ± 1.41 | 6.00 ± 0.00 | 3.00 ± 0.00 | 0.50 |" in (
+        two
+    )
     assert "| byol | domain | mas | 2 | 50.00 ± 1.41 | 56.00 ± 1.41 | 51.80 ± 1.41 | 6.00 ± 0.00 | 1.80 ± 0.00 | 0.30 |" in two
     three = section(text, "3", "smoke-v2")
     assert "| supervised | instance | 2 | 70.00 ± 1.41 | 25.00 ± 0.00 | -25.00 ± 0.00 |" in three
@@ -289,6 +291,39 @@ def test_domains_made_from_transforms_are_named(tmp_path):
     make(tmp_path, "simclr", "domain", "sequential", 0, 0.5, proto=proto)
     text = section(report.render(report.collect(tmp_path)), "1", "smoke-domains-v2")
     assert "made from image transforms (photo, grayscale, edges, cartoon; dataset option `transform_domains`" in text
+
+
+def test_the_domain_stream_comes_from_the_domain_twin_protocol(tmp_path):
+    """Data without domains: claims 1 and 2 take the domain runs from the same protocol with transform domains."""
+    d = SMOKE.model_dump(mode="json")
+    d["name"], d["defaults"]["stream"] = "smoke-domains", "domain"
+    d["dataset"]["options"]["transform_domains"] = True
+    twin = protocols.Protocol.model_validate(d)
+    other = variant("smoke-other", 3.0)  # differs in more than the domains: not a twin
+    for seed in SEEDS:
+        j = JITTER[seed]
+        for method, b in (("simclr", 0.6), ("byol", 0.5)):
+            for stream, gap in GAP.items():
+                proto = twin if stream == "domain" else SMOKE
+                make(tmp_path, method, stream, "sequential", seed, b + j, proto=proto)
+                make(tmp_path, method, stream, "joint", seed, b + gap + j, proto=proto)
+            for strategy, frac in (("replay", 0.5), ("mas", 0.3)):
+                make(tmp_path, method, "domain", strategy, seed, b + j + frac * GAP["domain"], proto=twin)
+        make(tmp_path, "simclr", "domain", "sequential", seed, 0.1, proto=other)
+        make(tmp_path, "simclr", "domain", "joint", seed, 0.9, proto=other)
+    assert report.domain_twins({p.label: p.model_dump(mode="json") for p in (SMOKE, twin, other)}) == {
+        "smoke-v2": "smoke-domains-v2"
+    }
+    text = report.render(report.collect(tmp_path))
+    v = verdicts(text)
+    assert v[("1", "smoke-v2")] == "reproduced" and v[("2", "smoke-v2")] == "reproduced"
+    assert ("1", "smoke-domains-v2") not in v and ("2", "smoke-domains-v2") not in v  # judged with its base
+    assert v[("1", "smoke-other-v2")] == "not testable"  # no twin: its own domain runs only
+    one = section(text, "1", "smoke-v2")
+    assert "| simclr | domain (smoke-domains-v2) | 2 | 60.00 ± 1.41 | 66.00 ± 1.41 | 6.00 ± 0.00 |" in one
+    assert "domain stream's data (its runs are under smoke-domains-v2) are made from image transforms" in one
+    two = section(text, "2", "smoke-v2")
+    assert "| byol | domain (smoke-domains-v2) | replay | 2 | 50.00 ± 1.41 | 56.00 ± 1.41 | 53.00 ± 1.41 |" in two
 
 
 def test_the_committed_findings_are_regenerated_byte_for_byte(tmp_path):
