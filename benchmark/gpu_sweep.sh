@@ -6,6 +6,8 @@
 #   PROTOCOL=tinyimagenet-s3l K=4 SEEDS=0,1 BUDGET=3600 DATA_ROOT=... bash benchmark/gpu_sweep.sh
 # Writes under $OUT if set, else ./gpu_sweep_logs: env.txt, sweep.log, runs.tar (the result files),
 # FINDINGS_gpu.md (`ssl-bench report` of these runs alone). Submit the result files with `ssl-bench submit`.
+# The distant stream needs WordNet 3.0's data.noun (/usr/share/wordnet, or SSL_BENCH_WORDNET); the domain stream
+# runs under tinyimagenet-cpu-domains, as the grid's table says, whatever PROTOCOL is.
 # Precision: fp32 (PRECISION=auto for bf16), so the runs are numerically comparable with the CPU protocol's.
 # Needs torch (CUDA build), nvcc and the package's dependencies; pydantic's wheels from .whl/ if present (see
 # benchmark/gpu_perf.sh). Not run yet: no GPU was lent to the sessions that wrote it.
@@ -15,6 +17,9 @@ LOGS="${OUT:-gpu_sweep_logs}"
 RUNS="${RUNS:-$LOGS/runs}"
 mkdir -p "$LOGS" "$RUNS"
 : "${DATA_ROOT:?set DATA_ROOT to the folder holding the images of the protocol (Tiny ImageNet layout)}"
+if [ -z "${SSL_BENCH_WORDNET:-}" ] && [ ! -e /usr/share/wordnet/data.noun ]; then  # the grid's distant stream
+  echo "no WordNet 3.0: set SSL_BENCH_WORDNET=PATH/data.noun (carry it; apt-get install wordnet-base has it)"; exit 1
+fi
 T0=$(date +%s)
 . benchmark/gpu_env.sh
 export SSL_BENCH_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}"
