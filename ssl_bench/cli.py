@@ -372,6 +372,7 @@ def cmd_sweep(args) -> int:
             print(f"{sweep.describe(c)}  {c.result_path}")
         print(f"{len(todo)} of {len(configs)} runs to do ({len(configs) - len(todo)} have result files)")
         return 0
+    sweep.check_streams([c for c in configs if not c.result_path.exists()], registry)
     check_writable(args.out)
     paths, failures = sweep.run(
         configs, jobs=max(1, args.jobs), launcher=args.launcher, slurm=dict(args.slurm), per_gpu=args.per_gpu

@@ -3,7 +3,8 @@ union of several such products read from a grid file (:func:`grid`).
 
 Launchers are existing engines, never a home-made scheduler: a local process pool
 (``concurrent.futures``) or a cluster through submitit (SLURM, or submitit's local executor).
-Runs whose result file already exists are skipped, so a sweep can be re-run to fill gaps;
+Runs whose result file already exists are skipped, so a sweep can be re-run to fill gaps; before the first
+run starts, every distinct stream split is made once (:func:`check_streams`), so bad data fails in one line;
 an interrupted run resumes from its checkpoint like any other run. Runs start seed by seed (every cell at
 the first seed, then every cell at the next), so a sweep stopped part way has whole comparisons, not one
 configuration's seeds.
@@ -31,7 +32,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ssl_bench.engine import RunConfig, execute, resolve_recipe
+from ssl_bench.engine import RunConfig, execute, load_data, resolve_recipe
+from ssl_bench.engine.build import check_sizes
 from ssl_bench.errors import UserError
 from ssl_bench.protocol import Protocol
 from ssl_bench.protocol import load as load_protocol
@@ -99,6 +101,22 @@ def grid(path: Path) -> list[Cell]:
         proto = None if name is None else load_protocol(name)
         cells.append((table["methods"], table["streams"], table["strategies"], proto))
     return cells
+
+
+def check_streams(configs: list[RunConfig], registry: Registry) -> None:
+    """Make every distinct (protocol, stream) split of ``configs`` once, at its first seed, before any run starts,
+    so a stream the data cannot give (too few domains, no WordNet for ``distant``, experiences too small) stops
+    the sweep with one line instead of failing its runs hours in."""
+    seen = set()
+    for c in configs:
+        key = (c.protocol.label, c.stream, repr(sorted(c.stream_options.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_sizes(c, load_data(c, registry)[1])
+        except UserError as err:
+            raise UserError(f"{describe(c)} under {c.protocol.label}: {err}") from None
 
 
 def _run_one(config: RunConfig, threads: int) -> str:

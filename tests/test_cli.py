@@ -281,6 +281,22 @@ def test_sweep_grid_rejects_bad_files_in_one_line(tiny_protocol, tmp_path, text,
     assert not (tmp_path / "o").exists()
 
 
+def test_sweep_checks_every_stream_split_before_any_run(tiny_protocol, tmp_path):
+    one_domain = tmp_path / "one.toml"  # the domain stream needs a domain per experience: this data has one
+    one_domain.write_text(
+        tiny_protocol.read_text().replace(
+            "train_per_class_domain = 3, test_per_class_domain = 2, n_domains = 4",
+            "train_per_class_domain = 12, test_per_class_domain = 8, n_domains = 1",
+        )
+    )
+    code, _, stderr = run_cli(
+        "-q", "sweep", "--protocol", one_domain, "--streams", "instance,domain", "--seeds", "0", "--out", tmp_path / "o"
+    )
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert "simclr/domain/sequential/seed 0 under tiny-v1: domain stream: 2 experiences but only 1 domains" in stderr
+    assert not (tmp_path / "o").exists()  # the instance run did not start either
+
+
 def test_sweep_through_submitit(tiny_protocol, tmp_path, capsys):
     pytest.importorskip("submitit")
     out = tmp_path / "sweep"
