@@ -40,6 +40,8 @@ from numpy.typing import ArrayLike
 
 from ssl_bench import continual
 from ssl_bench.errors import UserError
+from ssl_bench.protocol import load as load_protocol
+from ssl_bench.protocol import shipped
 from ssl_bench.results import Result
 
 log = logging.getLogger(__name__)
@@ -229,7 +231,9 @@ class Index:
                 raise UserError(f"{'/'.join(key)}: seed(s) {dupes} appear in more than one file ({files}); keep one")
         self.scopes = sorted({r.scope for r in runs})
         self.protocols = {r.scope: r.protocol for r in runs}
-        self.twins = domain_twins(self.protocols)  #: scope -> its domain twin's scope
+        #: the files' protocols and the shipped ones, so a missing domain twin can be named
+        self.known = {p.label: p.model_dump(mode="json") for p in map(load_protocol, shipped())} | self.protocols
+        self.twins = domain_twins(self.known)  #: scope -> its domain twin's scope
 
     def source(self, scope: str, stream: str) -> str:
         """The scope whose runs stand for ``scope``'s ``stream``: its own, or for a domain stream it has no
@@ -258,13 +262,15 @@ class Index:
         return {s: [r for r in g if r.seed in common] for s, g in zip(strategies, groups)}
 
     def target_seeds(self, scope: str) -> int:
-        return max(MIN_SEEDS, len(self.protocols.get(scope, {}).get("seeds", [])))
+        return max(MIN_SEEDS, len(self.known.get(scope, {}).get("seeds", [])))
 
-    def need(self, scope: str, method: str, stream: str, strategy: str) -> tuple[str, int]:
-        """A missing group as text, and how many runs it lacks to reach the protocol's seeds."""
+    def need(self, scope: str, method: str, stream: str, strategy: str, judged: str | None = None) -> tuple[str, int]:
+        """A missing group as text (naming ``scope`` when it is not the ``judged`` one), and how many runs it lacks
+        to reach the protocol's seeds."""
         have = len(self.get(scope, method, stream, strategy))
         target = self.target_seeds(scope)
-        return f"{method}/{stream}/{strategy} ({have} of {target} seeds)", max(0, target - have)
+        under = f" under {scope}" if judged not in (None, scope) else ""
+        return f"{method}/{stream}/{strategy}{under} ({have} of {target} seeds)", max(0, target - have)
 
 
 def domain_twins(protocols: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -393,10 +399,10 @@ def claim1(ix: Index, scope: str, figures: Figures | None) -> Finding:
             complete[method] = {s: stat(_gap_values(p))[0] for s, p in gaps.items()}
     f = Finding("1", scope, NOT_TESTABLE, runs=used)
     domains = ix.source(scope, "domain")
-    made = ix.protocols[domains].get("dataset", {}).get("options", {}).get("transform_domains")
+    made = ix.known[domains].get("dataset", {}).get("options", {}).get("transform_domains")
     if made:
         names = ", ".join(made) if isinstance(made, list) else "photo, grayscale, edges, cartoon"
-        whose = "this protocol's data" if domains == scope else f"the domain stream's data (its runs are under {domains})"
+        whose = "this protocol's data" if domains == scope else f"the domain stream's data (it runs under {domains})"
         f.lines += [
             f"The domains of {whose} are made from image transforms ({names}; dataset option "
             "`transform_domains`, `ssl_bench/domain_transforms.py`), not natural domains as DomainNet's.",
@@ -421,7 +427,7 @@ def claim1(ix: Index, scope: str, figures: Figures | None) -> Finding:
         parts = []
         for stream in (s for s in STREAMS if s not in _gaps(ix, scope, method)):
             for strategy in ("sequential", "joint"):
-                text, n = ix.need(ix.source(scope, stream), method, stream, strategy)
+                text, n = ix.need(ix.source(scope, stream), method, stream, strategy, judged=scope)
                 parts.append(text)
                 f.to_run += n
         f.missing.append(f"a {family} method ({' or '.join(methods)}) on all four streams, e.g. {method}: {', '.join(parts)}")
@@ -484,7 +490,7 @@ def claim2(ix: Index, scope: str) -> Finding:
         else:
             for strategy in ("replay", "mas"):
                 if strategy not in fractions:
-                    text, n = ix.need(src, method, stream, strategy)
+                    text, n = ix.need(src, method, stream, strategy, judged=scope)
                     f.missing.append(text)
                     f.to_run += n
     if rows:
@@ -931,7 +937,8 @@ class Figures:
 def findings(runs: list[Run], figures: Figures | None = None) -> list[Finding]:
     ix = Index(runs)
     out: list[Finding] = []
-    own = [s for s in ix.scopes if s not in ix.twins.values()]  # a domain twin's claims 1 and 2 are its base's
+    twinned = {t for b, t in ix.twins.items() if b in ix.scopes}
+    own = [s for s in ix.scopes if s not in twinned]  # a domain twin's claims 1 and 2 are its base's, if it has files
     per_scope: list[tuple[list[str], Callable[[str], list[Finding]]]] = [
         (own, lambda s: [claim1(ix, s, figures)]),
         (own, lambda s: [claim2(ix, s)]),

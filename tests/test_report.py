@@ -321,9 +321,21 @@ def test_the_domain_stream_comes_from_the_domain_twin_protocol(tmp_path):
     assert v[("1", "smoke-other-v2")] == "not testable"  # no twin: its own domain runs only
     one = section(text, "1", "smoke-v2")
     assert "| simclr | domain (smoke-domains-v2) | 2 | 60.00 ± 1.41 | 66.00 ± 1.41 | 6.00 ± 0.00 |" in one
-    assert "domain stream's data (its runs are under smoke-domains-v2) are made from image transforms" in one
+    assert "domain stream's data (it runs under smoke-domains-v2) are made from image transforms" in one
     two = section(text, "2", "smoke-v2")
     assert "| byol | domain (smoke-domains-v2) | replay | 2 | 50.00 ± 1.41 | 56.00 ± 1.41 | 53.00 ± 1.41 |" in two
+
+
+def test_a_missing_domain_stream_is_asked_of_the_shipped_domain_twin(tmp_path):
+    cpu, twin = protocols.load("tinyimagenet-cpu"), protocols.load("tinyimagenet-cpu-domains")
+    for seed in SEEDS:
+        make(tmp_path / "a", "simclr", "instance", "sequential", seed, 0.1, proto=cpu)
+        make(tmp_path / "b", "simclr", "domain", "sequential", seed, 0.1, proto=twin)
+    one = section(report.render(report.collect(tmp_path / "a")), "1", "tinyimagenet-cpu-v1")
+    assert "simclr/domain/sequential under tinyimagenet-cpu-domains-v1 (0 of 3 seeds)" in one
+    assert "simclr/class/sequential (0 of 3 seeds)" in one
+    v = verdicts(report.render(report.collect(tmp_path / "b")))  # the twin alone is judged on its own
+    assert v[("1", "tinyimagenet-cpu-domains-v1")] == "not testable"
 
 
 def test_the_committed_findings_are_regenerated_byte_for_byte(tmp_path):
