@@ -286,11 +286,11 @@ def domain_twins(protocols: dict[str, dict[str, Any]]) -> dict[str, str]:
         return made, json.dumps(q, sort_keys=True)
 
     keyed = {s: rest(p) for s, p in sorted(protocols.items())}
-    return {
-        s: next(t for t, (made_t, key_t) in keyed.items() if made_t and key_t == key)
-        for s, (made, key) in keyed.items()
-        if not made and any(made_t and key_t == key for made_t, key_t in keyed.values())
-    }
+    twin_of: dict[str, str] = {}  # the rest of a protocol -> the first (sorted) twin that sets transform_domains
+    for t, (made, key) in keyed.items():
+        if made:
+            twin_of.setdefault(key, t)
+    return {s: twin_of[key] for s, (made, key) in keyed.items() if not made and key in twin_of}
 
 
 # ---------------------------------------------------------------------------------------- numbers
