@@ -43,7 +43,13 @@ teacher momentum 0.9995, warm-up of the teacher temperature over 5% of training)
 a few hundred steps: SimCLR's square-root learning-rate rule for small batches and short training
 (lr = 0.075 sqrt(B), i.e. 1.2 at batch 256; Chen et al. 2020, Appendix B.1; at solo-learn's 0.3 with
 linear scaling the probe did not move in 300 steps), teacher momentum 0.99, a smaller head, warm-ups of
-at most an epoch; checked by ``benchmark/learning_check.py`` (benchmark/RESULTS.md).
+at most an epoch; checked by ``benchmark/learning_check.py`` (benchmark/RESULTS.md). The "cpu" recipe
+puts BatchNorm in the head (``use_bn``; solo-learn's ``DINOHead`` has it as an option, off in its configs):
+on the ``tinyimagenet-cpu`` protocol's images the small backbone's random-init features point nearly the
+same way (mean pairwise cosine 0.76), and without it the head's output became the same for every image
+within 10 steps (cosine 0.999, ``benchmark/phase_check.py``), centring then made the teacher uniform and
+the loss sat at log(out_dim) for the rest of the run, leaving the backbone below its random init. With
+it the head's outputs stay apart; DINO still does not learn at that protocol's budget (RESULTS.md).
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ from ssl_bench.augment import MultiCrop
 from ssl_bench.errors import UserError
 from ssl_bench.heads import cosine_momentum, ema_update, frozen_copy
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __license__ = "Apache-2.0"
 __paper__ = "Caron et al., Emerging Properties in Self-Supervised Vision Transformers, ICCV 2021"
 
@@ -181,6 +187,7 @@ class DINO(Method):
                 "out_dim": 2048,
                 "hidden": 1024,
                 "bottleneck": 256,
+                "use_bn": True,
                 "momentum": 0.99,
                 "warmup_teacher_temp": 0.04,
                 "teacher_temp": 0.07,
