@@ -1,7 +1,10 @@
 """Shared fixtures: a tiny protocol that trains in seconds on generated data, one-thread torch, the
 compiled ops, and the CUDA skip marks."""
 
+import importlib.util
 import textwrap
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -69,3 +72,12 @@ def tiny_protocol(tmp_path):
     path = tmp_path / "tiny.toml"
     path.write_text(TINY)
     return path
+
+
+def load_script(path: Path) -> ModuleType:
+    """A script of this repository that is not in a package (e.g. under benchmark/), imported from its path."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,6 +1,5 @@
 """benchmark/peers/compare.py: the side-by-side check against lightly, at a tiny size on generated data."""
 
-import importlib.util
 import json
 import math
 import sys
@@ -10,21 +9,17 @@ import pytest
 
 from ssl_bench import protocol
 from ssl_bench.errors import UserError
-from tests.conftest import TINY
+from tests.conftest import TINY, load_script
 
 SCRIPT = Path(__file__).parents[1] / "benchmark" / "peers" / "compare.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("peers_compare", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_compare():
+    return load_script(SCRIPT)
 
 
 def test_peer_protocol_keeps_the_images_and_budget():
-    compare = load_script()
+    compare = load_compare()
     base = protocol.load("tinyimagenet-cpu")
     peer = compare.peer_protocol(base)
     assert peer.dataset == base.dataset and peer.backbone == base.backbone and peer.augment == base.augment
@@ -34,7 +29,7 @@ def test_peer_protocol_keeps_the_images_and_budget():
 
 
 def test_missing_lightly_is_one_line(monkeypatch):
-    compare = load_script()
+    compare = load_compare()
     monkeypatch.setitem(sys.modules, "lightly", None)  # makes `import lightly` fail
     with pytest.raises(SystemExit) as err:
         compare.require_lightly()
@@ -43,7 +38,7 @@ def test_missing_lightly_is_one_line(monkeypatch):
 
 def test_tiny_comparison_on_generated_data(one_thread, tmp_path):
     pytest.importorskip("lightly")
-    compare = load_script()
+    compare = load_compare()
     base = protocol.parse(TINY.replace('family = "tiny"', 'family = "cpu"'))  # the methods' shipped cpu recipes
     result = compare.compare(base, ["simclr", "byol"], [0], steps=None)
     rows = result["rows"]
@@ -92,7 +87,7 @@ def _fake(seeds, lightly="1.6.0"):
 
 
 def test_merge_puts_seeds_run_apart_in_one_table(tmp_path):
-    compare = load_script()
+    compare = load_compare()
     for name, seeds in (("a", [0]), ("b", [1, 2])):
         (tmp_path / name).mkdir()
         (tmp_path / name / "peers.json").write_text(json.dumps(_fake(seeds)))
@@ -112,7 +107,7 @@ def test_merge_puts_seeds_run_apart_in_one_table(tmp_path):
 
 
 def test_merge_refuses_a_seed_twice_or_other_versions():
-    compare = load_script()
+    compare = load_compare()
     with pytest.raises(UserError, match="seed 0"):
         compare.merge([_fake([0]), _fake([0, 1])])
     with pytest.raises(UserError, match="versions"):

@@ -1,21 +1,18 @@
 """benchmark/phase_check.py: the first-phase diagnostic, at a few steps of a tiny protocol."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.conftest import load_script
 
 SCRIPT = Path(__file__).parents[1] / "benchmark" / "phase_check.py"
 
 
 @pytest.fixture(scope="module")
 def phase_check():
-    spec = importlib.util.spec_from_file_location("phase_check", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_mean_cosine_is_one_for_a_constant_and_zero_for_orthogonal_rows(phase_check):
