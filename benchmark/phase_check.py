@@ -39,16 +39,17 @@ from ssl_bench.registry import Registry
 SUMMARY = ("linear/acc", "knn/acc", "collapse/rankme")
 
 
-class _Bar:  # what train_phase expects of its tqdm bar
+class _Bar:  # what train_phase expects of its tqdm bar; set_postfix comes after each copy of the losses
     def __init__(self, every: int, report):
-        self.every, self.report, self.n = every, report, 0
+        self.every, self.report, self.n, self.shown = every, report, 0, 0
 
     def update(self, n: int) -> None:
         self.n += n
 
-    def set_postfix(self, **_) -> None:
-        if self.n % self.every == 0 or self.n == 1:
+    def set_postfix(self, **_) -> None:  # every step on the CPU, every loop.LOG_EVERY steps on a GPU
+        if self.n == 1 or self.n // self.every > self.shown // self.every:
             self.report(self.n)
+            self.shown = self.n
 
 
 def mean_cosine(x: torch.Tensor) -> float:
