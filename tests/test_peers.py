@@ -14,12 +14,8 @@ from tests.conftest import TINY, load_script
 SCRIPT = Path(__file__).parents[1] / "benchmark" / "peers" / "compare.py"
 
 
-def load_compare():
-    return load_script(SCRIPT)
-
-
 def test_peer_protocol_keeps_the_images_and_budget():
-    compare = load_compare()
+    compare = load_script(SCRIPT)
     base = protocol.load("tinyimagenet-cpu")
     peer = compare.peer_protocol(base)
     assert peer.dataset == base.dataset and peer.backbone == base.backbone and peer.augment == base.augment
@@ -29,7 +25,7 @@ def test_peer_protocol_keeps_the_images_and_budget():
 
 
 def test_missing_lightly_is_one_line(monkeypatch):
-    compare = load_compare()
+    compare = load_script(SCRIPT)
     monkeypatch.setitem(sys.modules, "lightly", None)  # makes `import lightly` fail
     with pytest.raises(SystemExit) as err:
         compare.require_lightly()
@@ -38,7 +34,7 @@ def test_missing_lightly_is_one_line(monkeypatch):
 
 def test_tiny_comparison_on_generated_data(one_thread, tmp_path):
     pytest.importorskip("lightly")
-    compare = load_compare()
+    compare = load_script(SCRIPT)
     base = protocol.parse(TINY.replace('family = "tiny"', 'family = "cpu"'))  # the methods' shipped cpu recipes
     result = compare.compare(base, ["simclr", "byol"], [0], steps=None)
     rows = result["rows"]
@@ -87,7 +83,7 @@ def _fake(seeds, lightly="1.6.0"):
 
 
 def test_merge_puts_seeds_run_apart_in_one_table(tmp_path):
-    compare = load_compare()
+    compare = load_script(SCRIPT)
     for name, seeds in (("a", [0]), ("b", [1, 2])):
         (tmp_path / name).mkdir()
         (tmp_path / name / "peers.json").write_text(json.dumps(_fake(seeds)))
@@ -107,7 +103,7 @@ def test_merge_puts_seeds_run_apart_in_one_table(tmp_path):
 
 
 def test_merge_refuses_a_seed_twice_or_other_versions():
-    compare = load_compare()
+    compare = load_script(SCRIPT)
     with pytest.raises(UserError, match="seed 0"):
         compare.merge([_fake([0]), _fake([0, 1])])
     with pytest.raises(UserError, match="versions"):
