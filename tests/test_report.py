@@ -191,14 +191,35 @@ def test_spearman_matches_an_independent_computation(reproducing):
         for r in report.collect(reproducing)
         if r.scope == "smoke-v2" and r.attrs["method"] != "supervised" and "collapse_auc" in r.numbers
     ]
-    x = np.array([r.numbers["collapse_auc"] for r in runs])
-    y = np.array([r.numbers["final_avg_acc"] for r in runs])
-    expected = np.corrcoef(report._ranks(x), report._ranks(y))[0, 1]
-    assert report.spearman(x, y) == pytest.approx(expected)
+    text = section(report.render(report.collect(reproducing)), "4a", "smoke-v2")
+    for stream in GAP:  # one correlation per stream
+        mine = [r for r in runs if r.attrs["stream"] == stream]
+        x = np.array([r.numbers["collapse_auc"] for r in mine])
+        y = np.array([r.numbers["final_avg_acc"] for r in mine])
+        expected = np.corrcoef(report._ranks(x), report._ranks(y))[0, 1]
+        assert report.spearman(x, y) == pytest.approx(expected)
+        assert f"- {stream}: Spearman rho = {expected:.3f} over {len(mine)} runs of byol, simclr" in text
     assert report.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert report.spearman([1, 2, 2, 3], [3, 2, 2, 1]) == pytest.approx(-1.0)  # ties get average ranks
-    text = section(report.render(report.collect(reproducing)), "4a", "smoke-v2")
-    assert f"Spearman rho = {expected:.3f} over {len(runs)} runs of byol, simclr" in text
+
+
+def test_collapse_is_correlated_with_accuracy_within_a_stream_not_across_streams(tmp_path):
+    """Two streams whose probes differ in difficulty: pooled, AUC and accuracy fall together (rho < 0), but within
+    each stream the more collapsed runs are the more accurate ones, so claim 4a does not hold."""
+    for seed in SEEDS:
+        for method, shift in (("simclr", 0.0), ("byol", 0.02)):
+            for stream, acc0, auc0 in (("instance", 0.10, 0.9), ("class", 0.30, 0.7)):
+                for strategy, step in (("sequential", 0.0), ("joint", 0.01)):
+                    up = shift + step + 0.001 * seed
+                    make(tmp_path, method, stream, strategy, seed, acc0 + up, auc=auc0 + up)
+    runs = [r for r in report.collect(tmp_path) if "collapse_auc" in r.numbers]
+    pooled = report.spearman([r.numbers["collapse_auc"] for r in runs], [r.numbers["final_avg_acc"] for r in runs])
+    assert pooled < -0.5  # what pooling across streams would have reported
+    text = report.render(report.collect(tmp_path))
+    assert verdicts(text)[("4a", "smoke-v2")] == "not reproduced"
+    four = section(text, "4a", "smoke-v2")
+    assert "- instance: Spearman rho = 1.000 over 8 runs of byol, simclr" in four
+    assert "- class: Spearman rho = 1.000 over 8 runs of byol, simclr" in four
 
 
 def test_a_claim_that_does_not_hold_is_reported_as_not_reproduced(tmp_path):
