@@ -948,7 +948,7 @@ class Figures:
         streams = list(dict.fromkeys(r.attrs["stream"] for r in points))  # one panel each: accuracies differ by task
         fig, axes = plt.subplots(1, len(streams), figsize=(4.2 * len(streams), 3.8), layout="constrained", squeeze=False)
         for ax, stream in zip(axes[0], streams, strict=True):
-            for method in sorted({r.attrs["method"] for r in points}):
+            for method in sorted({r.attrs["method"] for r in points}):  # every method in every panel: same colours
                 mine = [r for r in points if r.attrs["method"] == method and r.attrs["stream"] == stream]
                 ax.scatter(
                     [r.numbers["collapse_auc"] for r in mine],
