@@ -207,6 +207,20 @@ def test_method_stream_pairs_nobody_ran_are_named(tmp_path):
     assert "Not run under this protocol: moco on instance, simclr on class." in leaderboard.markdown([table])
 
 
+def test_ranks_restart_per_stream(tmp_path):
+    # a stream sets the probes' task, so a class-stream 60% must not outrank an instance-stream 50% of
+    # another table block: each stream's rows are ranked among themselves
+    flat = lambda x: np.full((T, T), x)  # noqa: E731
+    make_result(tmp_path, "simclr", "class", "sequential", 0, acc=flat(0.6))
+    make_result(tmp_path, "moco", "class", "sequential", 0, acc=flat(0.3))
+    make_result(tmp_path, "simclr", "instance", "sequential", 0, acc=flat(0.5))
+    make_result(tmp_path, "moco", "instance", "sequential", 0, acc=flat(0.4))
+    [table] = leaderboard.build(leaderboard.collect(tmp_path))
+    ranks = [(r["stream"], r["method"], r["rank"]) for r in table["rows"]]
+    assert ranks == [("class", "simclr", 1), ("class", "moco", 2), ("instance", "simclr", 1), ("instance", "moco", 2)]
+    assert "ranked per stream" in leaderboard.markdown([table])
+
+
 def test_csv_and_json_formats(board, capsys):
     folder, _ = board
     assert main(["leaderboard", "--results", str(folder), "--format", "csv"]) == 0
