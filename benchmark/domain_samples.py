@@ -1,4 +1,4 @@
-"""The four transform-made domains (ssl_bench.domain_transforms) on a few Tiny ImageNet images.
+"""The four transform-made domains (ssl_bench.blocks.domain_transforms) on a few Tiny ImageNet images.
 
     python benchmark/domain_samples.py [--data-root ../shared/data/tiny-imagenet-100] [--resolution 64] [-o PNG]
 
@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from ssl_bench import domain_transforms, imagecache  # noqa: E402
+from ssl_bench.blocks import domain_transforms, imagecache  # noqa: E402
 
 
 def main() -> None:

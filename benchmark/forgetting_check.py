@@ -3,7 +3,7 @@
 Runs the ``forgetting`` protocol (generated shapes, three far-apart domains one after another)
 with sequential training, replay, MAS and joint training (the compute-matched upper bound),
 for SimCLR and, for contrast, the supervised baseline; then prints the accuracy matrices and
-the forgetting numbers (``ssl_bench.continual``) as markdown, and draws the matrices.
+the forgetting numbers (``ssl_bench.results.continual``) as markdown, and draws the matrices.
 
     python benchmark/forgetting_check.py --out /tmp/forgetting [--seeds 0 1 (default)] [--only simclr]
 

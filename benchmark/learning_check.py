@@ -20,10 +20,10 @@ out, 0 when collapsed, as in the SimSiam paper) and the effective rank of the ba
 Head sizes and momentum settings are scaled down for a short CPU budget (listed in SETTINGS and
 printed with the results); everything else is each method's default. With ``--family F`` a method
 that ships a recipe for F (``Method.recipes[F]``, issue 14's contract) is trained with that recipe
-instead: its optimiser (LARS without trust-ratio clipping: ``ssl_bench.optim.LARS`` has none yet;
+instead: its optimiser (LARS without trust-ratio clipping: ``ssl_bench.engine.optim.LARS`` has none yet;
 SGD; AdamW), its base learning rate scaled to the batch size, weight decay, warm-up epochs, schedule
 and method options. ``--family vit`` uses VIT_RECIPES below (no shipped protocol has a ViT backbone).
-Multi-crop methods get their declared views (``ssl_bench.augment.method_views``); the kNN accuracy
+Multi-crop methods get their declared views (``ssl_bench.blocks.augment.method_views``); the kNN accuracy
 (k = 20, cosine, T = 0.07) is reported next to the probe.
 """
 
@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ssl_bench import augment
-from ssl_bench.optim import LARS
-from ssl_bench.probes import fit_predict
+from ssl_bench.blocks import augment
+from ssl_bench.blocks.probes import fit_predict
+from ssl_bench.engine.optim import LARS
 from ssl_bench.registry import Registry
 from ssl_bench_plugins.evaluators.knn import knn_predict
 

@@ -21,7 +21,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from ssl_bench import augment
+from ssl_bench.blocks import augment
 from ssl_bench.recipe import Recipe
 from ssl_bench.registry import Registry
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bench import cli, protocol
+from ssl_bench.commands import _common
 from ssl_bench.engine import evaluation
 from ssl_bench.engine.build import Run
 from ssl_bench.engine.loop import train_phase
@@ -70,7 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
     registry = Registry.discover(args.plugin)
-    config = cli._config(args, registry, protocol.load(args.protocol), method=args.method, stream=args.stream, seed=args.seed)
+    config = _common.run_config(
+        args, registry, protocol.load(args.protocol), method=args.method, stream=args.stream, seed=args.seed
+    )
     run = Run(config, registry)
     first = run.phases[0]
     phase = type(first)(name=first.name, experiences=first.experiences, steps=mine.steps or first.steps)

@@ -1,4 +1,4 @@
-"""Batched tensor augmentations (ssl_bench.augment) vs torchvision.transforms.v2 applied image by image.
+"""Batched tensor augmentations (ssl_bench.blocks.augment) vs torchvision.transforms.v2 applied image by image.
 
 Same views (SimCLR's and BYOL's recipes: random resized crop, flip, colour jitter, grayscale, blur,
 solarize), same uint8 input, float normalised output, 2 CPU threads (SSL_BENCH_THREADS overrides). Goal (issue 4): >= 3x the
@@ -14,7 +14,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from ssl_bench import augment as A
+from ssl_bench.blocks import augment as A
 
 BATCH = 256
 THREADS = int(os.environ.get("SSL_BENCH_THREADS", "2"))

@@ -1,4 +1,4 @@
-"""Data pipeline: images/s delivered to the training loop from the uint8 cache (ssl_bench.imagecache)
+"""Data pipeline: images/s delivered to the training loop from the uint8 cache (ssl_bench.blocks.imagecache)
 against decoding the original JPEGs in every epoch, on the real Tiny ImageNet subset in
 ../shared/data/tiny-imagenet-100 (skipped when absent). Goal (issue 3): >= 10x. Also the built-in
 generator's speed (goal: thousands of 32 px images/s). Run:
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_bench import imagecache
+from ssl_bench.blocks import imagecache
 from ssl_bench.engine.build import Run
 from ssl_bench_plugins.datasets.synthetic import synthetic
 from ssl_bench_plugins.datasets.tiny_imagenet import tiny_imagenet

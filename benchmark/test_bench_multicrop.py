@@ -1,4 +1,4 @@
-"""Multi-crop views (2 global + 6 local, ssl_bench.augment.MultiCrop) vs the 2-view pipeline: cost per view.
+"""Multi-crop views (2 global + 6 local, ssl_bench.blocks.augment.MultiCrop) vs the 2-view pipeline: cost per view.
 
 Same uint8 batch, BYOL's recipe (blur and solarisation, the most expensive), 2 CPU threads
 (SSL_BENCH_THREADS overrides). The 2-view pipeline is timed in the same rounds, interleaved with the
@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from ssl_bench import augment as A
+from ssl_bench.blocks import augment as A
 
 BATCH = 256
 THREADS = int(os.environ.get("SSL_BENCH_THREADS", "2"))

@@ -8,5 +8,5 @@ contributor would write one: module-level metadata (``__version__``, ``__license
 that registers a family (``cifar10`` and ``cifar100``) is named after the family. The
 harness walks the sub-packages and registers every module through the same code path as
 installed and ``--plugin`` plugins. No plugin imports another: what several of them share
-is a public module of the core (:mod:`ssl_bench.heads`, :mod:`ssl_bench.buffers`, ...).
+is a public module of the core (:mod:`ssl_bench.blocks.heads`, :mod:`ssl_bench.blocks.buffers`, ...).
 """

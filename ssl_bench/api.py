@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ssl_bench.augment import Augment, MultiCrop
+    from ssl_bench.blocks.augment import Augment, MultiCrop
     from ssl_bench.engine.config import RunConfig
     from ssl_bench.protocol import Protocol
     from ssl_bench.recipe import Recipe
@@ -109,7 +109,7 @@ class Method(nn.Module):
 
     #: how many augmented views of each image :meth:`loss` receives (all at the step's resolution)
     n_views: int = 2
-    #: multi-crop methods set this (class or instance attribute) to an :class:`ssl_bench.augment.MultiCrop`:
+    #: multi-crop methods set this (class or instance attribute) to an :class:`ssl_bench.blocks.augment.MultiCrop`:
     #: :meth:`loss` then receives its ``n_global`` views at the step's resolution followed by its ``n_local``
     #: smaller views, and ``n_views`` is ignored. None: ``n_views`` views of the protocol's recipe.
     views: MultiCrop | None = None
@@ -121,7 +121,7 @@ class Method(nn.Module):
     recipes: typing.ClassVar[dict[str, dict[str, typing.Any]]] = {}
     #: which distillation loss fits the method when a strategy distils it into its previous self (CaSSLe):
     #: ``contrastive`` (SimCLR/MoCo-like), ``predictive`` (BYOL/SimSiam-like, 2 - 2 cos), ``decorrelative``
-    #: (Barlow Twins) or ``predictive_mse`` (VICReg); see :mod:`ssl_bench.distill`
+    #: (Barlow Twins) or ``predictive_mse`` (VICReg); see :mod:`ssl_bench.blocks.distill`
     distillation: str = "predictive"
 
     def __init__(self, backbone: nn.Module):
@@ -188,7 +188,7 @@ class RunContext(typing.Protocol):
     optimizer: torch.optim.Optimizer  #: the run's optimiser
     recipe: Recipe  #: the method's effective optimisation recipe (:mod:`ssl_bench.recipe`)
     peak_lr: float  #: the learning rate after warm-up (the recipe's lr scaled to the batch size)
-    augment: Augment  #: the protocol's augmentation; :func:`ssl_bench.augment.method_views` gives a method's views
+    augment: Augment  #: the protocol's augmentation; :func:`ssl_bench.blocks.augment.method_views` gives a method's views
 
     def batch_of(self, index: torch.Tensor) -> Batch:
         """The training samples at ``index`` (indices into ``dataset.train``) as a :class:`Batch` on the device."""

@@ -61,7 +61,7 @@ def ssl_bench_datasets() -> dict[str, Callable[..., Dataset]]:
     :class:`ssl_bench.api.Dataset` whose images are uint8 tensors at ``resolution``.
     ``root`` is a folder (or None for generated data); a dataset that is missing and
     cannot be downloaded raises :class:`ssl_bench.errors.UserError` saying where to put it.
-    Plugins that read image files decode them through :mod:`ssl_bench.imagecache`.
+    Plugins that read image files decode them through :mod:`ssl_bench.blocks.imagecache`.
     """
 
 

@@ -49,7 +49,7 @@ class BackboneSpec(_Strict):
 
 
 class AugmentSpec(_Strict):
-    recipe: str = Field("simclr", description="named set of views, see ssl_bench.augment.RECIPES")
+    recipe: str = Field("simclr", description="named set of views, see ssl_bench.blocks.augment.RECIPES")
     options: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -17,7 +17,6 @@ import importlib.util
 import inspect
 import logging
 import pkgutil
-import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -29,6 +28,7 @@ import pluggy
 
 from ssl_bench import hookspecs
 from ssl_bench.errors import UserError, did_you_mean
+from ssl_bench.names import NAME_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,6 @@ ENTRY_POINT_GROUP = "ssl_bench"
 BUILTIN_PACKAGE = "ssl_bench_plugins"
 #: source file -> plugin name, so an error raised inside plugin code can name its plugin
 PLUGIN_FILES: dict[str, str] = {}
-#: what a registered name may be: it is typed on command lines and printed into file names and leaderboards
-#: (result files' names are checked against it too); a strategy's name has no '+', which joins strategies
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 
 @dataclass

@@ -9,7 +9,7 @@ import torch
 from torchvision import transforms as T
 from torchvision.transforms.v2 import functional as TF
 
-from ssl_bench import augment as A
+from ssl_bench.blocks import augment as A
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -50,7 +50,7 @@ def test_register_backbone_decorator_in_a_user_plugin(tmp_path):
     plugin.write_text(
         textwrap.dedent("""
         from torch import nn
-        from ssl_bench.backbones import register_backbone
+        from ssl_bench.blocks.backbones import register_backbone
 
         __version__ = "1.0"
 
@@ -82,7 +82,7 @@ def test_register_backbone_refuses_a_hand_written_hook_it_would_hide(tmp_path):
     plugin.write_text(
         textwrap.dedent("""
         from ssl_bench import hookimpl
-        from ssl_bench.backbones import register_backbone
+        from ssl_bench.blocks.backbones import register_backbone
 
         @hookimpl
         def ssl_bench_backbones():

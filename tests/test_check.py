@@ -5,8 +5,9 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from ssl_bench import check, results
+from ssl_bench import results
 from ssl_bench.cli import main
+from ssl_bench.commands import check
 from ssl_bench.results import Result
 
 ROOT = Path(__file__).resolve().parents[1]

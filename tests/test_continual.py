@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from ssl_bench import continual, results
+from ssl_bench import results
 from ssl_bench.errors import UserError
+from ssl_bench.results import continual
 
 # R[i, j]: after phase i, on experience j. R[1, 0] > R[0, 0], so max-based and initial-minus-final
 # forgetting differ for experience 0.

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ssl_bench import imagecache
+from ssl_bench.blocks import imagecache
 from ssl_bench.errors import UserError
 from ssl_bench_plugins.datasets.cifar import cifar10, cifar100
 from ssl_bench_plugins.datasets.imagefolder import imagefolder

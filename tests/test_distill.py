@@ -1,4 +1,4 @@
-"""Distillation into the previous model (ssl_bench.distill, CaSSLe, PFR): the frozen copy runs with batch
+"""Distillation into the previous model (ssl_bench.blocks.distill, CaSSLe, PFR): the frozen copy runs with batch
 statistics and changes nothing, each method gets the reference's distillation loss, PFR's regulariser."""
 
 import numpy as np
@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_bench import distill, results
+from ssl_bench import results
+from ssl_bench.blocks import distill
 from ssl_bench.cli import main
 from ssl_bench.engine.loop import train_phase
 from ssl_bench_plugins.strategies.cassle import CaSSLe

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_bench import domain_transforms as dt
+from ssl_bench.blocks import domain_transforms as dt
 from ssl_bench.errors import UserError
 from ssl_bench_plugins.datasets.imagefolder import imagefolder
 from ssl_bench_plugins.datasets.tiny_imagenet import tiny_imagenet

@@ -8,12 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_bench import augment, continual, probes, protocol
+from ssl_bench import protocol
 from ssl_bench.api import Batch, Features, Method
+from ssl_bench.blocks import augment, probes
 from ssl_bench.engine import RunConfig
 from ssl_bench.engine.build import Run
 from ssl_bench.errors import UserError
 from ssl_bench.registry import Registry
+from ssl_bench.results import continual
 from ssl_bench_plugins.evaluators import cka, collapse, downstream, fewshot, knn, linear, sharpness
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from ssl_bench import leaderboard
 from ssl_bench.cli import main
+from ssl_bench.results import tables as leaderboard
 from tests.test_leaderboard import T, make_result
 
 pd = pytest.importorskip("pandas")

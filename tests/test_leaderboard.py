@@ -13,9 +13,11 @@ import h5py
 import numpy as np
 import pytest
 
-from ssl_bench import continual, leaderboard, results
 from ssl_bench import protocol as protocols
+from ssl_bench import results
 from ssl_bench.cli import main
+from ssl_bench.results import continual
+from ssl_bench.results import tables as leaderboard
 
 T = 4  # experiences of the smoke protocol
 

@@ -1,9 +1,9 @@
-"""Multi-crop views (ssl_bench.augment.MultiCrop): shapes, sizes, per-sample randomness, determinism, bad input."""
+"""Multi-crop views (ssl_bench.blocks.augment.MultiCrop): shapes, sizes, per-sample randomness, determinism, bad input."""
 
 import pytest
 import torch
 
-from ssl_bench import augment as A
+from ssl_bench.blocks import augment as A
 from ssl_bench.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from ssl_bench import cli, plot, results
+from ssl_bench import cli, results
+from ssl_bench.results import figures as plot
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -91,7 +91,7 @@ def test_bad_extends_gets_one_line_errors(text, message):
 
 def test_cpu_full_twin_has_the_cpu_protocols_compute_without_stages():
     """Claim 5 of the report compares tinyimagenet-cpu with this twin: equal estimated FLOPs, all else equal."""
-    from ssl_bench.report import _comparable, _flops
+    from ssl_bench.results.claims.claim_5 import _comparable, _flops
 
     staged, full = (protocol.load(n).model_dump(mode="json") for n in ("tinyimagenet-cpu", "tinyimagenet-cpu-full"))
     assert staged["train"]["stages"] and not full["train"]["stages"]
@@ -101,7 +101,7 @@ def test_cpu_full_twin_has_the_cpu_protocols_compute_without_stages():
 
 def test_cpu_domains_twin_differs_from_the_cpu_protocol_only_in_its_domains():
     """Claims 1 and 2 of the report take tinyimagenet-cpu's domain-stream runs from this twin."""
-    from ssl_bench.report import domain_twins
+    from ssl_bench.results.claims.base import domain_twins
 
     base, twin = (protocol.load(n) for n in ("tinyimagenet-cpu", "tinyimagenet-cpu-domains"))
     assert twin.dataset.options["transform_domains"] is True and twin.defaults.stream == "domain"

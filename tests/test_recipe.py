@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_bench import optim, recipe
+from ssl_bench import recipe
+from ssl_bench.engine import optim
 from ssl_bench.errors import UserError
 
 

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from ssl_bench import protocol as protocols
-from ssl_bench import report, results
+from ssl_bench import results
 from ssl_bench.cli import main
 from ssl_bench.errors import UserError
+from ssl_bench.results import claims as report
+from ssl_bench.results.claims import base
 
 T = 4
 SMOKE = protocols.load("smoke")
@@ -147,7 +149,7 @@ def verdicts(text: str) -> dict[tuple[str, str], str]:
 
 
 def test_every_claim_reproduced_with_its_numbers(reproducing):
-    text = report.render(report.collect(reproducing))
+    text = report.render(base.collect(reproducing))
     v = verdicts(text)
     assert v[("1", "smoke-v2")] == "reproduced"
     for claim in ("2", "3", "4a", "4b", "4c", "6a", "6b"):
@@ -188,19 +190,19 @@ def test_every_claim_reproduced_with_its_numbers(reproducing):
 def test_spearman_matches_an_independent_computation(reproducing):
     runs = [
         r
-        for r in report.collect(reproducing)
+        for r in base.collect(reproducing)
         if r.scope == "smoke-v2" and r.attrs["method"] != "supervised" and "collapse_auc" in r.numbers
     ]
-    text = section(report.render(report.collect(reproducing)), "4a", "smoke-v2")
+    text = section(report.render(base.collect(reproducing)), "4a", "smoke-v2")
     for stream in GAP:  # one correlation per stream
         mine = [r for r in runs if r.attrs["stream"] == stream]
         x = np.array([r.numbers["collapse_auc"] for r in mine])
         y = np.array([r.numbers["final_avg_acc"] for r in mine])
-        expected = np.corrcoef(report._ranks(x), report._ranks(y))[0, 1]
-        assert report.spearman(x, y) == pytest.approx(expected)
+        expected = np.corrcoef(base._ranks(x), base._ranks(y))[0, 1]
+        assert base.spearman(x, y) == pytest.approx(expected)
         assert f"- {stream}: Spearman rho = {expected:.3f} over {len(mine)} runs of byol, simclr" in text
-    assert report.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert report.spearman([1, 2, 2, 3], [3, 2, 2, 1]) == pytest.approx(-1.0)  # ties get average ranks
+    assert base.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert base.spearman([1, 2, 2, 3], [3, 2, 2, 1]) == pytest.approx(-1.0)  # ties get average ranks
 
 
 def test_collapse_is_correlated_with_accuracy_within_a_stream_not_across_streams(tmp_path):
@@ -212,10 +214,10 @@ def test_collapse_is_correlated_with_accuracy_within_a_stream_not_across_streams
                 for strategy, step in (("sequential", 0.0), ("joint", 0.01)):
                     up = shift + step + 0.001 * seed
                     make(tmp_path, method, stream, strategy, seed, acc0 + up, auc=auc0 + up)
-    runs = [r for r in report.collect(tmp_path) if "collapse_auc" in r.numbers]
-    pooled = report.spearman([r.numbers["collapse_auc"] for r in runs], [r.numbers["final_avg_acc"] for r in runs])
+    runs = [r for r in base.collect(tmp_path) if "collapse_auc" in r.numbers]
+    pooled = base.spearman([r.numbers["collapse_auc"] for r in runs], [r.numbers["final_avg_acc"] for r in runs])
     assert pooled < -0.5  # what pooling across streams would have reported
-    text = report.render(report.collect(tmp_path))
+    text = report.render(base.collect(tmp_path))
     assert verdicts(text)[("4a", "smoke-v2")] == "not reproduced"
     four = section(text, "4a", "smoke-v2")
     assert "- instance: Spearman rho = 1.000 over 8 runs of byol, simclr" in four
@@ -234,7 +236,7 @@ def test_a_claim_that_does_not_hold_is_reported_as_not_reproduced(tmp_path):
             for stream, gap in {"instance": 0.08, "distant": 0.05, "domain": 0.06}.items():
                 make(tmp_path, method, stream, "sequential", seed, b + j)
                 make(tmp_path, method, stream, "joint", seed, b + gap + j)
-    text = report.render(report.collect(tmp_path))
+    text = report.render(base.collect(tmp_path))
     v = verdicts(text)
     assert v[("3", "smoke-v2")] == "not reproduced"
     assert "- class: simclr forgetting 20.00 < supervised 2.00: no" in text
@@ -248,7 +250,7 @@ def test_missing_runs_make_a_claim_not_testable_and_are_named(tmp_path):
         make(tmp_path, "simclr", "instance", "sequential", seed, 0.6, seconds=120.0)
         make(tmp_path, "simclr", "instance", "joint", seed, 0.61, seconds=120.0)
     make(tmp_path, "simclr", "class", "sequential", 0, 0.6, seconds=120.0)  # one seed: not enough
-    text = report.render(report.collect(tmp_path))
+    text = report.render(base.collect(tmp_path))
     v = verdicts(text)
     assert set(v.values()) == {"not testable"}
     one = section(text, "1", "smoke-v2")
@@ -269,21 +271,21 @@ def test_s3l_without_an_equal_compute_twin_says_what_would_match(tmp_path):
     for seed in SEEDS:
         make(tmp_path, "simclr", "instance", "sequential", seed, 0.55, proto=staged)
         make(tmp_path, "simclr", "instance", "sequential", seed, 0.50)  # smoke: 2 epochs at 32 px, 1.6x the FLOPs
-    text = section(report.render(report.collect(tmp_path)), "5", "smoke-s3l-v2")
+    text = section(report.render(base.collect(tmp_path)), "5", "smoke-s3l-v2")
     assert "not testable" in text and "epochs_per_experience = 1.25" in text and "smoke-v2 has 1.60x the FLOPs" in text
 
 
 def test_bad_input_is_one_line_and_unreadable_files_are_skipped(tmp_path, caplog, capsys):
     with pytest.raises(UserError, match="does not exist"):
-        report.collect(tmp_path / "nope")
+        base.collect(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no result files" in capsys.readouterr().err
     (tmp_path / "empty" / "broken.h5").write_bytes(b"not hdf5")
     with pytest.raises(UserError, match="none of the 1 .h5 files"):
-        report.collect(tmp_path / "empty")
+        base.collect(tmp_path / "empty")
     make(tmp_path / "empty", "simclr", "instance", "sequential", 0, 0.6)
-    runs = report.collect(tmp_path / "empty")
+    runs = base.collect(tmp_path / "empty")
     assert len(runs) == 1 and "broken.h5" in caplog.text
 
 
@@ -311,7 +313,7 @@ def test_domains_made_from_transforms_are_named(tmp_path):
     d["name"], d["dataset"]["options"] = "smoke-domains", {"transform_domains": True}
     proto = protocols.Protocol.model_validate(d)
     make(tmp_path, "simclr", "domain", "sequential", 0, 0.5, proto=proto)
-    text = section(report.render(report.collect(tmp_path)), "1", "smoke-domains-v2")
+    text = section(report.render(base.collect(tmp_path)), "1", "smoke-domains-v2")
     assert "made from image transforms (photo, grayscale, edges, cartoon; dataset option `transform_domains`" in text
 
 
@@ -333,10 +335,10 @@ def test_the_domain_stream_comes_from_the_domain_twin_protocol(tmp_path):
                 make(tmp_path, method, "domain", strategy, seed, b + j + frac * GAP["domain"], proto=twin)
         make(tmp_path, "simclr", "domain", "sequential", seed, 0.1, proto=other)
         make(tmp_path, "simclr", "domain", "joint", seed, 0.9, proto=other)
-    assert report.domain_twins({p.label: p.model_dump(mode="json") for p in (SMOKE, twin, other)}) == {
+    assert base.domain_twins({p.label: p.model_dump(mode="json") for p in (SMOKE, twin, other)}) == {
         "smoke-v2": "smoke-domains-v2"
     }
-    text = report.render(report.collect(tmp_path))
+    text = report.render(base.collect(tmp_path))
     v = verdicts(text)
     assert v[("1", "smoke-v2")] == "reproduced" and v[("2", "smoke-v2")] == "reproduced"
     assert ("1", "smoke-domains-v2") not in v and ("2", "smoke-domains-v2") not in v  # judged with its base
@@ -353,10 +355,10 @@ def test_a_missing_domain_stream_is_asked_of_the_shipped_domain_twin(tmp_path):
     for seed in SEEDS:
         make(tmp_path / "a", "simclr", "instance", "sequential", seed, 0.1, proto=cpu)
         make(tmp_path / "b", "simclr", "domain", "sequential", seed, 0.1, proto=twin)
-    one = section(report.render(report.collect(tmp_path / "a")), "1", "tinyimagenet-cpu-v1")
+    one = section(report.render(base.collect(tmp_path / "a")), "1", "tinyimagenet-cpu-v1")
     assert "simclr/domain/sequential under tinyimagenet-cpu-domains-v1 (0 of 3 seeds)" in one
     assert "simclr/class/sequential (0 of 3 seeds)" in one
-    v = verdicts(report.render(report.collect(tmp_path / "b")))  # the twin alone is judged on its own
+    v = verdicts(report.render(base.collect(tmp_path / "b")))  # the twin alone is judged on its own
     assert v[("1", "tinyimagenet-cpu-domains-v1")] == "not testable"
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_bench import results, sweep
+from ssl_bench import results
 from ssl_bench.cli import main
 from ssl_bench.engine import RunConfig, execute, loop
 from ssl_bench.engine import build as build_mod
+from ssl_bench.engine import launch as sweep
 from ssl_bench.engine.build import Run
 from ssl_bench.errors import UserError
 from ssl_bench.protocol import load as load_protocol

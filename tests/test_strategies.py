@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_bench import augment, results
-from ssl_bench.buffers import ReplayBuffer
+from ssl_bench import results
+from ssl_bench.blocks import augment
+from ssl_bench.blocks.buffers import ReplayBuffer
 from ssl_bench.cli import main
 from ssl_bench.engine import RunConfig, checkpoint
 from ssl_bench.engine.build import Run
 from ssl_bench.engine.loop import train_phase
-from ssl_bench.optim import LARS
+from ssl_bench.engine.optim import LARS
 from ssl_bench.protocol import load
 from ssl_bench.registry import Registry
 

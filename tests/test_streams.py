@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_bench import manifest
 from ssl_bench.api import Dataset, ImageSet
+from ssl_bench.blocks import splits as manifest
 from ssl_bench.cli import main
 from ssl_bench.errors import UserError
 from ssl_bench_plugins.datasets.synthetic import synthetic

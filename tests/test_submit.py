@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from ssl_bench import protocol as protocols
-from ssl_bench import results, submit
+from ssl_bench import results
 from ssl_bench.cli import main
 from ssl_bench.errors import UserError
+from ssl_bench.results import submission as submit
 from tests.test_leaderboard import make_result, other_protocol
 
 SMOKE = protocols.load("smoke")

@@ -19,9 +19,11 @@ import h5py
 import numpy as np
 import pytest
 
-from ssl_bench import leaderboard, results, submit
 from ssl_bench import protocol as protocols
+from ssl_bench import results
 from ssl_bench.errors import UserError
+from ssl_bench.results import submission as submit
+from ssl_bench.results import tables as leaderboard
 from tests.test_leaderboard import make_result, rehash
 
 SMOKE = protocols.load("smoke")
@@ -219,7 +221,7 @@ def test_leaderboard_never_shows_an_edited_summary(runs, tmp_path):
 
 def test_summary_is_recomputed_in_one_place(runs, monkeypatch):
     """leaderboard and submit both get their numbers from continual.summarize, through Result.summary."""
-    from ssl_bench import continual
+    from ssl_bench.results import continual
 
     calls = []
     real = continual.summarize
@@ -270,7 +272,7 @@ def test_edited_arrays_with_a_consistent_summary_are_caught_by_the_hash_but_a_fu
     with h5py.File(runs[0], "r+") as f:
         f["metrics/acc_matrix"][-1, :] = 0.95
         r_arrays = {k: f[k][()] for k in ("metrics/acc_matrix", "metrics/acc_init", "phases/experiences")}
-    from ssl_bench import continual
+    from ssl_bench.results import continual
 
     for key, value in continual.summarize(r_arrays).items():
         _edit_summary(runs[0], key, value)

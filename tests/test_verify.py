@@ -8,9 +8,11 @@ import h5py
 import numpy as np
 import pytest
 
-from ssl_bench import continual, results, verify
 from ssl_bench import protocol as protocols
+from ssl_bench import results
 from ssl_bench.cli import main
+from ssl_bench.results import continual
+from ssl_bench.results import reproduce as verify
 from tests.test_leaderboard import make_result, rehash
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssl_bench import vit as V
+from ssl_bench.blocks import transformer as V
 from ssl_bench.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,7 +38,7 @@ def test_factories_give_the_deit_widths_and_feature_shapes(name, width):
 
 
 def test_full_depth_tiny_has_twelve_blocks_and_the_registry_lists_the_three(tmp_path):
-    from ssl_bench.backbones import registered
+    from ssl_bench.blocks.backbones import registered
 
     module = _plugin()
     assert set(registered(module.__name__)) == {"vit_tiny", "vit_small", "vit_base"}

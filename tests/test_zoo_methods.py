@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssl_bench import augment, results
+from ssl_bench import results
+from ssl_bench.blocks import augment
 from ssl_bench.cli import main
 from ssl_bench.errors import UserError
 from ssl_bench_plugins.backbones.vit import vit_tiny

@@ -4,7 +4,7 @@ Issue 14, section 5. For every seed and method, ssl-bench trains its method thro
 (``ssl_bench.engine.loop.train_phase``: one joint phase over the whole training set) and lightly's
 version (lightly's loss, heads, momentum utilities and transforms) trains a copy of the SAME initial
 backbone, on the same images, in the same batch order, with the same LARS optimiser and schedule
-(``ssl_bench.optim``, built from the method's shipped recipe) and the same head sizes, temperature and
+(``ssl_bench.engine.optim``, built from the method's shipped recipe) and the same head sizes, temperature and
 momentum (the recipe's options). Both frozen backbones are then scored by ssl-bench's ``knn``
 evaluator on the same features (``ssl_bench.engine.evaluation.features``), and so is the shared initial
 backbone (the "random init" row: how much each library learned). What differs, and why:
@@ -42,14 +42,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import ssl_bench
-from ssl_bench import augment, protocol
-from ssl_bench.augment import ViewSpec
+from ssl_bench import protocol
+from ssl_bench.blocks import augment
+from ssl_bench.blocks.augment import ViewSpec
 from ssl_bench.engine import RunConfig, resolve_recipe
 from ssl_bench.engine.build import Run
 from ssl_bench.engine.evaluation import features
 from ssl_bench.engine.loop import phase_pool, schedule_of, train_phase
+from ssl_bench.engine.optim import lr_at, make_optimizer, set_lr
 from ssl_bench.errors import UserError
-from ssl_bench.optim import lr_at, make_optimizer, set_lr
 from ssl_bench.protocol import Protocol
 from ssl_bench.registry import Registry
 

@@ -1,1 +1,1 @@
-"""Backbones (``ssl_bench_backbones``, or :func:`ssl_bench.backbones.register_backbone`). Start from ``resnet.py``."""
+"""Backbones (``ssl_bench_backbones``, or :func:`ssl_bench.blocks.backbones.register_backbone`). Start from ``resnet.py``."""

@@ -6,13 +6,13 @@ max-pool) is torchvision's, for larger images, and with it the network is torchv
 ResNet without its classifier (same layers, same parameter order). ``width`` multiplies every
 stage's channels (S3L's small architectures: 0.25, 0.5, 1); ``drop_conv5`` removes the last
 stage (S3L's conv5-removed variant), so the features are those of conv4.
-Registered with :func:`ssl_bench.backbones.register_backbone`.
+Registered with :func:`ssl_bench.blocks.backbones.register_backbone`.
 """
 
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from ssl_bench.backbones import register_backbone
+from ssl_bench.blocks.backbones import register_backbone
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"

@@ -2,7 +2,7 @@
 
 Dosovitskiy et al., An Image is Worth 16x16 Words, ICLR 2021; sizes from Touvron et al. (DeiT, 2021):
 tiny 192 wide / 3 heads, small 384 / 6, base 768 / 12, all 12 blocks deep with MLP ratio 4.
-The network is :class:`ssl_bench.vit.VisionTransformer` (a small own ViT, no timm dependency; see
+The network is :class:`ssl_bench.blocks.transformer.VisionTransformer` (a small own ViT, no timm dependency; see
 that module). Patch sizes for small images: 4 at 32 px (8 x 8 = 64 tokens; solo-learn's CIFAR ViTs)
 and 8 at 64 px (also 64 tokens); the default is 4. ``img_size`` is the resolution the position table
 is made for (default 32); other resolutions (S3L stages, local crops, evaluation) interpolate it.
@@ -11,11 +11,11 @@ Options: ``patch_size`` (4), ``img_size`` (32), ``pos_embed`` ``learned`` | ``si
 ``pool`` ``cls`` | ``mean`` (cls: the class token is the feature the probes see), ``depth``
 (12; fewer blocks for quick tests), ``drop_path_rate`` (0; DINO trains with 0.1).
 A patch size that does not divide a resolution of the run is a one-line error before training.
-Registered with :func:`ssl_bench.backbones.register_backbone`, like the ResNets.
+Registered with :func:`ssl_bench.blocks.backbones.register_backbone`, like the ResNets.
 """
 
-from ssl_bench.backbones import register_backbone
-from ssl_bench.vit import VisionTransformer
+from ssl_bench.blocks.backbones import register_backbone
+from ssl_bench.blocks.transformer import VisionTransformer
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"

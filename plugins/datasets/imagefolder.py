@@ -3,20 +3,21 @@
 When ``root`` holds ``train/`` and ``test/`` (or ``val/``) folders, each with one folder per
 class, those are the two splits. Otherwise a fixed ``test_fraction`` (default 0.2, at least
 one image) of every class is held out; which images are held out depends only on their file
-names (the lowest CRC-32 of the relative path, :func:`ssl_bench.imagefiles.split_held_out`),
+names (the lowest CRC-32 of the relative path, :func:`ssl_bench.blocks.imagefiles.split_held_out`),
 never on the seed, so every run evaluates on the same images and adding files moves few of
-them. Images are decoded once into the uint8 cache (:mod:`ssl_bench.imagecache`); option
+them. Images are decoded once into the uint8 cache (:mod:`ssl_bench.blocks.imagecache`); option
 ``on_corrupt`` = ``"skip"`` (default: skip and count undecodable files, with a warning) or ``"error"``.
 Option ``transform_domains`` (``true`` or a list of names; default off) renders every image in a domain
-assigned from the dataset's ``seed``, as tiny-imagenet's option does (:mod:`ssl_bench.domain_transforms`).
+assigned from the dataset's ``seed``, as tiny-imagenet's option does (:mod:`ssl_bench.blocks.domain_transforms`).
 """
 
 from pathlib import Path
 
-from ssl_bench import domain_transforms, hookimpl, imagecache
+from ssl_bench import hookimpl
 from ssl_bench.api import Dataset
+from ssl_bench.blocks import domain_transforms, imagecache
+from ssl_bench.blocks.imagefiles import check_fraction, class_folders, image_files, split_held_out
 from ssl_bench.errors import UserError
-from ssl_bench.imagefiles import check_fraction, class_folders, image_files, split_held_out
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"

@@ -3,7 +3,7 @@
 ``multidomain``: every sub-folder of ``root`` is a domain, every sub-folder of a domain a
 class; classes are the union over domains (a class may be absent from a domain). A fixed
 ``test_fraction`` of every (domain, class) folder is held out, chosen by file name as in the
-``imagefolder`` plugin (:func:`ssl_bench.imagefiles.split_held_out`).
+``imagefolder`` plugin (:func:`ssl_bench.blocks.imagefiles.split_held_out`).
 
 ``domainnet``: DomainNet's own split: ``root/<domain>_train.txt`` and ``root/<domain>_test.txt``
 list ``<domain>/<class>/<file> <label>`` relative to ``root``; every domain with both files is used
@@ -11,15 +11,16 @@ list ``<domain>/<class>/<file> <label>`` relative to ``root``; every domain with
 
 Both take options ``domains`` and ``classes`` (lists of names) to use a subset, and
 ``on_corrupt`` (``"skip"``: skip and count undecodable files with a warning, the default; or
-``"error"``). Images are decoded once into the uint8 cache (:mod:`ssl_bench.imagecache`).
+``"error"``). Images are decoded once into the uint8 cache (:mod:`ssl_bench.blocks.imagecache`).
 """
 
 from pathlib import Path
 
-from ssl_bench import hookimpl, imagecache
+from ssl_bench import hookimpl
 from ssl_bench.api import Dataset
+from ssl_bench.blocks import imagecache
+from ssl_bench.blocks.imagefiles import check_fraction, class_folders, image_files, split_held_out
 from ssl_bench.errors import UserError
-from ssl_bench.imagefiles import check_fraction, class_folders, image_files, split_held_out
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_bench import hookimpl, imagecache
+from ssl_bench import hookimpl
 from ssl_bench.api import Dataset, ImageSet
+from ssl_bench.blocks import imagecache
 from ssl_bench.errors import UserError
 
 __version__ = "0.1.0"

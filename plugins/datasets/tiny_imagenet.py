@@ -10,12 +10,12 @@ Expected under ``--data-root``::
 
 The held-out split is ``val`` (the original ``test`` folder has no labels). Class ids are
 WordNet 3.0 noun ids, so the ``distant`` stream can group them by the WordNet hierarchy.
-Images are decoded once into the uint8 cache (:mod:`ssl_bench.imagecache`). Options:
+Images are decoded once into the uint8 cache (:mod:`ssl_bench.blocks.imagecache`). Options:
 ``n_classes`` (the first n of the sorted ids) or ``classes`` (a list of ids) take a subset;
 ``on_corrupt`` = ``"skip"`` (default: skip and count undecodable files, with a warning) or ``"error"``.
 
 Option ``transform_domains`` (default off) makes a domain-incremental benchmark of it
-(:mod:`ssl_bench.domain_transforms`): ``true`` renders every image in one of four domains, photo,
+(:mod:`ssl_bench.blocks.domain_transforms`): ``true`` renders every image in one of four domains, photo,
 grayscale, edges (an edge sketch) and cartoon (smoothed and posterised), or a list names some of
 them. Each image's domain is assigned from the dataset's ``seed`` (the protocol's
 ``dataset.seed``), balanced within every class, the same for every run of the protocol; the
@@ -24,8 +24,9 @@ them. Each image's domain is assigned from the dataset's ``seed`` (the protocol'
 
 from pathlib import Path
 
-from ssl_bench import domain_transforms, hookimpl, imagecache
+from ssl_bench import hookimpl
 from ssl_bench.api import Dataset
+from ssl_bench.blocks import domain_transforms, imagecache
 from ssl_bench.errors import UserError
 
 __version__ = "0.1.0"

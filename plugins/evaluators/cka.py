@@ -8,7 +8,7 @@ ones), after every phase:
   (the first phase is compared with the random-init backbone);
 - ``features`` (float16, [n, D]) and ``index`` (their test indices): stored per phase, so
   that CKA between any two phases, or with another run, can be computed from the files
-  (``ssl-bench plot`` draws the phase x phase matrix; ``ssl_bench.continual.cka_to_joint``).
+  (``ssl-bench plot`` draws the phase x phase matrix; ``ssl_bench.results.continual.cka_to_joint``).
 
 At the end of the run, if the joint run of the same protocol, method, stream and seed is
 already in ``--out``, ``end/cka/joint`` is the CKA between the two final backbones.
@@ -22,10 +22,10 @@ import torch
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
-from ssl_bench.continual import linear_cka
+from ssl_bench.blocks.probes import held_out
 from ssl_bench.errors import UserError
-from ssl_bench.probes import held_out
 from ssl_bench.results import Result
+from ssl_bench.results.continual import linear_cka
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"

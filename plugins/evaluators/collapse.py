@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
-from ssl_bench.probes import held_out
+from ssl_bench.blocks.probes import held_out
 
 __version__ = "0.2.0"
 __license__ = "Apache-2.0"

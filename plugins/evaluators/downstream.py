@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ssl_bench import augment, hookimpl
+from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
+from ssl_bench.blocks import augment
+from ssl_bench.blocks.probes import fit_predict
 from ssl_bench.errors import UserError
-from ssl_bench.probes import fit_predict
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"

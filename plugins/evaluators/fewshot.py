@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
+from ssl_bench.blocks.probes import fit_predict, held_out
 from ssl_bench.errors import UserError
-from ssl_bench.probes import fit_predict, held_out
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"

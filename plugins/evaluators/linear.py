@@ -3,11 +3,11 @@
 For each experience j, the classifier is trained on the features of j's labelled training
 samples and tested on j's held-out samples; after every phase this gives one row of the
 accuracy matrix. Features are extracted once per phase by the engine; the classifier
-(:func:`ssl_bench.probes.fit_predict`) is fitted full-batch with L-BFGS on standardised
+(:func:`ssl_bench.blocks.probes.fit_predict`) is fitted full-batch with L-BFGS on standardised
 features (deterministic, no learning rate to tune), with an L2 penalty ``l2 * ||W||^2``. Its
 strength is chosen per experience and phase as Kornblith et al. (CVPR 2019) do: from ``l2_grid``,
 by accuracy on a seeded ``val_fraction`` of the probe's own training split
-(:func:`ssl_bench.probes.select_l2`); the probe is then refitted on the whole split. The chosen
+(:func:`ssl_bench.blocks.probes.select_l2`); the probe is then refitted on the whole split. The chosen
 values are stored (``linear/l2``, per experience). A fixed ``l2`` skips the selection. The
 features are cached by the engine, so a probe costs L-BFGS iterations on a [n, D] matrix, not a
 pass through the network.
@@ -17,8 +17,8 @@ import numpy as np
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
+from ssl_bench.blocks.probes import fit_predict, select_l2
 from ssl_bench.errors import UserError
-from ssl_bench.probes import fit_predict, select_l2
 
 __version__ = "0.2.0"
 __license__ = "Apache-2.0"

@@ -24,8 +24,9 @@ import logging
 import numpy as np
 import torch
 
-from ssl_bench import augment, hookimpl
+from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
+from ssl_bench.blocks import augment
 from ssl_bench.errors import UserError
 from ssl_bench.ops import reference_ops, sharpness
 

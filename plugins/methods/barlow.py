@@ -71,7 +71,7 @@ class BarlowTwins(Method):
             "options": {"proj_hidden": 2048, "proj_dim": 2048, "scale_loss": 0.1},
         },
     }
-    distillation = "decorrelative"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
+    distillation = "decorrelative"  # CaSSLe's distiller for this kind of method (ssl_bench.blocks.distill)
 
     def __init__(self, backbone, proj_hidden: int = 8192, proj_dim: int = 8192, lambd: float = 0.0051, scale_loss: float = 1.0):
         super().__init__(backbone)

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Method
+from ssl_bench.blocks.heads import cosine_momentum, ema_update, frozen_copy, mlp
 from ssl_bench.errors import UserError
-from ssl_bench.heads import cosine_momentum, ema_update, frozen_copy, mlp
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"
@@ -60,7 +60,7 @@ class BYOL(Method):
             "options": {"base_momentum": 0.99},
         },
     }
-    distillation = "predictive"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
+    distillation = "predictive"  # CaSSLe's distiller for this kind of method (ssl_bench.blocks.distill)
 
     def __init__(
         self,

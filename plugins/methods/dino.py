@@ -61,9 +61,9 @@ from torch import nn
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Method
-from ssl_bench.augment import MultiCrop
+from ssl_bench.blocks.augment import MultiCrop
+from ssl_bench.blocks.heads import cosine_momentum, ema_update, frozen_copy
 from ssl_bench.errors import UserError
-from ssl_bench.heads import cosine_momentum, ema_update, frozen_copy
 
 __version__ = "0.2.0"
 __license__ = "Apache-2.0"
@@ -147,7 +147,7 @@ def forward_by_resolution(backbone: nn.Module, head: nn.Module, views: list[torc
 
 
 class DINO(Method):
-    distillation = "predictive"  # CaSSLe uses its "knowledge" distiller here; not implemented (ssl_bench.distill)
+    distillation = "predictive"  # CaSSLe uses its "knowledge" distiller here; not implemented (ssl_bench.blocks.distill)
     recipes = {
         "s3l": {
             "optimizer": "lars",

@@ -39,9 +39,9 @@ from torch import nn
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Method
-from ssl_bench.augment import MultiCrop
+from ssl_bench.blocks.augment import MultiCrop
+from ssl_bench.blocks.transformer import Block, init_weights, is_vit, sincos_pos_embed
 from ssl_bench.errors import UserError
-from ssl_bench.vit import Block, init_weights, is_vit, sincos_pos_embed
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Method
+from ssl_bench.blocks.heads import cosine_momentum, ema_update, enqueue_, frozen_copy, mlp
 from ssl_bench.errors import UserError
-from ssl_bench.heads import cosine_momentum, ema_update, enqueue_, frozen_copy, mlp
 from ssl_bench.ops import moco_info_nce
 
 __version__ = "0.1.0"
@@ -70,7 +70,7 @@ class MoCo(Method):
             },
         },
     }
-    distillation = "contrastive"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
+    distillation = "contrastive"  # CaSSLe's distiller for this kind of method (ssl_bench.blocks.distill)
 
     def __init__(
         self,

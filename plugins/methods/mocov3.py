@@ -22,7 +22,7 @@ last layer (none after the predictor's); predictor 2 layers, hidden 4096; temper
 its random initialisation (``freeze_patch_embed``, the paper's stability trick, Sec. 4.2).
 
 Where this differs from the reference: no queue and no shuffling are involved in either; the ViT's
-weight initialisation is this project's (``ssl_bench.vit``), not the reference's per-layer uniform
+weight initialisation is this project's (``ssl_bench.blocks.transformer``), not the reference's per-layer uniform
 scaling of the qkv and patch weights.
 
 Recipes (``recipes``): "s3l" from solo-learn's ``scripts/pretrain/cifar/mocov3.yaml`` (ResNet-18, 32 px:
@@ -40,10 +40,10 @@ from torch import nn
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Method
+from ssl_bench.blocks.heads import cosine_momentum, ema_update, frozen_copy
+from ssl_bench.blocks.transformer import is_vit
 from ssl_bench.errors import UserError
-from ssl_bench.heads import cosine_momentum, ema_update, frozen_copy
 from ssl_bench.ops import info_nce
-from ssl_bench.vit import is_vit
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"
@@ -74,7 +74,7 @@ def mocov3_loss(q1, q2, k1, k2, temperature: float) -> torch.Tensor:
 
 
 class MoCoV3(Method):
-    distillation = "contrastive"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
+    distillation = "contrastive"  # CaSSLe's distiller for this kind of method (ssl_bench.blocks.distill)
     recipes = {
         "s3l": {
             "optimizer": "lars",

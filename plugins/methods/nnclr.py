@@ -39,8 +39,8 @@ from torch import nn
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Method
+from ssl_bench.blocks.heads import enqueue_
 from ssl_bench.errors import UserError
-from ssl_bench.heads import enqueue_
 from ssl_bench.ops import info_nce
 
 __version__ = "0.1.0"
@@ -65,7 +65,7 @@ def nearest_neighbour(z: torch.Tensor, bank: torch.Tensor, chunk: int = 16384) -
 
 
 class NNCLR(Method):
-    distillation = "contrastive"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
+    distillation = "contrastive"  # CaSSLe's distiller for this kind of method (ssl_bench.blocks.distill)
     recipes = {
         "s3l": {
             "optimizer": "lars",

@@ -7,8 +7,8 @@ Defaults from the paper: a 2-layer MLP projector with a 128-d output and tempera
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Method
+from ssl_bench.blocks.heads import mlp
 from ssl_bench.errors import UserError
-from ssl_bench.heads import mlp
 from ssl_bench.ops import nt_xent
 
 __version__ = "0.1.0"
@@ -40,7 +40,7 @@ class SimCLR(Method):
             "options": {"temperature": 0.2, "proj_hidden": 2048, "proj_dim": 256},
         },
     }
-    distillation = "contrastive"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
+    distillation = "contrastive"  # CaSSLe's distiller for this kind of method (ssl_bench.blocks.distill)
 
     def __init__(self, backbone, proj_hidden: int = 512, proj_dim: int = 128, temperature: float = 0.5):
         if temperature <= 0 or proj_hidden < 1 or proj_dim < 1:

@@ -53,7 +53,7 @@ class SimSiam(Method):
             "options": {"proj_hidden": 2048, "proj_dim": 2048, "pred_hidden": 512},
         },
     }
-    distillation = "predictive"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
+    distillation = "predictive"  # CaSSLe's distiller for this kind of method (ssl_bench.blocks.distill)
 
     def __init__(self, backbone, proj_hidden: int = 2048, proj_dim: int = 2048, pred_hidden: int = 512):
         super().__init__(backbone)

@@ -47,7 +47,7 @@ from torch import nn
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Method
-from ssl_bench.augment import MultiCrop
+from ssl_bench.blocks.augment import MultiCrop
 from ssl_bench.errors import UserError
 
 __version__ = "0.1.0"
@@ -98,7 +98,7 @@ def swav_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], temperature
 
 
 class SwAV(Method):
-    distillation = "predictive"  # CaSSLe uses its "knowledge" distiller here; not implemented (ssl_bench.distill)
+    distillation = "predictive"  # CaSSLe uses its "knowledge" distiller here; not implemented (ssl_bench.blocks.distill)
     recipes = {
         "s3l": {
             "optimizer": "lars",

@@ -70,7 +70,7 @@ class VICReg(Method):
             "options": {"proj_hidden": 2048, "proj_dim": 2048},
         },
     }
-    distillation = "predictive_mse"  # CaSSLe's distiller for this kind of method (ssl_bench.distill)
+    distillation = "predictive_mse"  # CaSSLe's distiller for this kind of method (ssl_bench.blocks.distill)
 
     def __init__(
         self,

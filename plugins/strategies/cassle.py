@@ -6,7 +6,7 @@ hidden 2048 as in the reference, trained with the model) maps the current model'
 model from the end of the previous phase gives for the same views, and ``weight * L_distill(g(z), z_old)``
 is added to the method's loss. As in the reference code (DonkeyShot21/cassle, ``cassle/distillers/``)
 the distillation loss follows the method, by the kind it declares in ``Method.distillation``
-(:mod:`ssl_bench.distill`):
+(:mod:`ssl_bench.blocks.distill`):
 
 * ``contrastive`` (SimCLR, MoCo v2 / v3, NNCLR): with ``P = [g(z^1); g(z^2)]`` and ``Z = [z_old^1; z_old^2]``
   L2-normalised, ``L = 1/2 [CE(P Z^T / tau) + CE(Z P^T / tau)]`` with the same sample and view as the
@@ -19,7 +19,7 @@ the distillation loss follows the method, by the kind it declares in ``Method.di
 
 ``weight`` defaults to the reference's per kind (1, or 25 for ``predictive_mse``); ``loss`` forces a kind.
 Gradients flow into the current model and the predictor, never into the frozen copy. The frozen copy
-(:class:`ssl_bench.distill.FrozenModel`, shared with PFR) runs in training mode, with the statistics of
+(:class:`ssl_bench.blocks.distill.FrozenModel`, shared with PFR) runs in training mode, with the statistics of
 the batch it sees, as the reference's (a deep copy never switched to eval), and changes no running
 statistics.
 
@@ -33,9 +33,9 @@ reference, the same value.
 from __future__ import annotations
 
 from ssl_bench import hookimpl
-from ssl_bench.distill import LOSSES, WEIGHTS, FrozenDistillation, contrastive, distillation_kind
+from ssl_bench.blocks.distill import LOSSES, WEIGHTS, FrozenDistillation, contrastive, distillation_kind
+from ssl_bench.blocks.heads import mlp
 from ssl_bench.errors import UserError
-from ssl_bench.heads import mlp
 
 __version__ = "0.2.0"
 __license__ = "Apache-2.0"

@@ -7,7 +7,7 @@ views, so the SSL loss sees interpolations between the current and the past dist
 buffer samples are augmented like the current ones (their own random views, at the same
 resolution). The first experience has no buffer and trains unchanged.
 
-The buffer is :class:`ssl_bench.buffers.StreamBuffer`, as replay's (reservoir by default),
+The buffer is :class:`ssl_bench.blocks.buffers.StreamBuffer`, as replay's (reservoir by default),
 checkpointed and recorded like replay's. ``fill="step"`` (default) fills it online as the
 reference code (UCL, Madaan et al.) does: after every step's partners are drawn, the step's own
 samples are offered to the reservoir, so mixup starts within experience 0, with its earlier
@@ -23,7 +23,7 @@ import torch
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Strategy
-from ssl_bench.buffers import StreamBuffer
+from ssl_bench.blocks.buffers import StreamBuffer
 from ssl_bench.errors import UserError
 
 __version__ = "0.2.0"

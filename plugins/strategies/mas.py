@@ -8,7 +8,7 @@ old ones first). While training later phases the quadratic penalty
 ``lam * sum(importance * (theta - theta_anchor)^2)`` (the MAS paper's penalty, Eq. 3, so that its
 lambda values transfer) pulls the parameters towards
 their values at the end of the previous phase; its gradient is written straight into
-``.grad`` after the backward pass (:class:`ssl_bench.regularizers.QuadraticRegularizer`,
+``.grad`` after the backward pass (:class:`ssl_bench.blocks.regularizers.QuadraticRegularizer`,
 which ``ewc`` uses too, with another importance).
 Hu et al. (ICLR 2022) use MAS this way for streaming SSL pre-training.
 
@@ -26,8 +26,9 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, grad, vmap
 
-from ssl_bench import augment, hookimpl
-from ssl_bench.regularizers import QuadraticRegularizer
+from ssl_bench import hookimpl
+from ssl_bench.blocks import augment
+from ssl_bench.blocks.regularizers import QuadraticRegularizer
 
 __version__ = "0.3.0"
 __license__ = "Apache-2.0"

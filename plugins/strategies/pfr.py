@@ -19,7 +19,7 @@ Where this differs: the current backbone's features are computed again for the r
 strategy cannot see inside the method's loss), so a step costs one more backbone forward and backward
 per distilled view than in the reference, which reuses the training step's features; the value is the same.
 
-The frozen model is :class:`ssl_bench.distill.FrozenModel`, shared with CaSSLe: a copy run in training
+The frozen model is :class:`ssl_bench.blocks.distill.FrozenModel`, shared with CaSSLe: a copy run in training
 mode (batch statistics, as the reference never switches it to eval) whose running statistics never move.
 """
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench import hookimpl
-from ssl_bench.distill import FrozenDistillation
+from ssl_bench.blocks.distill import FrozenDistillation
 from ssl_bench.errors import UserError
 
 __version__ = "0.1.0"

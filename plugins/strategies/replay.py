@@ -1,6 +1,6 @@
 """Data replay: a buffer of past training samples mixed into every batch (Hu et al., ICLR 2022).
 
-The buffer (:class:`ssl_bench.buffers.StreamBuffer`) stores *indices* into ``dataset.train``,
+The buffer (:class:`ssl_bench.blocks.buffers.StreamBuffer`) stores *indices* into ``dataset.train``,
 never images, so it is small and goes into every checkpoint. After each phase the samples of
 the experiences it trained on are offered to the buffer one by one, in a seeded random order:
 
@@ -27,7 +27,7 @@ import torch
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Batch, Strategy
-from ssl_bench.buffers import StreamBuffer
+from ssl_bench.blocks.buffers import StreamBuffer
 from ssl_bench.errors import UserError
 
 __version__ = "0.2.0"

@@ -3,13 +3,13 @@
 Every experience holds all training and held-out samples of its classes and no other, so
 two experiences never share a class. ``Experience.classes`` lists each experience's classes in
 the shuffled order, which the result file keeps (``stream/class_order``). The experiences are
-made by :func:`ssl_bench.class_groups.class_experiences`.
+made by :func:`ssl_bench.blocks.class_groups.class_experiences`.
 """
 
 import numpy as np
 
 from ssl_bench import hookimpl
-from ssl_bench.class_groups import check_n_experiences, class_experiences
+from ssl_bench.blocks.class_groups import check_n_experiences, class_experiences
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"

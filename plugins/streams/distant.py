@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ssl_bench import hookimpl
-from ssl_bench.class_groups import check_n_experiences, class_experiences
+from ssl_bench.blocks.class_groups import check_n_experiences, class_experiences
 from ssl_bench.errors import UserError
 
 __version__ = "0.1.0"

@@ -1,13 +1,14 @@
 """User-defined stream: the experiences listed in a manifest file (option ``path``).
 
-The file format is described in :mod:`ssl_bench.manifest`; ``ssl-bench stream-export``
+The file format is described in :mod:`ssl_bench.blocks.splits`; ``ssl-bench stream-export``
 writes one for any stream. The manifest fixes the number of experiences: when the
 protocol's ``n_experiences`` differs, the manifest wins and a warning says so.
 """
 
 import logging
 
-from ssl_bench import hookimpl, manifest
+from ssl_bench import hookimpl
+from ssl_bench.blocks import splits as manifest
 from ssl_bench.errors import UserError
 
 __version__ = "0.1.0"

@@ -13,18 +13,19 @@ import contextlib
 import inspect
 import logging
 import math
+import os
 from typing import Any
 
 import numpy as np
 import torch
 
-from ssl_bench import augment, distributed
 from ssl_bench.api import Batch, Dataset, Evaluator, Experience, Method, Phase, Strategy
-from ssl_bench.engine import evaluation
+from ssl_bench.blocks import augment
+from ssl_bench.engine import distributed, evaluation
 from ssl_bench.engine.composite import Composite
 from ssl_bench.engine.config import RunConfig, resolve_recipe
+from ssl_bench.engine.optim import make_optimizer
 from ssl_bench.errors import UserError
-from ssl_bench.optim import make_optimizer
 from ssl_bench.options import check_run, strategy_parts
 from ssl_bench.recipe import Recipe
 from ssl_bench.registry import Entry, Registry
@@ -96,6 +97,20 @@ def _precision(name: str, device: torch.device) -> str:
     if name not in ("bf16", "fp32"):
         raise UserError(f"--precision {name}: use bf16, fp32 or auto")
     return name
+
+
+#: the environment variable that forces convolutions into (``1``) or out of (``0``) channels_last, e.g. so
+#: that CPU tests can run the GPU's memory format through every method and strategy
+CHANNELS_LAST_ENV = "SSL_BENCH_CHANNELS_LAST"
+
+
+def channels_last_for(device: torch.device, precision: str) -> bool:
+    """Whether convolutional backbones train in channels_last: on CUDA (tensor cores), unless
+    ``$SSL_BENCH_CHANNELS_LAST`` says ``0``; elsewhere only when it says ``1``."""
+    forced = os.environ.get(CHANNELS_LAST_ENV)
+    if forced in ("0", "1"):
+        return forced == "1"
+    return device.type == "cuda"
 
 
 def fits_on_device(nbytes: int, device: torch.device, fraction: float = DEVICE_DATA_FRACTION) -> bool:
@@ -171,7 +186,9 @@ class Run:
         self.method: Method = _construct(method_entry, backbone, **options).to(self.device)
         self.precision = _precision(config.precision, self.device)  #: "bf16" (autocast) or "fp32"
         #: convolutions in NHWC on CUDA (faster with tensor cores); weights here, the views in the loop
-        self.channels_last = self.device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in self.method.modules())
+        self.channels_last = channels_last_for(self.device, self.precision) and any(
+            isinstance(m, torch.nn.Conv2d) for m in self.method.modules()
+        )
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = distributed.wrap(self.method)  #: what training calls: the method, or DDP around it

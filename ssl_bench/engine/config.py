@@ -53,9 +53,9 @@ class RunConfig:
     recipe: dict[str, Any] | None = None
     #: where the recipe came from (the method's shipped one for the family, or the protocol's fallback)
     recipe_source: str = ""
-    #: trackers that observe the run (``--log tensorboard[=DIR]``, ``--log wandb``; :mod:`ssl_bench.tracking`)
+    #: trackers that observe the run (``--log tensorboard[=DIR]``, ``--log wandb``; :mod:`ssl_bench.engine.tracking`)
     log: list[str] = field(default_factory=list)
-    #: write the final backbone's weights next to the result (``--save-backbone``; :mod:`ssl_bench.weights`)
+    #: write the final backbone's weights next to the result (``--save-backbone``; :mod:`ssl_bench.engine.weights`)
     save_backbone: bool = False
 
     def to_json(self) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ssl_bench import augment
 from ssl_bench.api import Experience, Features
+from ssl_bench.blocks import augment
 from ssl_bench.protocol import Protocol
 
 if TYPE_CHECKING:

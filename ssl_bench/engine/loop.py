@@ -29,13 +29,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ssl_bench import distributed, tracking, weights
 from ssl_bench.api import Batch, Phase
-from ssl_bench.engine import checkpoint, evaluation, record
+from ssl_bench.engine import checkpoint, distributed, evaluation, record, tracking, weights
 from ssl_bench.engine.build import Run, moved
 from ssl_bench.engine.config import RunConfig
+from ssl_bench.engine.optim import lr_at, set_lr
 from ssl_bench.errors import UserError
-from ssl_bench.optim import lr_at, set_lr
 from ssl_bench.registry import Registry
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 import ssl_bench
-from ssl_bench import continual, results
+from ssl_bench import results
 from ssl_bench.errors import UserError
+from ssl_bench.results import continual
 
 if TYPE_CHECKING:
     from ssl_bench.engine.build import Run

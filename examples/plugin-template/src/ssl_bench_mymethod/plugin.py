@@ -5,7 +5,7 @@ Replace the loss below with yours. Everything ssl-bench needs is in this file: t
 and one hook returning it by the name users type after ``--method``.
 
 Import only from ssl-bench's public modules: ``ssl_bench`` (``hookimpl``), ``ssl_bench.api``,
-``ssl_bench.errors``, ``ssl_bench.ops`` and ``ssl_bench.augment``.
+``ssl_bench.errors``, ``ssl_bench.ops`` and ``ssl_bench.blocks.augment``.
 """
 
 import torch

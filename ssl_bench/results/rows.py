@@ -5,7 +5,7 @@ One row per run and measured value, with the run's identity in every row::
     file, protocol, protocol_version, protocol_hash, method, stream, strategy, seed, variant, run_identity,
     metric, when, phase, experience, value
 
-``when`` is ``summary`` (the numbers of :func:`ssl_bench.continual.summarize`, recomputed from the
+``when`` is ``summary`` (the numbers of :func:`ssl_bench.results.continual.summarize`, recomputed from the
 file), ``init`` (at random initialisation; ``acc_matrix`` there is ``metrics/acc_init``), ``phase``
 (after training phase ``phase``) or ``end`` (end-of-run evaluators); ``experience`` is the column
 of a per-experience value (the accuracy matrix ``acc_matrix``, ``linear/acc``, ``knn/acc_k20``,

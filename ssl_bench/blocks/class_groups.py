@@ -5,7 +5,7 @@ class-incremental stream decides which classes go together; :func:`class_experie
 those groups into :class:`~ssl_bench.api.Experience` objects holding every training and
 held-out sample of their classes and no other::
 
-    from ssl_bench.class_groups import check_n_experiences, class_experiences
+    from ssl_bench.blocks.class_groups import check_n_experiences, class_experiences
 
     check_n_experiences("mystream", n_experiences, len(dataset.classes))
     return class_experiences(dataset, groups)   # groups: lists of class indices, one per experience

@@ -24,9 +24,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ssl_bench.continual import linear_cka  # noqa: E402
 from ssl_bench.errors import UserError  # noqa: E402
 from ssl_bench.results import Result  # noqa: E402
+from ssl_bench.results.continual import linear_cka  # noqa: E402
 
 log = logging.getLogger(__name__)
 FIELDS = ("protocol", "method", "stream", "strategy", "seed")

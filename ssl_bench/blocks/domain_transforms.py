@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike
 
-from ssl_bench import imagecache
 from ssl_bench.api import Dataset, ImageSet
+from ssl_bench.blocks import imagecache
 from ssl_bench.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def make_domains(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images rendered in their assigned domains, and the domain indices (``split``: 0 train, 1 test).
 
-    The rendered images are cached next to the decoded ones (:func:`ssl_bench.imagecache.cache_dir`),
+    The rendered images are cached next to the decoded ones (:func:`ssl_bench.blocks.imagecache.cache_dir`),
     keyed by ``name``, the source pixels, the seed, the split, the domains and :data:`VERSION`.
     """
     unknown = [n for n in names if n not in TRANSFORMS]

@@ -6,7 +6,7 @@ A file is accepted only when
   file of the schema version this ssl-bench reads, within the size limits; every identity
   attribute (protocol, version, hash, method, stream, strategy, seed) equals the run's stored
   configuration; the stored protocol text hashes to ``protocol_hash``; its ``summary``
-  numbers are exactly what :func:`ssl_bench.continual.summarize` computes from its arrays
+  numbers are exactly what :func:`ssl_bench.results.continual.summarize` computes from its arrays
   (a hand-edited number is rejected with the key that disagrees); and its content hash,
   written with the file, matches its contents;
 - its protocol is a shipped one, with the same version and hash as the shipped file today;

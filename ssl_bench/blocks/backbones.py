@@ -3,7 +3,7 @@
 The registry of backbones *is* the ``ssl_bench_backbones`` hook (like every other kind of plugin);
 :func:`register_backbone` is sugar for it. In a plugin module::
 
-    from ssl_bench.backbones import register_backbone
+    from ssl_bench.blocks.backbones import register_backbone
 
     @register_backbone
     def vit_tiny(patch: int = 4) -> nn.Module:   # users type --protocol ... backbone.name = "vit_tiny"

@@ -2,7 +2,7 @@
 
 Public, for built-in and outside evaluator plugins alike::
 
-    from ssl_bench.probes import fit_predict, held_out, select_l2
+    from ssl_bench.blocks.probes import fit_predict, held_out, select_l2
 
     idx, x, y = held_out(run, features)          # every experience's held-out features, each sample once
     pred = fit_predict(train_x, train_y, test_x)  # logistic regression (L-BFGS), predicted labels

@@ -7,14 +7,14 @@ results at all. Runs that changed the method's default recipe or the strategy/st
 (``variant`` files, see :mod:`ssl_bench.recipe`) get rows of their own, labelled
 ``method (variant <identity>)``, next to the default-recipe row. Each cell is the mean ±
 standard deviation over the row's seeds of a summary number stored in the files
-(``ssl_bench.continual``), plus the gap to the joint-training row of the same method and
+(``ssl_bench.results.continual``), plus the gap to the joint-training row of the same method and
 stream. :func:`build` makes the tables as plain data; :func:`render` writes them as
 markdown, a self-contained HTML page, CSV or JSON.
 
 The numbers are never the ones a file stores: :func:`collect` keeps only files that pass
 :func:`ssl_bench.results.check` (the checks ``ssl-bench submit`` makes of a file on its own,
 content hash included) and skips every other file with a warning naming it and why; each
-summary is recomputed from the file's arrays by :func:`ssl_bench.continual.summarize`.
+summary is recomputed from the file's arrays by :func:`ssl_bench.results.continual.summarize`.
 Every string that comes from a file is escaped for the format it is written in.
 """
 

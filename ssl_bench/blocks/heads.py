@@ -2,7 +2,7 @@
 
 Public, for built-in and outside method plugins alike::
 
-    from ssl_bench.heads import cosine_momentum, ema_update, enqueue_, frozen_copy, mlp
+    from ssl_bench.blocks.heads import cosine_momentum, ema_update, enqueue_, frozen_copy, mlp
 
     self.projector = mlp(self.feature_dim, 4096, 256)
     self.target = frozen_copy(backbone)

@@ -148,7 +148,7 @@ class QuadraticRegularizer(Strategy):
         from the papers, whose penalties have no cap: a capped parameter is held as firmly as the optimiser
         can hold it stably. ``importance_capped`` in the result file is the fraction of entries capped; a
         warning says when any were. Plain SGD steps are taken by every parameter under ``sgd`` and by
-        LARS's groups without adaptation (biases and norms, :mod:`ssl_bench.optim`): BYOL + MAS on
+        LARS's groups without adaptation (biases and norms, :mod:`ssl_bench.engine.optim`): BYOL + MAS on
         ``tinyimagenet-cpu`` (LARS, lr 1.0, BatchNorm importances up to ~700) went NaN 35 steps into the
         second phase before those were capped. LARS-adapted weights and AdamW bound each step's size
         relative to the weights or to lr, so a stiff penalty cannot blow them up.

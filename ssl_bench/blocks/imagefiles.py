@@ -1,9 +1,9 @@
 """Image-folder listing for dataset plugins: image files, class folders, and a held-out split by file name.
 
 Public, for built-in and outside dataset plugins alike (``imagefolder`` and ``multidomain``
-use it); decoding the listed files is :mod:`ssl_bench.imagecache`'s job::
+use it); decoding the listed files is :mod:`ssl_bench.blocks.imagecache`'s job::
 
-    from ssl_bench.imagefiles import class_folders, image_files, split_held_out
+    from ssl_bench.blocks.imagefiles import class_folders, image_files, split_held_out
 
     for folder in class_folders(root, "mydataset"):
         train, test = split_held_out(image_files(folder), root, fraction=0.2)
@@ -18,7 +18,7 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
-from ssl_bench import imagecache
+from ssl_bench.blocks import imagecache
 from ssl_bench.errors import UserError
 
 

@@ -2,7 +2,7 @@
 
 Public, for strategy plugins (``replay`` and ``lump`` use them)::
 
-    from ssl_bench.buffers import StreamBuffer
+    from ssl_bench.blocks.buffers import StreamBuffer
 
     self.stream = StreamBuffer(size=500, policy="reservoir")   # in the strategy's __init__
     self.stream.setup(run)                                     # in Strategy.setup

@@ -17,6 +17,7 @@ problem becomes a ✗ row with one line saying what is wrong.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import platform
 import re
@@ -26,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import ssl_bench
 from ssl_bench import protocol as protocols
 from ssl_bench.errors import UserError
 from ssl_bench.registry import KINDS, PluginInfo, Registry, plugin_of_exception
+
+HELP = "a contributor's pre-flight: load, validate and run every thing a plugin provides"
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class Report:
         return "\n".join(f"{r.mark} {r.check:<{width}}  {r.detail}".rstrip() for r in self.rows)
 
     def markdown(self) -> str:
+        import torch
+
         p = self.plugin
         name = p.name if p else self.spec
         version = p.version if p else "?"
@@ -250,3 +253,39 @@ def _check_run(registry, info, kind, name, proto, folder, report, options) -> No
     except Exception as err:  # noqa: BLE001 - the plugin's failure is a row, not a crash of the check
         where = plugin_of_exception(err)
         report.add(label, False, f"{type(err).__name__}: {err}" + (f" ({where})" if where else ""))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", required=True, metavar="NAME_OR_PATH", help="the plugin to check")
+    p.add_argument("--protocol", default="smoke", help="protocol to run under (default: smoke)")
+    p.add_argument(
+        "--report",
+        default=Path("ssl-bench-check.md"),
+        type=Path,
+        help="markdown block for the pull request (default: ssl-bench-check.md)",
+    )
+    p.add_argument("--out", type=Path, help="keep the check runs' result files here (default: a temporary folder)")
+    p.add_argument("--data-root", help="folder holding the protocol's dataset")
+    p.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default: auto)")
+
+
+def main(args: argparse.Namespace) -> int:
+    report = run_checks(
+        args.plugin,
+        protocol=args.protocol,
+        out=args.out,
+        data_root=args.data_root,
+        download=args.download,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    block = report.markdown()
+    print(report.text())
+    try:
+        args.report.write_text(block, encoding="utf-8")
+        where = f"also written to {args.report}"
+    except OSError as err:
+        where = f"could not write {args.report}: {err.strerror or err}"
+    print(f"\nPaste this into your pull request ({where}):\n\n{block}")
+    return 0 if report.passed else 1

@@ -1,0 +1,80 @@
+"""``ssl-bench show``: a readable summary of one result file (checked as the leaderboard checks it)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ssl_bench.errors import UserError
+
+HELP = "print a readable summary of a result file"
+log = logging.getLogger("ssl_bench")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("result", type=Path)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ssl_bench import results
+    from ssl_bench.results import continual
+
+    r = results.Result(args.result)
+    r.require(results.IDENTITY + ("ssl_bench_version", "torch_version", "device"), ["metrics/acc_matrix"])
+    acc = r.acc_matrix
+    if acc.ndim != 2 or acc.dtype.kind not in "fiu":
+        raise UserError(
+            f"{r.where}: metrics/acc_matrix must be a numeric [phases, experiences] matrix, got {acc.dtype} {acc.shape}"
+        )
+    init = r.get("metrics/acc_init")
+    try:
+        results.check(r)
+        problem = None
+    except UserError as err:
+        problem = str(err)
+    try:
+        summary = r.summary
+    except UserError:
+        summary = {}
+    # everything is read and checked; now print
+    a = {k: str(v) for k, v in r.attrs.items()}
+    lines = [
+        f"{args.result}",
+        f"  protocol   {a['protocol']} v{a['protocol_version']} ({a['protocol_hash'][:12]})",
+        f"  run        method={a['method']} stream={a['stream']} strategy={a['strategy']} seed={a['seed']}",
+        f"  made with  ssl-bench {a['ssl_bench_version']}, torch {a['torch_version']}, {a['device']}, "
+        f"commit {a.get('git_commit') or 'unknown'}, {a.get('seconds', '?')} s, {a.get('steps', '?')} steps",
+    ]
+    for key, value in sorted(summary.items()):
+        lines.append(f"  {key:<24} {value:.4f}   {continual.DEFINITIONS.get(key, '')}".rstrip())
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.atleast_1d(r.get("phases/names", []))]
+    lines.append("\n  accuracy matrix (row: after phase, column: evaluated on experience)")
+    lines.append("  " + " " * 22 + "".join(f"{'exp ' + str(j):>8}" for j in range(acc.shape[1])))
+    if init is not None and np.shape(init) == (acc.shape[1],) and np.asarray(init).dtype.kind in "fiu":
+        lines.append("  " + f"{'init':<22}" + "".join(f"{v:8.3f}" for v in init))
+    for i, row in enumerate(acc):
+        label = names[i] if i < len(names) else str(i)
+        lines.append("  " + f"{label[:22]:<22}" + "".join(f"{v:8.3f}" for v in row))
+    others = sorted(
+        k for k in r.shapes if k.startswith(("metrics/", "end/")) and k not in ("metrics/acc_matrix", "metrics/acc_init")
+    )
+    numeric = lambda k: np.asarray(r[k]).dtype.kind in "fiub"  # noqa: E731 - reads only the small datasets asked for
+    series = [k for k in others if k.startswith("metrics/") and r.shapes[k] == (len(acc),) and numeric(k)]
+    if series:  # one number per phase (collapse AUC, CKA to the previous phase, few-shot accuracy, ...)
+        lines.append("\n  per-phase metrics (column: after phase)")
+        lines.append("  " + " " * 30 + "".join(f"{'init':>10}" + "".join(f"{'phase ' + str(i):>10}" for i in range(len(acc)))))
+        for k in series:
+            init_key = "init/" + k.split("/", 1)[1]
+            cells = f"{float(r[init_key]):10.4f}" if r.shapes.get(init_key) == () and numeric(init_key) else f"{'':>10}"
+            lines.append("  " + f"{k.split('/', 1)[1][:30]:<30}" + cells + "".join(f"{float(v):10.4f}" for v in r[k]))
+    for k in [k for k in others if k.startswith("end/") and r.shapes[k] == () and numeric(k)]:
+        lines.append(f"  {k:<40} {float(r[k]):.4f}")
+    if others:
+        lines.append("\n  stored metrics: " + ", ".join(f"{k} {r.shapes[k]}" for k in others))
+    if problem:
+        log.warning("this file would be refused by submit and skipped by the leaderboard: %s", problem)
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,89 @@
+"""``ssl-bench sweep``: every combination of methods, streams, strategies and seeds (or a grid file's union),
+through a local process pool or submitit (:mod:`ssl_bench.engine.launch`); finished runs are skipped."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ssl_bench.commands import _common
+from ssl_bench.errors import UserError
+
+HELP = "run every combination of methods, streams, strategies and seeds"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    _common.add_run_options(p)
+    p.add_argument("--methods", help="comma-separated method names (default: as for run)")
+    p.add_argument("--streams", help="comma-separated stream names (default: the protocol's default)")
+    p.add_argument("--strategies", help="comma-separated strategies, each possibly 'a+b' (default: the protocol's default)")
+    p.add_argument(
+        "--grid",
+        type=Path,
+        metavar="FILE.toml",
+        help="run the union of the products listed as [[grid]] tables (methods, streams, strategies; optionally a "
+        "protocol other than --protocol) instead",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list the runs that have no result file yet; run nothing")
+    p.add_argument("--seeds", default="all", help="'all' (the protocol's seeds, default) or e.g. 0,1,2")
+    p.add_argument("--jobs", type=int, default=1, help="runs at the same time (default: 1)")
+    p.add_argument(
+        "--per-gpu",
+        type=int,
+        metavar="K",
+        help="local launcher: K runs at the same time on every visible GPU, each pinned to its GPU (CUDA_VISIBLE_DEVICES); "
+        "replaces --jobs",
+    )
+    p.add_argument(
+        "--launcher",
+        default="local",
+        choices=["local", "slurm", "submitit-local"],
+        help="local process pool (default), or submitit: SLURM or its local executor",
+    )
+    p.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        type=_common.key_value,
+        metavar="KEY=VALUE",
+        help="submitit parameter for the slurm launcher, e.g. slurm_partition=gpu, gpus_per_node=1",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from ssl_bench import protocol
+    from ssl_bench.engine import check_writable, launch
+    from ssl_bench.options import check_run
+    from ssl_bench.registry import Registry
+
+    proto = protocol.load(args.protocol)
+    registry = Registry.discover(args.plugin)
+    split = lambda text: [x for x in (text or "").split(",") if x]  # noqa: E731
+    base = _common.run_config(args, registry, proto)
+    if args.grid and (args.methods or args.streams or args.strategies):
+        raise UserError("--grid lists the methods, streams and strategies itself: drop --methods, --streams and --strategies")
+    if args.grid:
+        cells = launch.grid(args.grid)
+    else:
+        methods, streams = split(args.methods) or [base.method], split(args.streams) or [base.stream]
+        cells = [(methods, streams, split(args.strategies) or [base.strategy], None)]
+    configs = launch.expand(base, registry, cells, launch.seeds_from(args.seeds, proto))
+    for c in configs:  # every option of every run, before any run starts
+        check_run(c, registry)
+    if args.dry_run:
+        todo = [c for c in configs if not c.result_path.exists()]
+        for c in todo:
+            print(f"{launch.describe(c)}  {c.result_path}")
+        print(f"{len(todo)} of {len(configs)} runs to do ({len(configs) - len(todo)} have result files)")
+        return 0
+    launch.check_streams([c for c in configs if not c.result_path.exists()], registry)
+    check_writable(args.out)
+    paths, failures = launch.run(
+        configs, jobs=max(1, args.jobs), launcher=args.launcher, slurm=dict(args.slurm), per_gpu=args.per_gpu
+    )
+    for path in paths:
+        print(path)
+    for failure in failures:
+        print(f"ssl-bench: failed: {failure}", file=sys.stderr)
+    return 1 if failures else 0
