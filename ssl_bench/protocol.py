@@ -4,6 +4,22 @@ A protocol names the dataset, resolution, backbone, augmentations, training budg
 optimiser, evaluation and seeds. It is validated strictly (unknown keys and wrong types
 are errors) and hashed over its canonical content, so results made under different
 protocols are never compared.
+
+Versions. A shipped protocol's file ``protocols/<name>.toml`` is its current version; when a protocol gets a
+new version, the old file moves, unchanged but for an ``extends`` that names a kept version, to
+``protocols/versions/<name>@<version>.toml``. ``load("tinyimagenet-cpu@1")`` (and ``extends =
+"tinyimagenet-cpu@1"``) reads a kept version; :func:`shipped` lists the current names only and
+:func:`shipped_versions` every kept ``name@version``. :func:`load_shipped` (name, version) is what
+``ssl-bench submit`` checks a result file against, so result files made under a kept version stay valid on
+the leaderboard, under their own hash, next to the new version's.
+
+Keys added after protocols were first hashed are in :data:`HASHED_WHEN_SET`: left at their default they are
+left out of the hash, so every protocol written before them (and every result file made under it) keeps its
+hash. Top-level keys that tie protocols together (read by ``ssl-bench report``, :mod:`ssl_bench.results.claims`):
+
+- ``domain_protocol`` (a shipped protocol's name): the protocol whose ``domain``-stream runs the claims take as
+  this protocol's domain-incremental stream (tinyimagenet-cpu v2: ``"pacs-cpu"``, PACS's natural domains); unset,
+  the claims look for a transform-domain twin (tinyimagenet-cpu-domains).
 """
 
 from __future__ import annotations
@@ -23,6 +39,16 @@ from ssl_bench.errors import UserError, did_you_mean
 #: fallback for methods that ship no recipe for the protocol's family: the effective recipe is part of each
 #: run's own identity (:func:`ssl_bench.recipe.run_identity`), not of what the protocol compares.
 UNHASHED = ("description", "defaults", "recipe")
+
+#: keys added after the first protocols were hashed, with the default at which they are left out of the hash
+#: (a path of keys -> default): a protocol that does not set them keeps the hash it had before they existed
+HASHED_WHEN_SET: dict[tuple[str, ...], Any] = {
+    ("domain_protocol",): None,
+    ("train", "warmup_share"): None,
+}
+
+#: folder (inside ``protocols/``) of the kept older versions of shipped protocols, ``<name>@<version>.toml``
+VERSIONS = "versions"
 
 
 class _Strict(BaseModel):
@@ -71,6 +97,11 @@ class TrainSpec(_Strict):
     schedule_scope: Literal["phase", "run"] = "phase"
     #: S3L: e.g. [{resolution = 16, fraction = 0.8}, {resolution = 32, fraction = 0.2}] within every phase
     stages: list[Stage] = Field(default_factory=list)
+    #: the share of every schedule's steps spent warming up the learning rate (of each phase's steps under
+    #: schedule_scope "phase", of the run's under "run"); set, it replaces every method's recipe
+    #: ``warmup_epochs``, so protocols of different epochs per phase warm up for the same share of training
+    #: (tinyimagenet-cpu-full v2). Unset, each recipe's ``warmup_epochs`` apply.
+    warmup_share: float | None = Field(None, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _stages_sum_to_one(self):
@@ -111,6 +142,9 @@ class Protocol(_Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     #: the recipe of methods that ship none for ``family`` (validated by :func:`ssl_bench.recipe.validate`)
     recipe: dict[str, Any] = Field(default_factory=dict)
+    #: the shipped protocol whose ``domain``-stream runs stand for this protocol's domain-incremental stream
+    #: in the claims (see the module docstring); None: a transform-domain twin, if one exists
+    domain_protocol: str | None = None
 
     @model_validator(mode="after")
     def _recipe_is_valid(self):
@@ -124,6 +158,13 @@ class Protocol(_Strict):
     def hash(self) -> str:
         """sha256 of the canonical JSON of everything that changes results."""
         content = self.model_dump(mode="json", exclude=set(UNHASHED))
+        for path, default in HASHED_WHEN_SET.items():
+            *parents, last = path
+            table = content
+            for key in parents:
+                table = table[key]
+            if table.get(last, default) == default:
+                table.pop(last, None)
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -133,32 +174,59 @@ class Protocol(_Strict):
 
 
 def shipped() -> list[str]:
-    """Names of the protocols that ship inside the package."""
+    """Names of the protocols that ship inside the package (their current versions)."""
     folder = resources.files("ssl_bench") / "protocols"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
+def shipped_versions() -> list[str]:
+    """The kept older versions of shipped protocols, as ``name@version`` (``protocols/versions/``)."""
+    folder = resources.files("ssl_bench") / "protocols" / VERSIONS
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml") and "@" in p.name)
+
+
+def load_shipped(name: str, version: int) -> Protocol | None:
+    """Version ``version`` of the shipped protocol ``name`` (current or kept), or None when it does not ship."""
+    if name in shipped():
+        current = load(name)
+        if current.version == version:
+            return current
+    if f"{name}@{version}" in shipped_versions():
+        return load(f"{name}@{version}")
+    return None
+
+
+def _known() -> list[str]:
+    return shipped() + shipped_versions()
+
+
 def _shipped_text(name: str) -> str:
-    return (resources.files("ssl_bench") / "protocols" / f"{name}.toml").read_text()
+    folder = resources.files("ssl_bench") / "protocols"
+    return (folder / VERSIONS / f"{name}.toml" if "@" in name else folder / f"{name}.toml").read_text()
 
 
 def load(name_or_path: str) -> Protocol:
-    """Load a shipped protocol by name, or a protocol file by path."""
+    """Load a shipped protocol by name (``name@version`` for a kept older version), or a protocol file by path."""
     path = Path(name_or_path)
     if name_or_path.endswith(".toml") or path.is_file():
         if not path.is_file():
             raise UserError(f"protocol file '{name_or_path}' does not exist")
         text, where = path.read_text(), str(path)
     else:
-        if name_or_path not in shipped():
+        if name_or_path not in _known():
             raise UserError(
                 f"unknown protocol '{name_or_path}'."
-                + did_you_mean(name_or_path, shipped())
-                + " Give a shipped name or a path to a .toml file."
+                + did_you_mean(name_or_path, _known())
+                + " Give a shipped name (name@version for an older version) or a path to a .toml file."
             )
         text = _shipped_text(name_or_path)
         where = f"protocol '{name_or_path}'"
-    return parse(text, where)
+    proto = parse(text, where)
+    if "@" in name_or_path and f"{proto.name}@{proto.version}" != name_or_path:
+        raise UserError(f"{where}: the file holds {proto.name} v{proto.version}, not what its name says")
+    return proto
 
 
 def parse(text: str, where: str = "protocol") -> Protocol:
@@ -187,10 +255,10 @@ def _resolve(data: dict[str, Any], where: str, seen: tuple[str, ...]) -> dict[st
     base_name = data.pop("extends", None)
     if base_name is None:
         return data
-    if not isinstance(base_name, str) or base_name not in shipped():
+    if not isinstance(base_name, str) or base_name not in _known():
         raise UserError(
-            f"{where}: 'extends' must name a shipped protocol ({', '.join(shipped())}), got {base_name!r}"
-            + (did_you_mean(base_name, shipped()) if isinstance(base_name, str) else "")
+            f"{where}: 'extends' must name a shipped protocol ({', '.join(shipped())}; name@version for a kept "
+            f"older version), got {base_name!r}" + (did_you_mean(base_name, _known()) if isinstance(base_name, str) else "")
         )
     if base_name in seen:
         raise UserError(f"{where}: protocols extend each other in a circle: {' -> '.join(seen + (base_name,))}")

@@ -107,3 +107,17 @@ def test_cpu_domains_twin_differs_from_the_cpu_protocol_only_in_its_domains():
     assert twin.dataset.options["transform_domains"] is True and twin.defaults.stream == "domain"
     dumps = {p.label: p.model_dump(mode="json") for p in (base, twin, protocol.load("tinyimagenet-cpu-full"))}
     assert domain_twins(dumps) == {base.label: twin.label}
+
+
+def test_keys_added_later_leave_the_hash_of_protocols_without_them_unchanged():
+    """A protocol that does not set domain_protocol or train.warmup_share hashes as before those keys existed."""
+    import hashlib
+    import json
+
+    a = protocol.parse(TINY)
+    content = a.model_dump(mode="json", exclude=set(protocol.UNHASHED))
+    del content["domain_protocol"], content["train"]["warmup_share"]
+    before = hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert a.hash == before
+    assert protocol.parse('domain_protocol = "smoke"\n' + TINY).hash != a.hash
+    assert protocol.parse(TINY.replace("batch_size = 32", "batch_size = 32\nwarmup_share = 0.1")).hash != a.hash

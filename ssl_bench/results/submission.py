@@ -9,7 +9,8 @@ A file is accepted only when
   numbers are exactly what :func:`ssl_bench.results.continual.summarize` computes from its arrays
   (a hand-edited number is rejected with the key that disagrees); and its content hash,
   written with the file, matches its contents;
-- its protocol is a shipped one, with the same version and hash as the shipped file today;
+- its protocol is a shipped one, with the same version and hash as the shipped file of that version today
+  (the current one, or an older version kept in ``protocols/versions/``: :func:`ssl_bench.protocol.load_shipped`);
 - its seed is one of the protocol's seeds, and the submission of each method x stream x
   strategy holds *all* the protocol's seeds (counting files already in the leaderboard);
 - every plugin it loaded recorded a version, including each plugin named with ``--plugin``;
@@ -79,7 +80,7 @@ def validate(path: str | Path) -> Result:
     where = r.where
     r.require(REQUIRED_ATTRS)
     a = r.attrs
-    proto = _shipped_protocol(a["protocol"], where)
+    proto = _shipped_protocol(a["protocol"], a["protocol_version"], where)
     if a["protocol_version"] != proto.version or a["protocol_hash"] != proto.hash:
         raise UserError(
             f"{where} was made under protocol {a['protocol']} v{a['protocol_version']} with hash "
@@ -94,13 +95,15 @@ def validate(path: str | Path) -> Result:
     return r
 
 
-def _shipped_protocol(name: str, where: str):
+def _shipped_protocol(name: str, version: object, where: str):
+    """The shipped protocol of the file's version (a kept older one too), else its current version."""
     if not isinstance(name, str) or name not in protocols.shipped():
         raise UserError(
             f"{where} was made under protocol '{name}', which does not ship with ssl-bench "
             f"({', '.join(protocols.shipped())}); the leaderboard takes shipped protocols only"
         )
-    return protocols.load(name)
+    kept = protocols.load_shipped(name, version) if isinstance(version, int) else None
+    return kept if kept is not None else protocols.load(name)
 
 
 def _check_plugins(r: Result, where: str) -> None:
@@ -190,7 +193,8 @@ def _check_seeds(accepted: list[Accepted], to: Path) -> None:
         example.setdefault(item.group, item)
     for group, seeds in groups.items():
         item = example[group]
-        proto = protocols.load(item.result.attrs["protocol"])
+        a = item.result.attrs
+        proto = protocols.load_shipped(a["protocol"], a["protocol_version"]) or protocols.load(a["protocol"])
         for seed in proto.seeds:  # already in the leaderboard under the same name and hash
             if seed not in seeds and _existing_seed(item, to, seed):
                 seeds.add(seed)
