@@ -93,6 +93,12 @@ class QuadraticRegularizer(Strategy):
         self.rng = np.random.default_rng([run.seed, 0x3A5])
         self._bind()
 
+    def _like_param(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """``value`` in the memory layout of parameter ``name`` (channels_last conv weights on a GPU), so that the
+        penalty op walks importance, anchor, parameter and gradient as one flat block each, without a copy per step."""
+        p = self.named[name]
+        return value if value.stride() == p.stride() else torch.empty_like(p, dtype=value.dtype).copy_(value)
+
     def _bind(self) -> None:
         names = [n for n in self.importances if n in self.named and self.named[n].requires_grad]
         self._params = [self.named[n] for n in names]
@@ -126,8 +132,8 @@ class QuadraticRegularizer(Strategy):
         for name, value in new.items():
             value = value.detach().to(self.named[name].device, torch.float32)
             old = self.importances.get(name)
-            self.importances[name] = value if old is None else self.decay * old + value
-        self.anchors = {n: self.named[n].detach().clone() for n in self.importances}
+            self.importances[name] = self._like_param(name, value if old is None else self.decay * old + value)
+        self.anchors = {n: self.named[n].detach().clone() for n in self.importances}  # clone keeps the layout
         self._bind()
         capped = self._cap(run)
         flat = torch.cat([v.flatten() for v in self.importances.values()])
@@ -203,8 +209,8 @@ class QuadraticRegularizer(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             return
-        self.importances = {k: v.to(self.named[k].device) for k, v in state["importances"].items()}
-        self.anchors = {k: v.to(self.named[k].device) for k, v in state["anchors"].items()}
+        self.importances = {k: self._like_param(k, v.to(self.named[k].device)) for k, v in state["importances"].items()}
+        self.anchors = {k: self._like_param(k, v.to(self.named[k].device)) for k, v in state["anchors"].items()}
         self.history.update({k: list(v) for k, v in state["history"].items()})
         self.rng.bit_generator.state = state["rng"]
         self._bind()

@@ -7,6 +7,12 @@ every ``p.grad`` (allocated as zeros when None), in one multi-tensor pass: the c
 all tensors through a chunk table) when the extension is built, else ``quadratic_penalty_reference``
 (the per-parameter Python loop). ``backend()`` says which one is used; the choice is logged once.
 
+The penalty is elementwise, so the op walks each tensor's memory as one flat block: a parameter in any
+dense layout (channels_last conv weights on a GPU, whose ``.grad`` is channels_last too) is passed as it
+is, with its gradient, anchor and importance, when those have its strides (as
+:class:`ssl_bench.blocks.regularizers.QuadraticRegularizer` keeps them). A tensor laid out otherwise is
+copied into the parameter's layout for the call (and a gradient copied back): correct, but a copy per step.
+
 Call it after ``loss.backward()`` (or instead of adding the penalty to the loss): the returned value
 carries no autograd graph.
 """
@@ -95,9 +101,32 @@ def quadratic_penalty_(params, anchors, importances, lam: float, use_kernel: boo
                 "quadratic_penalty_: params, grads, anchors and importances must share one dtype "
                 f"and device (got {t.dtype} on {t.device}, expected {dtype} on {device})"
             )
-    contig = [t if t.is_contiguous() else t.contiguous() for t in params + anchors + importances]
-    n = len(params)
-    bad = [i for i, g in enumerate(grads) if not g.is_contiguous()]
-    if bad:  # the op writes into .grad in place: it must be dense
-        raise UserError(f"quadratic_penalty_: .grad of parameter {bad[0]} is not contiguous")
-    return ops.quadratic_penalty_(contig[:n], grads, contig[n : 2 * n], contig[2 * n :], float(lam))
+    flat: list[list[torch.Tensor]] = [[], [], [], []]
+    written_back = []  # (a .grad laid out unlike its parameter, the dense copy the op updates)
+    for p, g, a, w in zip(params, grads, anchors, importances):
+        ref = p if _dense(p) else p.contiguous()
+        if g.stride() != ref.stride():
+            written_back.append((g, _like(g, ref)))
+            g = written_back[-1][1]
+        for out, t in zip(flat, (ref, g, _like(a, ref), _like(w, ref))):
+            out.append(t.as_strided((t.numel(),), (1,)))  # the same memory, as the 1-d tensor the op walks
+    value = ops.quadratic_penalty_(*flat, float(lam))
+    for g, dense in written_back:
+        g.copy_(dense)
+    return value
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Whether ``t``'s elements fill one block of memory without gaps or overlaps, in any dimension order
+    (contiguous, channels_last, any permutation of a contiguous tensor)."""
+    expected = 1
+    for size, stride in sorted((x for x in zip(t.shape, t.stride()) if x[0] != 1), key=lambda x: x[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``t`` laid out in memory as the dense ``ref`` (same strides): itself when it already is, else a copy."""
+    return t if t.stride() == ref.stride() else torch.empty_like(ref).copy_(t)

@@ -1,0 +1,170 @@
+"""The GPU training path, proven on the CPU (issue 35): what a lent GPU would otherwise find at its first step.
+
+- channels_last: on CUDA the engine puts conv weights (and so their gradients) in channels_last; forced on the
+  CPU here (``SSL_BENCH_CHANNELS_LAST=1``) through every method and every strategy, a phase with each
+  strategy's per-step work (penalty, replay, mixup, distillation) included.
+"""
+
+import textwrap
+
+import pytest
+import torch
+
+from ssl_bench.engine.build import CHANNELS_LAST_ENV, Run
+from ssl_bench.engine.loop import train_phase
+from ssl_bench.plan import RunConfig, make_plan
+from ssl_bench.protocol import load
+from ssl_bench.registry import Registry
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+REGISTRY = Registry.discover()
+METHODS = REGISTRY.names("method")
+STRATEGIES = REGISTRY.names("strategy")
+
+#: one or two steps per experience: 16 px, a tiny ResNet, batch 16
+PROTOCOL = textwrap.dedent("""
+    name = "gpu-path"
+    version = 1
+    family = "gpu-path"
+    seeds = [0]
+    [dataset]
+    name = "synthetic"
+    resolution = 16
+    options = {{ train_per_class_domain = 2, test_per_class_domain = 2, n_domains = 2 }}
+    [stream]
+    n_experiences = 2
+    [backbone]
+    {backbone}
+    [train]
+    epochs_per_experience = 1
+    batch_size = 16
+    [eval]
+    probe_train_per_experience = 0
+    [recipe]
+    lr = 0.05
+    lr_scaling = "none"
+    schedule = "constant"
+""")
+RESNET = 'name = "resnet18"\n    options = { width = 0.125 }'
+VIT = 'name = "vit_tiny"\n    options = { depth = 1 }'
+#: small heads for every method that takes them (2 local crops where a method makes multi-crop views)
+SMALL = {
+    "proj_hidden": 32,
+    "proj_dim": 16,
+    "pred_hidden": 16,
+    "out_dim": 32,
+    "hidden": 32,
+    "bottleneck": 16,
+    "n_prototypes": 16,
+    "decoder_dim": 32,
+    "decoder_depth": 1,
+    "decoder_heads": 4,
+    "queue_size": 64,
+    "queue_length": 32,
+    "queue_start_epoch": 0.0,
+    "n_local": 2,
+}
+VIT_METHODS = {"mae"}  # methods that need a Vision Transformer
+
+
+def make_run(tmp_path, method="simclr", strategy="sequential", device="cpu", strategy_options=None) -> Run:
+    import inspect
+
+    path = tmp_path / "gpu_path.toml"
+    path.write_text(PROTOCOL.format(backbone=VIT if method in VIT_METHODS else RESNET))
+    params = inspect.signature(REGISTRY.get("method", method).factory).parameters
+    config = RunConfig(
+        protocol=load(str(path)),
+        method=method,
+        stream="instance",
+        strategy=strategy,
+        seed=0,
+        out=tmp_path / "runs",
+        method_options={k: v for k, v in SMALL.items() if k in params},
+        strategy_options=strategy_options or {},
+        device=device,
+        progress=False,
+    )
+    return Run(make_plan(config, REGISTRY))
+
+
+class Bar:
+    def update(self, n):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+
+def train(run: Run, phases=None) -> None:
+    """The phases of the run (all by default), as the engine trains them, without the evaluations."""
+    for i in range(len(run.phases)) if phases is None else phases:
+        run.phase_index = i
+        run.strategy.before_phase(run, run.phases[i])
+        train_phase(run, run.phases[i], Bar())
+        run.strategy.after_phase(run, run.phases[i])
+
+
+# ------------------------------------------------------------------------------------ channels_last
+CASES = [(m, "sequential") for m in METHODS] + [(m, "mas") for m in ("byol", "mae")]
+CASES += [("simclr", s) for s in STRATEGIES if s != "sequential"] + [("simclr", "replay+mas"), ("byol", "ewc")]
+
+
+@pytest.mark.parametrize("method,strategy", CASES)
+def test_every_method_and_strategy_trains_in_channels_last(method, strategy, tmp_path, monkeypatch):
+    """Before the fix, mas, ewc and replay+mas stopped at the first penalised step: '.grad of parameter 0 is not
+    contiguous'."""
+    monkeypatch.setenv(CHANNELS_LAST_ENV, "1")
+    run = make_run(tmp_path, method, strategy)
+    convs = [m.weight for m in run.method.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert run.channels_last and convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert any(not w.is_contiguous() for w in convs)  # a real channels_last layout, not a 1x1 that is both
+    train(run)
+    assert len(run.losses) == run.total_steps and all(torch.isfinite(torch.tensor(run.losses)))
+    assert all(w.grad is None or w.grad.stride() == w.stride() for w in convs)
+    if "mas" in strategy or "ewc" in strategy:
+        reg = next(p for p in getattr(run.strategy, "parts", [run.strategy]) if p.name in ("mas", "ewc"))
+        assert reg._params and reg.history["penalty_steps"][-1] == run.phases[-1].steps
+        for p, a, w in zip(reg._params, reg._anchor, reg._imp):  # laid out like the parameter: no copy per step
+            assert a.stride() == p.stride() and w.stride() == p.stride()
+
+
+def test_penalty_kernel_walks_channels_last_memory_as_it_is(ops, monkeypatch):
+    """The op gets the parameters', gradients', anchors' and importances' own memory (no copy per step) and adds
+    the float64 oracle's gradient into channels_last ``.grad``; tensors laid out otherwise are still right."""
+    from ssl_bench.ops import _ext
+    from ssl_bench.ops.penalty import quadratic_penalty_
+
+    g = torch.Generator().manual_seed(0)
+    cl = torch.channels_last
+
+    def rand(*shape, fmt=torch.contiguous_format, low=0.0):
+        return (torch.rand(*shape, generator=g) + low).contiguous(memory_format=fmt)
+
+    shapes = [((8, 3, 3, 3), cl), ((16,), torch.contiguous_format), ((4, 8, 1, 1), cl)]
+    params = [torch.nn.Parameter(rand(*s, fmt=f)) for s, f in shapes]
+    for p in params:
+        p.grad = rand(*p.shape).contiguous(memory_format=cl if p.dim() == 4 else torch.contiguous_format)
+    anchors = [torch.empty_like(p).copy_(rand(*p.shape)) for p in params]
+    imps = [torch.empty_like(p).copy_(rand(*p.shape)) for p in params]
+    imps[2] = imps[2].contiguous()  # one importance in another layout: copied for the call, still right
+    grad0 = [p.grad.clone() for p in params]
+    calls = []
+
+    class Spy:
+        def quadratic_penalty_(self, *args):
+            calls.append(args)
+            return ops.quadratic_penalty_(*args)
+
+    monkeypatch.setattr(_ext, "kernels", lambda device=None: Spy())
+    value = quadratic_penalty_(params, anchors, imps, 1.5, use_kernel=True)
+    ps, gs, as_, ws, _ = calls[0]
+    for i in range(2):
+        assert ps[i].data_ptr() == params[i].data_ptr() and gs[i].data_ptr() == params[i].grad.data_ptr()
+        assert as_[i].data_ptr() == anchors[i].data_ptr() and ws[i].data_ptr() == imps[i].data_ptr()
+    want = sum((w.double() * (p.double() - a.double()) ** 2).sum() for p, a, w in zip(params, anchors, imps)) * 0.75
+    assert float(value) == pytest.approx(float(want), rel=1e-5)
+    for p, a, w, g0 in zip(params, anchors, imps, grad0):
+        assert p.grad.stride() == p.stride()
+        torch.testing.assert_close(p.grad.double(), g0.double() + 1.5 * w.double() * (p.double() - a.double()))
