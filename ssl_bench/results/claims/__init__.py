@@ -1,10 +1,15 @@
 """``ssl-bench report``: the founding papers' claims checked against result files alone.
 
-Six claims (Hu et al. ICLR 2022 on streaming SSL; S3L, "Small is beautiful"; Li, Efros and
-Pathak on collapse), each with a verdict rule fixed in this module and printed in the report
-next to the numbers, so the wording never depends on the outcome. A verdict is one of
-``reproduced``, ``not reproduced`` or ``not testable`` (then the report names the missing
-runs and estimates the compute they need from the runs already there).
+Seven claims (Hu et al. ICLR 2022 on streaming SSL; S3L, "Small is beautiful"; Li, Efros and
+Pathak on collapse), one module each (``claim_*.py``: ``SECTION``, ``CLAIMS``, ``RULES``, ``SCOPES`` and
+``judge``), each with its verdict rule and thresholds fixed in its module and printed in the report next
+to the numbers, so the wording never depends on the outcome. Every comparison is paired by seed and has a
+95% interval (:mod:`.base`: t-intervals over seeds; a cluster bootstrap for claim 4a's correlation). A
+verdict is one of ``reproduced`` (the interval lies wholly on the claimed side of the rule's threshold),
+``contradicted`` (wholly on the other side), ``inconclusive`` (it straddles the threshold; the report says
+how many seeds would decide at the observed spread) or ``not testable`` (a precondition fails, e.g. a
+method that does not learn at this budget, or runs are missing: the report names them and estimates the
+compute they need from the runs already there).
 
 Runs are grouped by protocol (name, version and hash), method, stream and strategy; seeds
 are pooled. Only default-recipe runs count: a file that changed the method's recipe or options
@@ -14,9 +19,10 @@ recomputed from the stored arrays (:func:`ssl_bench.results.continual.summarize`
 Numbers are mean ± standard deviation over seeds (ddof = 1); comparisons between two groups
 use the seeds both have, and a group takes part only with at least :data:`MIN_SEEDS` of them.
 Each claim is judged per protocol (claim 5 per pair of protocols). Data without domains has no domain
-stream, so claims 1 and 2 take a protocol's domain-stream runs from its *domain twin* where it has none
-of its own: the same protocol with the dataset option ``transform_domains`` (:func:`domain_twins`), as Hu
-et al. measure the domain gap on other data (DomainNet) than the other streams' (ImageNet).
+stream, so claims 1 and 2 take a protocol's domain-stream runs from the protocol it names as
+``domain_protocol`` (v2: natural domains, PACS), or else from its *domain twin*: the same protocol with the
+dataset option ``transform_domains`` (:func:`domain_twins`, v1), as Hu et al. measure the domain gap on other
+data (DomainNet) than the other streams' (ImageNet).
 
 The output is deterministic: files are read in sorted order, floats have fixed formats,
 there are no timestamps or absolute paths, and figures (PNG, matplotlib Agg) carry no
@@ -34,7 +40,18 @@ from types import ModuleType
 import numpy as np
 
 from ssl_bench.errors import UserError
-from ssl_bench.results.claims.base import MIN_SEEDS, NOT_TESTABLE, Figures, Finding, Index, RunFile, collect, table
+from ssl_bench.results.claims.base import (
+    CONFIDENCE,
+    MIN_GAIN,
+    MIN_SEEDS,
+    NOT_TESTABLE,
+    Figures,
+    Finding,
+    Index,
+    RunFile,
+    collect,
+    table,
+)
 
 
 def claim_modules() -> list[ModuleType]:
@@ -57,8 +74,9 @@ def findings(runs: list[RunFile], figures: Figures | None = None) -> list[Findin
     """Every claim judged on ``runs``: per protocol scope (a domain twin's claims 1 and 2 are its base's), or once."""
     ix = Index(runs)
     out: list[Finding] = []
-    twinned = {t for b, t in ix.twins.items() if b in ix.scopes}
-    scopes = {"own": [s for s in ix.scopes if s not in twinned], "each": ix.scopes, "pairs": [None]}
+    twinned = {t for b, t in ix.twins.items() if b in ix.scopes}  # judged with the protocol they serve
+    scopes: dict[str, list[str | None]] = {"own": [s for s in ix.scopes if s not in twinned], "each": [*ix.scopes]}
+    scopes["pairs"] = [None]
     for module in claim_modules():
         for scope in scopes[module.SCOPES]:
             out += module.judge(ix, scope, figures)
@@ -103,9 +121,16 @@ def render(runs: list[RunFile], figures: Figures | None = None) -> str:
         "files give the same report. Every number is recomputed from the stored arrays "
         "(`ssl_bench.results.continual`), never taken from stored summaries. Numbers are mean ± standard deviation over "
         f"seeds (ddof = 1); accuracies are the final linear-probe accuracy averaged over experiences, in %. A "
-        f"comparison uses the seeds both sides have, at least {MIN_SEEDS}, and a difference (gap) is taken seed by seed, "
-        "then averaged, so its ± is the spread of the paired differences. Each claim's verdict rule is fixed in "
-        "its module in `ssl_bench/results/claims/` and printed below; a claim is judged per protocol.",
+        f"comparison uses the seeds both sides have, at least {MIN_SEEDS}, and a difference is taken seed by seed; "
+        f"brackets give its mean and {CONFIDENCE:.0%} interval, Student's t over the seeds (mean ± t · sd / √n; "
+        "claim 4a's correlation: a cluster bootstrap over runs). A verdict is **reproduced** when the interval lies "
+        "wholly on the claimed side of the rule's threshold, **contradicted** when it lies wholly on the other side, "
+        "**inconclusive** when it straddles the threshold (with the seeds that would decide at the observed spread), "
+        "and **not testable** when a precondition fails or runs are missing. Precondition: a method takes part only "
+        f"where it learned, its final accuracy at least {MIN_GAIN * 100:.0f} points above its random init's with the "
+        "interval above 0. A claim over several items is contradicted if any item is, reproduced if every item is, "
+        "otherwise inconclusive. Each claim's rule and thresholds are fixed in its module in "
+        "`ssl_bench/results/claims/` and printed below; a claim is judged per protocol.",
         "",
         "## Verdicts",
         "",
@@ -128,7 +153,10 @@ def render(runs: list[RunFile], figures: Figures | None = None) -> str:
                 out += ["", f"### {claim} — {f.scope}: {f.verdict}", ""]
                 out += f.lines + ([""] if f.lines else [])
                 out.append(f"Compute: {_compute(f.runs)}.")
-                if f.verdict == NOT_TESTABLE:
+                if f.why:
+                    lead = "Not testable" if f.verdict == NOT_TESTABLE else "Left out"
+                    out += ["", f"{lead}: " + "; ".join(f.why) + "."]
+                if f.verdict == NOT_TESTABLE and f.missing:
                     out += ["", "Missing: " + "; ".join(f.missing) + "." + _budget(ix, f)]
     out += ["", "## Runs", ""]
     out += table(
