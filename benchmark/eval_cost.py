@@ -21,6 +21,7 @@ from pathlib import Path
 from ssl_bench import protocol as protocols
 from ssl_bench.engine import RunConfig, evaluation
 from ssl_bench.engine.build import Run
+from ssl_bench.plan import make_plan
 from ssl_bench.registry import Registry
 
 
@@ -50,7 +51,7 @@ def main() -> None:
             data_root=args.data_root,
             progress=False,
         )
-        run = Run(config, Registry.discover([]))
+        run = Run(make_plan(config, Registry.discover([])))
         print(f"{proto.label}, {args.method}: one evaluation point\n\n| part | CPU s | wall s |\n|---|---:|---:|")
         feats = timed("features (backbone pass)", lambda: evaluation.features(run))
         for ev in run.evaluators:

@@ -35,6 +35,7 @@ from ssl_bench.commands import _common
 from ssl_bench.engine import evaluation
 from ssl_bench.engine.build import Run
 from ssl_bench.engine.loop import train_phase
+from ssl_bench.plan import make_plan
 from ssl_bench.registry import Registry
 
 SUMMARY = ("linear/acc", "knn/acc", "collapse/rankme")
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = _common.run_config(
         args, registry, protocol.load(args.protocol), method=args.method, stream=args.stream, seed=args.seed
     )
-    run = Run(config, registry)
+    run = Run(make_plan(config, registry))
     first = run.phases[0]
     phase = type(first)(name=first.name, experiences=first.experiences, steps=mine.steps or first.steps)
     index = torch.as_tensor(np.asarray(run.experiences[0].train_idx[:256]))

@@ -29,6 +29,7 @@ from ssl_bench import protocol
 from ssl_bench.api import Phase
 from ssl_bench.engine import RunConfig, loop
 from ssl_bench.engine.build import Run
+from ssl_bench.plan import make_plan
 from ssl_bench.registry import Registry
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -63,7 +64,7 @@ PROTOCOL = textwrap.dedent("""
 def _run(tmp_path, res: int, **kw) -> Run:
     proto = protocol.parse(PROTOCOL.format(res=res))
     config = RunConfig(proto, "simclr", "instance", "sequential", 0, tmp_path, progress=False, device="cuda", **kw)
-    return Run(config, Registry.discover())
+    return Run(make_plan(config, Registry.discover()))
 
 
 def _old_settings(run: Run) -> Run:

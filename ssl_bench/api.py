@@ -18,7 +18,7 @@ from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssl_bench.blocks.augment import Augment, MultiCrop
-    from ssl_bench.engine.config import RunConfig
+    from ssl_bench.plan import RunConfig
     from ssl_bench.protocol import Protocol
     from ssl_bench.recipe import Recipe
     from ssl_bench.registry import Registry
@@ -98,6 +98,9 @@ class Batch:
     labels: torch.Tensor
     domains: torch.Tensor
     index: torch.Tensor  #: indices into ``dataset.train``
+    #: the same indices in host memory when the engine has them (None otherwise): read these rather than
+    #: ``index.cpu()``, which on a GPU waits for it
+    host_index: torch.Tensor | None = None
 
 
 class Method(nn.Module):

@@ -92,7 +92,7 @@ def ssl_bench_run_start(run: RunContext) -> None:
 
 
 @hookspec
-def ssl_bench_experience_start(run: RunContext, phase: Phase) -> None:
+def ssl_bench_phase_start(run: RunContext, phase: Phase) -> None:
     """Called before a training phase (one experience for sequential training) starts.
 
     ``phase`` is the :class:`ssl_bench.api.Phase` about to be trained.
@@ -110,7 +110,7 @@ def ssl_bench_step_end(run: RunContext, step: int, loss: float) -> None:
 
 
 @hookspec
-def ssl_bench_experience_end(run: RunContext, phase: Phase, metrics: dict[str, Any]) -> None:
+def ssl_bench_phase_end(run: RunContext, phase: Phase, metrics: dict[str, Any]) -> None:
     """Called after a training phase has been trained and evaluated.
 
     ``metrics`` maps ``"<evaluator>/<key>"`` to what the evaluators measured for this phase.
@@ -120,3 +120,18 @@ def ssl_bench_experience_end(run: RunContext, phase: Phase, metrics: dict[str, A
 @hookspec
 def ssl_bench_run_end(run: RunContext, path: Path) -> None:
     """Called after the result file has been written to ``path``."""
+
+
+# ---------------------------------------------------------------- deprecated names (removed in 0.3)
+# Until 0.2 the phase hooks were named after experiences, though they receive a Phase. The engine still calls
+# them, right after the new ones; implementing one warns when the plugin is registered.
+
+
+@hookspec(warn_on_impl=DeprecationWarning("ssl_bench_experience_start is deprecated: implement ssl_bench_phase_start"))
+def ssl_bench_experience_start(run: RunContext, phase: Phase) -> None:
+    """Deprecated name of :func:`ssl_bench_phase_start` (called right after it)."""
+
+
+@hookspec(warn_on_impl=DeprecationWarning("ssl_bench_experience_end is deprecated: implement ssl_bench_phase_end"))
+def ssl_bench_experience_end(run: RunContext, phase: Phase, metrics: dict[str, Any]) -> None:
+    """Deprecated name of :func:`ssl_bench_phase_end` (called right after it)."""

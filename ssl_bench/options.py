@@ -6,7 +6,8 @@ itself (a method's backbone; a stream's ``dataset``, ``n_experiences`` and ``see
 (``temperature: float = 0.5``), else the type of its default when that is a bool, int, float or
 str; an option with neither is not type-checked. A float option takes integers (``lam=1``), not booleans.
 
-:func:`options_of` lists them (``ssl-bench list --options NAME``). :func:`check_run` checks every
+
+:func:`options_of` lists them (``ssl-bench list --options NAME``); :func:`ssl_bench.plan.make_plan` checks every
 option of a run (the method's recipe options, the strategy's, the stream's, and the protocol's
 dataset, backbone and evaluator options) before any data is loaded: an unknown name gets "did
 you mean", a wrong type says what was expected, both as one :class:`~ssl_bench.errors.UserError`.
@@ -26,8 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 from ssl_bench.errors import UserError, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ssl_bench.engine.config import RunConfig
-    from ssl_bench.registry import Entry, Registry
+    from ssl_bench.registry import Entry
 
 #: arguments the engine passes to a factory of each kind (they are not options)
 ENGINE_ARGS = {
@@ -122,39 +122,3 @@ def check(entry: Entry, values: dict[str, Any], where: str) -> None:
                 )
             got = f"{value!r} ({type(value).__name__})"
             raise UserError(f"{label}: option '{key}' must be {option.type_name}, got {got} ({where})")
-
-
-def strategy_parts(spec: str, values: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """``--strategy-opt`` split between the parts of ``a+b`` ("name.key" to one part, "key" to a lone strategy)."""
-    names = [s for s in spec.split("+") if s]
-    parts = []
-    for name in names:
-        own = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(name + ".")}
-        if len(names) == 1:
-            own.update({k: v for k, v in values.items() if "." not in k})
-        parts.append((name, own))
-    for key in values:
-        prefix = key.split(".", 1)[0]
-        if "." in key and prefix not in names:
-            raise UserError(f"--strategy-opt {key}: no strategy '{prefix}' in '{spec}'." + did_you_mean(prefix, names))
-        if "." not in key and len(names) > 1:
-            raise UserError(
-                f"--strategy-opt {key}: with several strategies ('{spec}'), prefix the option with its strategy's name, "
-                f"e.g. {names[-1]}.{key}"
-            )
-    return parts
-
-
-def check_run(config: RunConfig, registry: Registry) -> None:
-    """Every option of a run, checked against its plugin's factory before any data is loaded."""
-    protocol = config.protocol
-    recipe = config.recipe or {}
-    check(registry.get("method", config.method), dict(recipe.get("options", {})), "--method-opt, --recipe or the method's recipe")
-    for name, own in strategy_parts(config.strategy, config.strategy_options):
-        check(registry.get("strategy", name), own, "--strategy-opt")
-    stream_opts = {**protocol.stream.options.get(config.stream, {}), **config.stream_options}
-    check(registry.get("stream", config.stream), stream_opts, f"protocol [stream.options.{config.stream}] or --stream-opt")
-    check(registry.get("dataset", protocol.dataset.name), protocol.dataset.options, "protocol [dataset] options")
-    check(registry.get("backbone", protocol.backbone.name), protocol.backbone.options, "protocol [backbone] options")
-    for name in protocol.eval.evaluators:
-        check(registry.get("evaluator", name), protocol.eval.options.get(name, {}), f"protocol [eval.options.{name}]")

@@ -107,13 +107,58 @@ def validate(data: dict[str, Any], where: str) -> Recipe:
         raise UserError(f"{where}: recipe key '{loc}': {msg} (got {first.get('input')!r})") from None
 
 
+#: Named base recipes that a shipped recipe extends (``{"extends": "solo-lars", "lr": 0.3}``), so each method
+#: states only what differs from its base, as protocols do with ``extends`` and lm-eval's tasks with ``include``.
+BASES: dict[str, dict[str, Any]] = {
+    # solo-learn's LARS for ResNets on small images (scripts/pretrain/cifar/*.yaml): trust coefficient 0.02 with
+    # clipping (``clip_lr``), biases and norms excluded (``exclude_bias_n_norm``), SGD momentum 0.9, cosine decay
+    "solo-lars": {
+        "optimizer": "lars",
+        "lars_eta": 0.02,
+        "lars_clip": True,
+        "exclude_bias_norm": True,
+        "momentum": 0.9,
+        "schedule": "cosine",
+    },
+    # solo-learn's CIFAR configs of the zoo (DINO, SwAV, MoCo v3, NNCLR): 10 warm-up epochs of a 1000-epoch run,
+    # scaled to 5 for the S3L protocols' shorter schedules
+    "solo-lars-s3l": {"extends": "solo-lars", "warmup_epochs": 5.0},
+    # a few hundred steps at batch 128: SimCLR's square-root learning-rate rule for small batches and short
+    # training (lr = 0.075 sqrt(B), 1.2 at batch 256; Chen et al. 2020, Appendix B.1), one warm-up epoch
+    "lars-sqrt": {"extends": "solo-lars", "lr": 1.2, "lr_scaling": "sqrt", "warmup_epochs": 1.0},
+    # the smoke protocol's phases are a few steps long: no warm-up
+    "lars-sqrt-smoke": {"extends": "lars-sqrt", "warmup_epochs": 0.0},
+}
+
+
+def resolve(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """``data`` with its ``extends`` chain of :data:`BASES` merged underneath (nearest base last); ``options``
+    merge key by key. An unknown base or a cycle is a one-line :class:`UserError` naming ``where``."""
+    chain, name = [dict(data)], data.get("extends")
+    seen: list[str] = []
+    while name is not None:
+        if not isinstance(name, str) or name not in BASES:
+            raise UserError(f"{where}: 'extends' names an unknown base recipe {name!r}." + did_you_mean(str(name), BASES))
+        if name in seen:
+            raise UserError(f"{where}: base recipes extend each other in a cycle ({' -> '.join([*seen, name])})")
+        seen.append(name)
+        chain.append(dict(BASES[name]))
+        name = BASES[name].get("extends")
+    out: dict[str, Any] = {}
+    for part in reversed(chain):
+        part.pop("extends", None)
+        out = merge(out, part)
+    return out
+
+
 def shipped(factory: Any, family: str) -> dict[str, Any] | None:
-    """The recipe a method factory ships for a protocol family (its ``recipes`` attribute), or None."""
+    """The recipe a method factory ships for a protocol family (its ``recipes`` attribute, ``extends`` resolved),
+    or None."""
     recipes = getattr(factory, "recipes", None) or {}
     if not isinstance(recipes, dict):
         raise UserError(f"the method's 'recipes' must be a dict {{family: {{key: value}}}}, got {type(recipes).__name__}")
     found = recipes.get(family)
-    return dict(found) if found is not None else None
+    return resolve(found, f"recipe '{family}' of {getattr(factory, '__name__', factory)}") if found is not None else None
 
 
 def read_file(path: str | Path) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def test_crashed_run_leaves_no_result_and_resumes(tiny_protocol, tmp_path, monke
         from ssl_bench import hookimpl
 
         @hookimpl
-        def ssl_bench_experience_start(run, phase):
+        def ssl_bench_phase_start(run, phase):
             if os.environ.get("CRASH_AT") == phase.name:
                 raise RuntimeError("simulated crash")
     """)
@@ -110,7 +110,7 @@ def test_crashed_run_leaves_no_result_and_resumes(tiny_protocol, tmp_path, monke
 def test_resumed_run_equals_uninterrupted_run(tiny_protocol, tmp_path, monkeypatch, capsys):
     crash = tmp_path / "crash2.py"
     crash.write_text(
-        "import os\nfrom ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_experience_start(run, phase):\n"
+        "import os\nfrom ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_phase_start(run, phase):\n"
         "    if os.environ.get('CRASH_AT') == phase.name:\n        raise KeyboardInterrupt\n"
     )
     whole, parts = tmp_path / "whole", tmp_path / "parts"

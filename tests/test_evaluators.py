@@ -14,6 +14,7 @@ from ssl_bench.blocks import augment, probes
 from ssl_bench.engine import RunConfig
 from ssl_bench.engine.build import Run
 from ssl_bench.errors import UserError
+from ssl_bench.plan import make_plan
 from ssl_bench.registry import Registry
 from ssl_bench.results import continual
 from ssl_bench_plugins.evaluators import cka, collapse, downstream, fewshot, knn, linear, sharpness
@@ -257,7 +258,7 @@ def test_downstream_missing_dataset_fails_when_the_run_is_built(tiny_protocol, t
     proto = protocol.parse(text + '\n[eval.options.downstream]\ndatasets = [{ name = "cifar-11" }]\n')
     config = RunConfig(protocol=proto, method="simclr", stream="instance", strategy="sequential", seed=0, out=tmp_path)
     with pytest.raises(UserError, match="unknown dataset 'cifar-11'"):
-        Run(config, Registry.discover())  # the engine calls Evaluator.setup before any training
+        Run(make_plan(config, Registry.discover()))  # the engine calls Evaluator.setup before any training
 
 
 def test_downstream_probe_on_a_whole_dataset():

@@ -225,7 +225,7 @@ def test_moco_resumes_exactly(tiny_protocol, tmp_path, monkeypatch, capsys):
     name = "moco"
     crash = tmp_path / "crash_m.py"
     crash.write_text(
-        "import os\nfrom ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_experience_start(run, phase):\n"
+        "import os\nfrom ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_phase_start(run, phase):\n"
         "    if os.environ.get('CRASH_AT') == phase.name:\n        raise KeyboardInterrupt\n"
     )
     base = [

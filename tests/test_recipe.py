@@ -126,3 +126,31 @@ def test_lars_matches_formula_over_three_steps(clip, eta, lr):
                 p.detach().double().numpy(), ref[n][0], rtol=1e-5, atol=1e-7, err_msg=f"{n} after step {step}"
             )
             ref[n] = (p.detach().double().numpy().copy(), ref[n][1])
+
+
+def test_a_shipped_recipe_extends_a_base_and_states_only_what_differs():
+    from ssl_bench import recipe
+
+    class M:
+        recipes = {"cpu": {"extends": "lars-sqrt", "weight_decay": 1e-6, "options": {"temperature": 0.2}}}
+
+    got = recipe.shipped(M, "cpu")
+    assert "extends" not in got
+    assert got["optimizer"] == "lars" and got["lr"] == 1.2 and got["lr_scaling"] == "sqrt" and got["lars_clip"] is True
+    assert got["weight_decay"] == 1e-6 and got["options"] == {"temperature": 0.2}
+    # the nearer base wins: lars-sqrt-smoke sets warm-up 0 over lars-sqrt's 1
+    assert recipe.resolve({"extends": "lars-sqrt-smoke"}, "x")["warmup_epochs"] == 0.0
+
+
+def test_an_unknown_or_cyclic_base_is_one_line(monkeypatch):
+    import pytest
+
+    from ssl_bench import recipe
+    from ssl_bench.errors import UserError
+
+    with pytest.raises(UserError, match="unknown base recipe 'lars-sqr'.*Did you mean 'lars-sqrt'"):
+        recipe.resolve({"extends": "lars-sqr"}, "recipe 'cpu' of M")
+    monkeypatch.setitem(recipe.BASES, "a", {"extends": "b"})
+    monkeypatch.setitem(recipe.BASES, "b", {"extends": "a"})
+    with pytest.raises(UserError, match="cycle"):
+        recipe.resolve({"extends": "a"}, "x")

@@ -18,6 +18,7 @@ from ssl_bench.engine import build as build_mod
 from ssl_bench.engine import launch as sweep
 from ssl_bench.engine.build import Run
 from ssl_bench.errors import UserError
+from ssl_bench.plan import make_plan
 from ssl_bench.protocol import load as load_protocol
 from ssl_bench.registry import Registry
 
@@ -25,8 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny_config(tiny_protocol, tmp_path, **kw) -> RunConfig:
-    from ssl_bench.engine.config import resolve_recipe
-
     registry = Registry.discover([])
     config = RunConfig(
         protocol=load_protocol(str(tiny_protocol)),
@@ -38,7 +37,7 @@ def tiny_config(tiny_protocol, tmp_path, **kw) -> RunConfig:
         progress=False,
         **kw,
     )
-    return resolve_recipe(config, registry)
+    return make_plan(config, registry).config
 
 
 def test_precision_is_recorded_and_fp32_on_cpu_by_default(tiny_protocol, tmp_path, one_thread):
@@ -47,7 +46,7 @@ def test_precision_is_recorded_and_fp32_on_cpu_by_default(tiny_protocol, tmp_pat
 
 
 def test_bf16_on_cpu_trains_with_a_float32_loss(tiny_protocol, tmp_path, one_thread):
-    run = Run(tiny_config(tiny_protocol, tmp_path, precision="bf16"), Registry.discover([]))
+    run = Run(make_plan(tiny_config(tiny_protocol, tmp_path, precision="bf16"), Registry.discover([])))
     assert run.precision == "bf16" and not run.channels_last and run.device_data is None and not run.prefetch
     seen = []
     real = run.model.forward
@@ -171,7 +170,7 @@ def test_diverging_run_stops_with_one_line(tiny_protocol, tmp_path, capsys, one_
 
 # ---------------------------------------------------------------------------------------- data on device
 def test_device_resident_gather_gives_the_same_batches(tiny_protocol, tmp_path, one_thread):
-    run = Run(tiny_config(tiny_protocol, tmp_path), Registry.discover([]))
+    run = Run(make_plan(tiny_config(tiny_protocol, tmp_path), Registry.discover([])))
     assert not build_mod.fits_on_device(1, torch.device("cpu"))
     pool = loop.phase_pool(run, run.phases[0])
     run.phase_index = 0

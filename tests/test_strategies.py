@@ -14,6 +14,7 @@ from ssl_bench.engine import RunConfig, checkpoint
 from ssl_bench.engine.build import Run
 from ssl_bench.engine.loop import train_phase
 from ssl_bench.engine.optim import LARS
+from ssl_bench.plan import make_plan
 from ssl_bench.protocol import load
 from ssl_bench.registry import Registry
 
@@ -71,7 +72,7 @@ def make_run(protocol_path, tmp_path, strategy, method="simclr", options=None, p
         progress=False,
         recipe_overrides=recipe or {},
     )
-    return Run(config, Registry.discover(list(plugins)))
+    return Run(make_plan(config, Registry.discover(list(plugins))))
 
 
 def train(run, i):
@@ -387,7 +388,7 @@ def test_joint_sequential_hybrid_take_the_same_number_of_steps(micro, tmp_path):
 def test_replay_plus_mas_end_to_end_and_resume_keeps_the_buffer(tiny_protocol, tmp_path, monkeypatch, capsys):
     crash = tmp_path / "crash_at.py"
     crash.write_text(
-        "import os\nfrom ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_experience_start(run, phase):\n"
+        "import os\nfrom ssl_bench import hookimpl\n@hookimpl\ndef ssl_bench_phase_start(run, phase):\n"
         "    if os.environ.get('CRASH_AT') == phase.name:\n        raise KeyboardInterrupt\n"
     )
     out = tmp_path / "runs"

@@ -396,7 +396,7 @@ def test_each_method_trains_and_evaluates_end_to_end(method, tiny_protocol, tmp_
 
 def test_engine_passes_global_then_local_views_at_their_sizes_under_s3l(tmp_path):
     from ssl_bench.engine.build import Run
-    from ssl_bench.engine.config import RunConfig
+    from ssl_bench.plan import RunConfig, make_plan
     from ssl_bench.protocol import load
     from ssl_bench.registry import Registry
 
@@ -418,7 +418,7 @@ def test_engine_passes_global_then_local_views_at_their_sizes_under_s3l(tmp_path
         device="cpu",
         progress=False,
     )
-    r = Run(config, Registry.discover(PLUGINS))
+    r = Run(make_plan(config, Registry.discover(PLUGINS)))
     images = r.dataset.train.images[:5]
     assert [v.shape[-1] for v in r.views(images, 16)] == [16, 16, 8, 8, 8]  # 96/224 of 16 px -> 8 (2 patches)
     assert [v.shape[-1] for v in r.views(images, 8)] == [8, 8, 4, 4, 4]
@@ -443,16 +443,19 @@ RECIPE_KEYS = {
 
 @pytest.mark.parametrize("module", [dino, swav, mocov3, nnclr, mae])
 def test_recipes_follow_the_issue_14_contract_and_their_options_construct_the_method(module):
+    """A shipped recipe states what differs from its base (``extends``); the resolved one is a valid Recipe."""
+    from ssl_bench import recipe as recipes
     from ssl_bench.api import Method
 
     cls = next(v for v in vars(module).values() if isinstance(v, type) and issubclass(v, Method) and v is not Method)
     assert set(cls.recipes) <= {"smoke", "cpu", "s3l"}
     if not cls.recipes:  # a family it cannot serve is absent, and the docstring says why
         assert "cannot serve" in module.__doc__
-    for family, recipe in cls.recipes.items():
-        assert set(recipe) <= RECIPE_KEYS and RECIPE_KEYS - set(recipe) <= {"betas"}, (family, set(recipe) ^ RECIPE_KEYS)
-        assert recipe["optimizer"] in ("sgd", "lars", "adamw") and recipe["lr"] > 0
-        assert recipe["lr_scaling"] in ("linear", "sqrt", "none") and recipe["schedule"] in ("cosine", "constant")
-        assert isinstance(recipe["lars_clip"], bool) and isinstance(recipe["exclude_bias_norm"], bool)
-        assert ("betas" in recipe) == (recipe["optimizer"] == "adamw")
-        cls(resnet(), **recipe["options"])  # every option is one the method takes
+    for family, written in cls.recipes.items():
+        assert set(written) <= RECIPE_KEYS | {"extends"}, (family, set(written) - RECIPE_KEYS)
+        resolved = recipes.validate(recipes.shipped(cls, family), f"{module.__name__} {family}")
+        base = recipes.resolve({"extends": written["extends"]}, "base") if "extends" in written else {}
+        restated = [k for k, v in written.items() if k not in ("extends", "options") and base.get(k, object()) == v]
+        assert not restated, f"{family}: {restated} restate the base {written.get('extends')}"
+        assert resolved.optimizer in ("sgd", "lars", "adamw") and resolved.lr > 0
+        cls(resnet(), **resolved.options)  # every option is one the method takes

@@ -45,7 +45,7 @@ import ssl_bench
 from ssl_bench import protocol
 from ssl_bench.blocks import augment
 from ssl_bench.blocks.augment import ViewSpec
-from ssl_bench.engine import RunConfig, resolve_recipe
+from ssl_bench.engine import RunConfig, make_plan
 from ssl_bench.engine.build import Run
 from ssl_bench.engine.evaluation import features
 from ssl_bench.engine.loop import phase_pool, schedule_of, train_phase
@@ -103,7 +103,7 @@ def build_run(peer: Protocol, method: str, seed: int, registry: Registry, data_r
         device=device,
         progress=False,
     )
-    return Run(resolve_recipe(config, registry), registry)
+    return Run(make_plan(config, registry))
 
 
 def batch_order(run: Run, steps: int) -> list[list[int]]:

@@ -22,56 +22,40 @@ __license__ = "Apache-2.0"
 __paper__ = "Dosovitskiy et al., An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale, ICLR 2021"
 
 
-def _vit(
-    name, embed_dim, heads, patch_size=4, img_size=32, pos_embed="learned", pool="cls", depth=12, drop_path_rate=0.0
-) -> VisionTransformer:
-    return VisionTransformer(
-        embed_dim=embed_dim,
-        depth=depth,
-        heads=heads,
-        patch_size=patch_size,
-        img_size=img_size,
-        pos_embed=pos_embed,
-        pool=pool,
-        drop_path_rate=drop_path_rate,
-        name=name,
-    )
+#: the DeiT sizes, as timm's ``model_args``: name -> (width, heads, what it is)
+VARIANTS = {
+    "vit_tiny": (192, 3, "ViT-Tiny: width 192, 3 heads (5.4 M parameters at depth 12)."),
+    "vit_small": (384, 6, "ViT-Small: width 384, 6 heads (21.3 M parameters at depth 12)."),
+    "vit_base": (768, 12, "ViT-Base: width 768, 12 heads (85.1 M parameters at depth 12; for a GPU)."),
+}
 
 
-@register_backbone
-def vit_tiny(
-    patch_size: int = 4,
-    img_size: int = 32,
-    pos_embed: str = "learned",
-    pool: str = "cls",
-    depth: int = 12,
-    drop_path_rate: float = 0.0,
-) -> VisionTransformer:
-    """ViT-Tiny: width 192, 3 heads (5.4 M parameters at depth 12)."""
-    return _vit("vit_tiny", 192, 3, patch_size, img_size, pos_embed, pool, depth, drop_path_rate)
+def _variant(name: str):
+    embed_dim, heads, doc = VARIANTS[name]
+
+    def factory(
+        patch_size: int = 4,
+        img_size: int = 32,
+        pos_embed: str = "learned",
+        pool: str = "cls",
+        depth: int = 12,
+        drop_path_rate: float = 0.0,
+    ) -> VisionTransformer:
+        return VisionTransformer(
+            embed_dim=embed_dim,
+            depth=depth,
+            heads=heads,
+            patch_size=patch_size,
+            img_size=img_size,
+            pos_embed=pos_embed,
+            pool=pool,
+            drop_path_rate=drop_path_rate,
+            name=name,
+        )
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = doc
+    return register_backbone(factory)
 
 
-@register_backbone
-def vit_small(
-    patch_size: int = 4,
-    img_size: int = 32,
-    pos_embed: str = "learned",
-    pool: str = "cls",
-    depth: int = 12,
-    drop_path_rate: float = 0.0,
-) -> VisionTransformer:
-    """ViT-Small: width 384, 6 heads (21.3 M parameters at depth 12)."""
-    return _vit("vit_small", 384, 6, patch_size, img_size, pos_embed, pool, depth, drop_path_rate)
-
-
-@register_backbone
-def vit_base(
-    patch_size: int = 4,
-    img_size: int = 32,
-    pos_embed: str = "learned",
-    pool: str = "cls",
-    depth: int = 12,
-    drop_path_rate: float = 0.0,
-) -> VisionTransformer:
-    """ViT-Base: width 768, 12 heads (85.1 M parameters at depth 12; for a GPU)."""
-    return _vit("vit_base", 768, 12, patch_size, img_size, pos_embed, pool, depth, drop_path_rate)
+vit_tiny, vit_small, vit_base = (_variant(name) for name in VARIANTS)

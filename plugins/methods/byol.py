@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Method
-from ssl_bench.blocks.heads import cosine_momentum, ema_update, frozen_copy, mlp
+from ssl_bench.blocks.heads import cosine_momentum, ema_update, frozen_copy, mlp, online_and_target
 from ssl_bench.errors import UserError
 
 __version__ = "0.1.0"
@@ -33,29 +33,23 @@ class BYOL(Method):
     #: to the x0.25 backbone and tuned for the short budget (benchmark/RESULTS.md)
     recipes = {
         "smoke": {
-            "optimizer": "lars",
+            "extends": "solo-lars",
             "lr": 1.0,
-            "weight_decay": 1e-5,
-            "lars_eta": 0.02,
-            "lars_clip": True,
+            "weight_decay": 1e-05,
             "schedule": "constant",
             "options": {"proj_hidden": 512, "pred_hidden": 512, "base_momentum": 0.99},
         },
         "cpu": {
-            "optimizer": "lars",
+            "extends": "solo-lars",
             "lr": 1.0,
-            "weight_decay": 1e-5,
-            "lars_eta": 0.02,
-            "lars_clip": True,
+            "weight_decay": 1e-05,
             "warmup_epochs": 0.4,
             "options": {"proj_hidden": 1024, "proj_dim": 256, "pred_hidden": 1024, "base_momentum": 0.99},
         },
         "s3l": {
-            "optimizer": "lars",
+            "extends": "solo-lars",
             "lr": 1.0,
-            "weight_decay": 1e-5,
-            "lars_eta": 0.02,
-            "lars_clip": True,
+            "weight_decay": 1e-05,
             "warmup_epochs": 2,
             "options": {"base_momentum": 0.99},
         },
@@ -81,12 +75,11 @@ class BYOL(Method):
         self.target_projector = frozen_copy(self.projector)
 
     def loss(self, views, labels):
-        v1, v2 = views[0], views[1]
-        p1 = self.predictor(self.projector(self.backbone(v1)))
-        p2 = self.predictor(self.projector(self.backbone(v2)))
-        with torch.no_grad():
-            t1 = self.target_projector(self.target_backbone(v1))
-            t2 = self.target_projector(self.target_backbone(v2))
+        (p1, p2), (t1, t2) = online_and_target(
+            views[:2],
+            lambda v: self.predictor(self.projector(self.backbone(v))),
+            lambda v: self.target_projector(self.target_backbone(v)),
+        )
         return byol_loss(p1, t2) + byol_loss(p2, t1)
 
     def momentum_at(self, progress: float) -> float:

@@ -150,16 +150,10 @@ class DINO(Method):
     distillation = "predictive"  # CaSSLe uses its "knowledge" distiller here; not implemented (ssl_bench.blocks.distill)
     recipes = {
         "s3l": {
-            "optimizer": "lars",
+            "extends": "solo-lars-s3l",
             "lr": 0.3,
             "lr_scaling": "linear",
-            "weight_decay": 1e-6,
-            "momentum": 0.9,
-            "lars_eta": 0.02,
-            "lars_clip": True,
-            "exclude_bias_norm": True,
-            "warmup_epochs": 5.0,
-            "schedule": "cosine",
+            "weight_decay": 1e-06,
             "options": {
                 "out_dim": 4096,
                 "hidden": 2048,
@@ -173,16 +167,8 @@ class DINO(Method):
             },
         },
         "cpu": {
-            "optimizer": "lars",
-            "lr": 1.2,
-            "lr_scaling": "sqrt",
-            "weight_decay": 1e-6,
-            "momentum": 0.9,
-            "lars_eta": 0.02,
-            "lars_clip": True,
-            "exclude_bias_norm": True,
-            "warmup_epochs": 1.0,
-            "schedule": "cosine",
+            "extends": "lars-sqrt",
+            "weight_decay": 1e-06,
             "options": {
                 "out_dim": 2048,
                 "hidden": 1024,
@@ -197,16 +183,8 @@ class DINO(Method):
             },
         },
         "smoke": {
-            "optimizer": "lars",
-            "lr": 1.2,
-            "lr_scaling": "sqrt",
-            "weight_decay": 1e-6,
-            "momentum": 0.9,
-            "lars_eta": 0.02,
-            "lars_clip": True,
-            "exclude_bias_norm": True,
-            "warmup_epochs": 0.0,
-            "schedule": "cosine",
+            "extends": "lars-sqrt-smoke",
+            "weight_decay": 1e-06,
             "options": {
                 "out_dim": 1024,
                 "hidden": 512,

@@ -40,7 +40,7 @@ from torch import nn
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Method
-from ssl_bench.blocks.heads import cosine_momentum, ema_update, frozen_copy
+from ssl_bench.blocks.heads import cosine_momentum, ema_update, frozen_copy, online_and_target
 from ssl_bench.blocks.transformer import is_vit
 from ssl_bench.errors import UserError
 from ssl_bench.ops import info_nce
@@ -77,42 +77,20 @@ class MoCoV3(Method):
     distillation = "contrastive"  # CaSSLe's distiller for this kind of method (ssl_bench.blocks.distill)
     recipes = {
         "s3l": {
-            "optimizer": "lars",
+            "extends": "solo-lars-s3l",
             "lr": 0.3,
             "lr_scaling": "linear",
-            "weight_decay": 1e-6,
-            "momentum": 0.9,
-            "lars_eta": 0.02,
-            "lars_clip": True,
-            "exclude_bias_norm": True,
-            "warmup_epochs": 5.0,
-            "schedule": "cosine",
+            "weight_decay": 1e-06,
             "options": {"proj_hidden": 4096, "proj_dim": 256, "pred_hidden": 4096, "temperature": 0.2, "momentum": 0.99},
         },
         "cpu": {
-            "optimizer": "lars",
-            "lr": 1.2,
-            "lr_scaling": "sqrt",
-            "weight_decay": 1e-6,
-            "momentum": 0.9,
-            "lars_eta": 0.02,
-            "lars_clip": True,
-            "exclude_bias_norm": True,
-            "warmup_epochs": 1.0,
-            "schedule": "cosine",
+            "extends": "lars-sqrt",
+            "weight_decay": 1e-06,
             "options": {"proj_hidden": 1024, "proj_dim": 256, "pred_hidden": 1024, "temperature": 0.2, "momentum": 0.99},
         },
         "smoke": {
-            "optimizer": "lars",
-            "lr": 1.2,
-            "lr_scaling": "sqrt",
-            "weight_decay": 1e-6,
-            "momentum": 0.9,
-            "lars_eta": 0.02,
-            "lars_clip": True,
-            "exclude_bias_norm": True,
-            "warmup_epochs": 0.0,
-            "schedule": "cosine",
+            "extends": "lars-sqrt-smoke",
+            "weight_decay": 1e-06,
             "options": {"proj_hidden": 512, "proj_dim": 128, "pred_hidden": 512, "temperature": 0.2, "momentum": 0.99},
         },
     }
@@ -143,13 +121,11 @@ class MoCoV3(Method):
         self.key_projector = frozen_copy(self.projector)
 
     def loss(self, views, labels):
-        v1, v2 = views[0], views[1]
-        # each view is its own forward call (its own BatchNorm statistics), as in the reference
-        q1 = self.predictor(self.projector(self.backbone(v1)))
-        q2 = self.predictor(self.projector(self.backbone(v2)))
-        with torch.no_grad():
-            k1 = self.key_projector(self.key_backbone(v1))
-            k2 = self.key_projector(self.key_backbone(v2))
+        (q1, q2), (k1, k2) = online_and_target(
+            views[:2],
+            lambda v: self.predictor(self.projector(self.backbone(v))),
+            lambda v: self.key_projector(self.key_backbone(v)),
+        )
         return mocov3_loss(q1, q2, k1, k2, self.temperature)
 
     def momentum_at(self, progress: float) -> float:

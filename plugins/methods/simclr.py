@@ -20,22 +20,24 @@ class SimCLR(Method):
     #: smoke: plain SGD as the smoke protocol always ran it; cpu: LARS (solo-learn's cifar/simclr.yaml: lr 0.4, wd 1e-4,
     #: eta 0.02 with clipping, temperature 0.2) with the head scaled to the x0.25 backbone; s3l: solo-learn's, head 2048 -> 256
     recipes = {
-        "smoke": {"optimizer": "sgd", "lr": 0.1, "lr_scaling": "none", "weight_decay": 5e-4, "schedule": "constant"},
+        "smoke": {
+            "optimizer": "sgd",
+            "lr": 0.1,
+            "lr_scaling": "none",
+            "weight_decay": 0.0005,
+            "schedule": "constant",
+        },
         "cpu": {
-            "optimizer": "lars",
+            "extends": "solo-lars",
             "lr": 0.4,
-            "weight_decay": 1e-4,
-            "lars_eta": 0.02,
-            "lars_clip": True,
+            "weight_decay": 0.0001,
             "warmup_epochs": 0.4,
             "options": {"temperature": 0.2, "proj_hidden": 512, "proj_dim": 128},
         },
         "s3l": {
-            "optimizer": "lars",
+            "extends": "solo-lars",
             "lr": 0.4,
-            "weight_decay": 1e-4,
-            "lars_eta": 0.02,
-            "lars_clip": True,
+            "weight_decay": 0.0001,
             "warmup_epochs": 2,
             "options": {"temperature": 0.2, "proj_hidden": 2048, "proj_dim": 256},
         },

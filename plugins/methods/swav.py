@@ -74,7 +74,7 @@ def sinkhorn(scores: torch.Tensor, eps: float = 0.05, iters: int = 3) -> torch.T
         dist.all_reduce(shift, op=dist.ReduceOp.MAX)
     q = torch.exp((scores.float() - shift) / eps).t()  # [K, B]
     k = q.shape[0]
-    b = torch.tensor(float(q.shape[1]), device=q.device)
+    b = q.new_full((), float(q.shape[1]))
     b = _all_reduce(b)
     q /= _all_reduce(q.sum())
     for _ in range(iters):
@@ -101,16 +101,10 @@ class SwAV(Method):
     distillation = "predictive"  # CaSSLe uses its "knowledge" distiller here; not implemented (ssl_bench.blocks.distill)
     recipes = {
         "s3l": {
-            "optimizer": "lars",
+            "extends": "solo-lars-s3l",
             "lr": 0.6,
             "lr_scaling": "linear",
-            "weight_decay": 1e-6,
-            "momentum": 0.9,
-            "lars_eta": 0.02,
-            "lars_clip": True,
-            "exclude_bias_norm": True,
-            "warmup_epochs": 5.0,
-            "schedule": "cosine",
+            "weight_decay": 1e-06,
             "options": {
                 "proj_hidden": 2048,
                 "proj_dim": 128,
@@ -123,16 +117,8 @@ class SwAV(Method):
             },
         },
         "cpu": {
-            "optimizer": "lars",
-            "lr": 1.2,
-            "lr_scaling": "sqrt",
-            "weight_decay": 1e-6,
-            "momentum": 0.9,
-            "lars_eta": 0.02,
-            "lars_clip": True,
-            "exclude_bias_norm": True,
-            "warmup_epochs": 1.0,
-            "schedule": "cosine",
+            "extends": "lars-sqrt",
+            "weight_decay": 1e-06,
             "options": {
                 "proj_hidden": 1024,
                 "proj_dim": 128,
@@ -144,16 +130,8 @@ class SwAV(Method):
             },
         },
         "smoke": {
-            "optimizer": "lars",
-            "lr": 1.2,
-            "lr_scaling": "sqrt",
-            "weight_decay": 1e-6,
-            "momentum": 0.9,
-            "lars_eta": 0.02,
-            "lars_clip": True,
-            "exclude_bias_norm": True,
-            "warmup_epochs": 0.0,
-            "schedule": "cosine",
+            "extends": "lars-sqrt-smoke",
+            "weight_decay": 1e-06,
             "options": {
                 "proj_hidden": 512,
                 "proj_dim": 128,
@@ -205,6 +183,14 @@ class SwAV(Method):
         self.register_buffer("queue", torch.zeros(2, queue_length, proj_dim))
         self._phase_step, self._steps_per_epoch = 0, 0
         self._pending: torch.Tensor | None = None
+        #: rows pushed into the queue since it was emptied, counted on the host: whether the queue is full is known
+        #: without reading it (a read of the GPU's queue would make every step wait)
+        self._queued = 0
+        self.register_load_state_dict_post_hook(lambda module, keys: module._count_queued())
+
+    def _count_queued(self) -> None:
+        """Count the rows of a queue loaded from a checkpoint (the rows of a projection are never all zero)."""
+        self._queued = int(self.queue[0].ne(0).any(dim=1).sum()) if self.queue.shape[1] else 0
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
@@ -218,6 +204,7 @@ class SwAV(Method):
     def begin_phase(self, steps, steps_per_epoch):
         self._phase_step, self._steps_per_epoch = 0, max(1, steps_per_epoch)
         self.queue.zero_()
+        self._queued = 0
 
     def embed(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
         """L2-normalised projections per view, running views of one size as one batch (as the reference)."""
@@ -234,7 +221,7 @@ class SwAV(Method):
     def loss(self, views, labels):
         z = self.embed(views)
         scores = [self.prototypes(zi) for zi in z]
-        use_queue = self.queue.shape[1] > 0 and self.epoch >= self.queue_start_epoch and bool(self.queue[:, -1].any())
+        use_queue = self.queue.shape[1] > 0 and self.epoch >= self.queue_start_epoch and self._queued >= self.queue.shape[1]
         codes = []
         with torch.no_grad():
             for s in range(self.views.n_global):
@@ -260,6 +247,7 @@ class SwAV(Method):
             if self.epoch >= self.queue_start_epoch:
                 new = self._pending[:, : self.queue.shape[1]]
                 self.queue.copy_(torch.cat([new, self.queue[:, : self.queue.shape[1] - new.shape[1]]], dim=1))
+                self._queued += new.shape[1]
             self._pending = None
         self._phase_step += 1
 

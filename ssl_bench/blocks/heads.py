@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.distributed as dist
@@ -60,6 +60,20 @@ def ema_update(target: Iterable[nn.Module], online: Iterable[nn.Module], momentu
         raise ValueError(f"ema_update: {len(t)} target parameters for {len(o)} online ones")
     torch._foreach_mul_(t, momentum)
     torch._foreach_add_(t, o, alpha=1 - momentum)
+
+
+def online_and_target(
+    views: list[torch.Tensor],
+    online: Callable[[torch.Tensor], torch.Tensor],
+    target: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The two branches of a momentum method (BYOL, MoCo v3) on each view: ``online(view)`` with gradient and
+    ``target(view)`` without. Each view is its own forward call, so each gets its own BatchNorm statistics, as
+    in the references (the online views first, then the target's)."""
+    outputs = [online(v) for v in views]
+    with torch.no_grad():
+        targets = [target(v) for v in views]
+    return outputs, targets
 
 
 def gather_rows(x: torch.Tensor) -> torch.Tensor:

@@ -122,13 +122,13 @@ def run_config(args: argparse.Namespace, registry: Any, proto: Any, **chosen: An
     """The :class:`~ssl_bench.config.RunConfig` of ``run``/``sweep``'s options: method, stream and strategy as
     chosen, else the ``--plugin``'s only one, else the protocol's default."""
     from ssl_bench import recipe
-    from ssl_bench.engine import RunConfig, resolve_recipe
+    from ssl_bench.plan import RunConfig
 
     def pick(kind: str) -> str:
         return chosen.get(kind) or registry.default_for(kind) or getattr(proto.defaults, kind)
 
     check_seed(chosen.get("seed"))
-    config = RunConfig(
+    return RunConfig(
         protocol=proto,
         method=pick("method"),
         stream=pick("stream"),
@@ -149,7 +149,6 @@ def run_config(args: argparse.Namespace, registry: Any, proto: Any, **chosen: An
         log=list(args.log),
         save_backbone=args.save_backbone,
     )
-    return resolve_recipe(config, registry)
 
 
 def write_output(path: Path, data: str | bytes) -> None:

@@ -1,4 +1,4 @@
-"""``ssl-bench eval``: a protocol's evaluators on saved backbone weights (:func:`ssl_bench.engine.weights.evaluate`)."""
+"""``ssl-bench eval``: a protocol's evaluators on saved backbone weights (:func:`ssl_bench.engine.standalone.evaluate`)."""
 
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ssl_bench.engine import weights
+    from ssl_bench.engine import standalone
 
     _common.check_seed(args.seed)
-    metrics, meta = weights.evaluate(
+    metrics, meta = standalone.evaluate(
         args.weights,
         args.protocol,
         stream=args.stream,

@@ -23,8 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from ssl_bench import protocol
     from ssl_bench.blocks import splits
-    from ssl_bench.engine import RunConfig, load_data
-    from ssl_bench.options import check
+    from ssl_bench.engine import RunConfig, load_data, make_plan
     from ssl_bench.registry import Registry
 
     proto = protocol.load(args.protocol)
@@ -32,9 +31,6 @@ def main(args: argparse.Namespace) -> int:
     stream = args.stream or registry.default_for("stream") or proto.defaults.stream
     _common.check_seed(args.seed)
     seed = proto.seeds[0] if args.seed is None else args.seed
-    stream_opts = {**proto.stream.options.get(stream, {}), **dict(args.stream_opt)}
-    check(registry.get("stream", stream), stream_opts, f"protocol [stream.options.{stream}] or --stream-opt")
-    check(registry.get("dataset", proto.dataset.name), proto.dataset.options, "protocol [dataset] options")
     config = RunConfig(
         protocol=proto,
         method=proto.defaults.method,
@@ -48,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
         plugins=list(args.plugin),
         progress=not args.quiet,
     )
-    dataset, experiences = load_data(config, registry)
+    dataset, experiences = load_data(make_plan(config, registry))  # every option checked before loading
     source = {"stream": stream, "seed": seed, "protocol": proto.label, "protocol_hash": proto.hash}
     print(splits.write(args.output, splits.describe(dataset, experiences, source)))
     return 0

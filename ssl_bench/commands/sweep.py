@@ -54,7 +54,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from ssl_bench import protocol
     from ssl_bench.engine import check_writable, launch
-    from ssl_bench.options import check_run
     from ssl_bench.registry import Registry
 
     proto = protocol.load(args.protocol)
@@ -68,9 +67,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         methods, streams = split(args.methods) or [base.method], split(args.streams) or [base.stream]
         cells = [(methods, streams, split(args.strategies) or [base.strategy], None)]
-    configs = launch.expand(base, registry, cells, launch.seeds_from(args.seeds, proto))
-    for c in configs:  # every option of every run, before any run starts
-        check_run(c, registry)
+    configs = launch.expand(base, registry, cells, launch.seeds_from(args.seeds, proto))  # every run planned and checked
     if args.dry_run:
         todo = [c for c in configs if not c.result_path.exists()]
         for c in todo:

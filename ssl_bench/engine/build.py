@@ -1,4 +1,4 @@
-"""Building a run from its configuration: data, plugins, phases and optimiser (:class:`Run`).
+"""Building a run from its plan (:mod:`ssl_bench.plan`): data, plugins, phases and optimiser (:class:`Run`).
 
 :class:`Run` is what one run holds. Plugins receive it in their hooks and strategy callbacks,
 typed as :class:`ssl_bench.api.RunContext`, which lists what they may read; the rest of its
@@ -23,47 +23,23 @@ from ssl_bench.api import Batch, Dataset, Evaluator, Experience, Method, Phase, 
 from ssl_bench.blocks import augment
 from ssl_bench.engine import distributed, evaluation
 from ssl_bench.engine.composite import Composite
-from ssl_bench.engine.config import RunConfig, resolve_recipe
 from ssl_bench.engine.optim import make_optimizer
 from ssl_bench.errors import UserError
-from ssl_bench.options import check_run, strategy_parts
+from ssl_bench.plan import Plan, RunConfig
 from ssl_bench.recipe import Recipe
-from ssl_bench.registry import Entry, Registry
 
 log = logging.getLogger(__name__)
 
 
-def _construct(entry: Entry, *args: Any, **kwargs: Any) -> Any:
-    """Call a plugin factory; bad options become a one-line error naming the plugin."""
-    try:
-        return entry.factory(*args, **kwargs)
-    except TypeError as err:
-        if "argument" in str(err):
-            raise UserError(f"{entry.kind} '{entry.name}' (plugin {entry.plugin.name}): {err}") from None
-        raise
-
-
-def load_data(config: RunConfig, registry: Registry) -> tuple[Dataset, list[Experience]]:
+def load_data(plan: Plan) -> tuple[Dataset, list[Experience]]:
     """The protocol's dataset and the chosen stream's experiences (also used by ``ssl-bench stream-export``)."""
-    protocol = config.protocol
+    config, protocol = plan.config, plan.protocol
     ds = protocol.dataset
     log.info("loading dataset %s at %d px", ds.name, ds.resolution)
-    dataset = _construct(
-        registry.get("dataset", ds.name),
-        root=config.data_root or ds.root,
-        resolution=ds.resolution,
-        seed=ds.seed,
-        download=config.download,
-        **ds.options,
+    dataset = plan.dataset.build(
+        root=config.data_root or ds.root, resolution=ds.resolution, seed=ds.seed, download=config.download
     )
-    stream_opts = {**protocol.stream.options.get(config.stream, {}), **config.stream_options}
-    experiences = _construct(
-        registry.get("stream", config.stream),
-        dataset,
-        n_experiences=protocol.stream.n_experiences,
-        seed=config.seed,
-        **stream_opts,
-    )
+    experiences = plan.stream.build(dataset, n_experiences=protocol.stream.n_experiences, seed=config.seed)
     if not experiences or any(len(e.train_idx) == 0 or len(e.test_idx) == 0 for e in experiences):
         raise UserError(f"stream '{config.stream}' produced an empty experience; use fewer experiences or more data")
     for e in experiences:
@@ -77,11 +53,9 @@ def load_data(config: RunConfig, registry: Registry) -> tuple[Dataset, list[Expe
     return dataset, experiences
 
 
-def _make_strategy(registry: Registry, spec: str, options: dict[str, Any]) -> Strategy:
-    """The strategy named by ``spec`` (``a`` or ``a+b``); ``options`` "name.key" go to one part, "key" to a lone one."""
-    if not [s for s in spec.split("+") if s]:
-        raise UserError("--strategy is empty; give a name such as 'sequential' or 'replay+mas'")
-    parts = [_construct(registry.get("strategy", name), **own) for name, own in strategy_parts(spec, options)]
+def _make_strategy(plan: Plan) -> Strategy:
+    """The planned strategy (``a``), or the parts of ``a+b`` joined (:class:`Composite`)."""
+    parts = [part.build() for part in plan.strategies]
     return parts[0] if len(parts) == 1 else Composite(parts)
 
 
@@ -120,7 +94,7 @@ def fits_on_device(nbytes: int, device: torch.device, fraction: float = DEVICE_D
 
 def moved(batch: Batch, device: torch.device) -> Batch:
     """``batch`` on ``device`` (copies from pinned memory run asynchronously on the current stream)."""
-    return Batch(*(t.to(device, non_blocking=True) for t in _tensors(batch)))
+    return Batch(*(t.to(device, non_blocking=True) for t in _tensors(batch)), host_index=batch.host_index)
 
 
 def _tensors(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -155,12 +129,14 @@ def _pick_device(name: str) -> str:
 
 
 class Run:
-    """Everything one run holds, built from a :class:`RunConfig`; plugins see it as an :class:`~ssl_bench.api.RunContext`."""
+    """Everything one run holds, built from its :class:`~ssl_bench.plan.Plan`; plugins see it as an
+    :class:`~ssl_bench.api.RunContext`."""
 
-    def __init__(self, config: RunConfig, registry: Registry):
-        self.config = config
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.config = config = plan.config
         self.protocol = protocol = config.protocol
-        self.registry = registry
+        self.registry = plan.registry
         self.seed = config.seed
         self.device = torch.device(_pick_device(distributed.setup(config.device)))
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
@@ -168,22 +144,18 @@ class Run:
         np.random.seed(config.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + 1_000_003 * self.rank)
 
-        if config.recipe is None:
-            resolve_recipe(config, registry)
-        check_run(config, registry)  # every option, before any data is loaded
         self.dataset: Dataset
         self.experiences: list[Experience]
-        self.dataset, self.experiences = load_data(config, registry)
+        self.dataset, self.experiences = load_data(plan)
         check_sizes(config, self.experiences)
         self.recipe = Recipe.model_validate(config.recipe)
         if config.recipe_source.startswith("protocol"):
             log.warning("recipe from %s", config.recipe_source)
-        backbone = _construct(registry.get("backbone", protocol.backbone.name), **protocol.backbone.options)
-        method_entry = registry.get("method", config.method)
-        options = dict(self.recipe.options)
-        if "n_classes" in inspect.signature(method_entry.factory).parameters and "n_classes" not in options:
+        backbone = plan.backbone.build()
+        options = {}
+        if "n_classes" in inspect.signature(plan.method.entry.factory).parameters and "n_classes" not in plan.method.options:
             options["n_classes"] = len(self.dataset.classes)  # a factory that asks for n_classes gets the dataset's
-        self.method: Method = _construct(method_entry, backbone, **options).to(self.device)
+        self.method: Method = plan.method.build(backbone, **options).to(self.device)
         self.precision = _precision(config.precision, self.device)  #: "bf16" (autocast) or "fp32"
         #: convolutions in NHWC on CUDA (faster with tensor cores); weights here, the views in the loop
         self.channels_last = channels_last_for(self.device, self.precision) and any(
@@ -194,13 +166,8 @@ class Run:
         self.model = distributed.wrap(self.method)  #: what training calls: the method, or DDP around it
         #: what the loop calls for a step's loss: the model, or torch.compile of it (``--compile``)
         self.step_model = torch.compile(self.model) if config.compile else self.model
-        self.strategy: Strategy = _make_strategy(registry, config.strategy, config.strategy_options)
-        self.evaluators: list[Evaluator] = [
-            _construct(registry.get("evaluator", name), **protocol.eval.options.get(name, {}))
-            for name in protocol.eval.evaluators
-        ]
-        if protocol.eval.primary not in protocol.eval.evaluators:
-            raise UserError(f"protocol eval.primary '{protocol.eval.primary}' is not among eval.evaluators")
+        self.strategy: Strategy = _make_strategy(plan)
+        self.evaluators: list[Evaluator] = [ev.build() for ev in plan.evaluators]
         self.augment = augment.Augment(protocol.augment.recipe, **protocol.augment.options)
         self._check_views()
 
@@ -244,12 +211,17 @@ class Run:
         """The training step's autocast: bf16 under ``precision == "bf16"``, a no-op under fp32."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
-    def batch_of(self, index: torch.Tensor) -> Batch:
-        """The training samples at ``index`` (indices into dataset.train) as a Batch on the device."""
+    def batch_of(self, index: torch.Tensor, host_index: torch.Tensor | None = None) -> Batch:
+        """The training samples at ``index`` (indices into dataset.train) as a Batch on the device; ``host_index``:
+        the same indices in host memory, when the caller has them (``index`` itself when that is on the host)."""
+        if index.device.type == "cpu":
+            host_index = index
         if self.device_data is not None:  # gathered on the GPU
             images, labels, domains = self.device_data
+            if index.device.type == "cpu" and self.device.type != "cpu":
+                index = index.pin_memory()  # so that the copy is asynchronous: nothing waits for it
             index = index.to(self.device, non_blocking=True)
-            return Batch(images=images[index], labels=labels[index], domains=domains[index], index=index)
+            return Batch(images[index], labels[index], domains[index], index, host_index)
         return moved(self.host_batch(index), self.device)
 
     def host_batch(self, index: torch.Tensor, pin: bool = False) -> Batch:
@@ -258,8 +230,8 @@ class Run:
         index = index.cpu()
         # numpy's row gather is ~100x faster than torch's uint8 indexing on CPU (benchmark/test_bench_cache.py)
         images = torch.from_numpy(train.images.numpy()[index.numpy()])
-        batch = Batch(images=images, labels=train.labels[index], domains=train.domains[index], index=index)
-        return Batch(*(t.pin_memory() for t in _tensors(batch))) if pin else batch
+        batch = Batch(images, train.labels[index], train.domains[index], index, host_index=index)
+        return Batch(*(t.pin_memory() for t in _tensors(batch)), host_index=index) if pin else batch
 
     def views(
         self, images: torch.Tensor, size: int | None = None, generator: torch.Generator | None = None

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from ssl_bench.api import Features
-from ssl_bench.engine.config import RunConfig
 from ssl_bench.errors import UserError
+from ssl_bench.plan import RunConfig
 
 if TYPE_CHECKING:
     from ssl_bench.engine.build import Run

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ssl_bench.engine import RunConfig, execute, load_data, resolve_recipe
+from ssl_bench.engine import RunConfig, execute, load_data, make_plan
 from ssl_bench.engine.build import check_sizes
 from ssl_bench.errors import UserError
 from ssl_bench.protocol import Protocol
@@ -56,13 +56,13 @@ def expand(base: RunConfig, registry: Registry, cells: list[Cell], seeds: list[i
         for methods, streams, strategies, proto in cells
         for m, s, st in itertools.product(methods, streams, strategies)
     )
-    return [
-        resolve_recipe(
-            dataclasses.replace(base, protocol=protocols[label], method=m, stream=s, strategy=st, seed=seed, progress=False),
-            registry,
-        )
+    configs = [
+        dataclasses.replace(base, protocol=protocols[label], method=m, stream=s, strategy=st, seed=seed, progress=False)
         for m, s, st, seed, label in keys
     ]
+    for c in configs:  # every plugin and option of every run, checked before any run starts (fills each recipe)
+        make_plan(c, registry)
+    return configs
 
 
 def grid(path: Path) -> list[Cell]:
@@ -114,7 +114,7 @@ def check_streams(configs: list[RunConfig], registry: Registry) -> None:
             continue
         seen.add(key)
         try:
-            check_sizes(c, load_data(c, registry)[1])
+            check_sizes(c, load_data(make_plan(c, registry))[1])
         except UserError as err:
             raise UserError(f"{describe(c)} under {c.protocol.label}: {err}") from None
 

@@ -32,9 +32,9 @@ from tqdm.auto import tqdm
 from ssl_bench.api import Batch, Phase
 from ssl_bench.engine import checkpoint, distributed, evaluation, record, tracking, weights
 from ssl_bench.engine.build import Run, moved
-from ssl_bench.engine.config import RunConfig
 from ssl_bench.engine.optim import lr_at, set_lr
 from ssl_bench.errors import UserError
+from ssl_bench.plan import Plan, RunConfig, make_plan
 from ssl_bench.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -43,20 +43,24 @@ log = logging.getLogger(__name__)
 def execute(config: RunConfig, registry: Registry, resume: bool = True, wait: bool = False) -> Path | None:
     """Train and evaluate one run; return the path of its result file (None on ranks other than 0).
 
-    Rank 0 holds the configuration's lock (:func:`checkpoint.lock`) for the whole run: a second process of the
-    same configuration on the same ``--out`` fails with one line, or waits for it with ``wait``.
+    The plugins are resolved once, into the run's plan (:func:`ssl_bench.plan.make_plan`: every option checked
+    before any data is loaded). Rank 0 holds the configuration's lock (:func:`checkpoint.lock`) for the whole
+    run: a second process of the same configuration on the same ``--out`` fails with one line, or waits for it
+    with ``wait``.
     """
+    plan = make_plan(config, registry)
     record.check_writable(config.out)
     tracking.check(config.log)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun's other ranks: rank 0 holds the lock
-        return _tracked(config, registry, resume)
+        return _tracked(plan, resume)
     with checkpoint.lock(config, wait):
-        return _tracked(config, registry, resume)
+        return _tracked(plan, resume)
 
 
-def _tracked(config: RunConfig, registry: Registry, resume: bool) -> Path | None:
+def _tracked(plan: Plan, resume: bool) -> Path | None:
     """The run, with the trackers that ``--log`` asked for registered as its observers."""
-    run = Run(config, registry)
+    config, registry = plan.config, plan.registry
+    run = Run(plan)
     trackers = tracking.trackers(config) if distributed.is_main() else []
     for tracker in trackers:  # observers of this run only
         registry.pm.register(tracker)
@@ -97,7 +101,8 @@ def _execute(run: Run, resume: bool) -> Path | None:
             phase = run.phases[i]
             run.phase_index = i
             bar.set_description(f"phase {i + 1}/{len(run.phases)} ({phase.name})")
-            hook.ssl_bench_experience_start(run=run, phase=phase)
+            hook.ssl_bench_phase_start(run=run, phase=phase)
+            hook.ssl_bench_experience_start(run=run, phase=phase)  # deprecated name, until 0.3
             run.strategy.before_phase(run, phase)
             train_phase(run, phase, bar)
             run.strategy.after_phase(run, phase)
@@ -109,7 +114,8 @@ def _execute(run: Run, resume: bool) -> Path | None:
             for k, v in measured.items():
                 run.metrics.setdefault(k, []).append(v)
             previous = feats
-            hook.ssl_bench_experience_end(run=run, phase=phase, metrics=measured)
+            hook.ssl_bench_phase_end(run=run, phase=phase, metrics=measured)
+            hook.ssl_bench_experience_end(run=run, phase=phase, metrics=measured)  # deprecated name, until 0.3
             primary = measured.get(f"{config.protocol.eval.primary}/acc")
             if primary is not None:
                 log.info("after %s: mean accuracy %.3f over %d experiences", phase.name, float(np.mean(primary)), len(primary))
@@ -152,14 +158,16 @@ def resolution_at(run: Run, step_in_phase: int, steps: int) -> int:
 def schedule_of(run: Run, phase: Phase) -> tuple[int, int, int]:
     """``(start, total, warmup)``: where this phase's first step lies on its lr/momentum schedule, how many
     steps that schedule has, and its warm-up steps (``recipe.warmup_epochs`` epochs of the phase's data,
-    of the first phase's under the "run" scope; an epoch is the phase's full batches)."""
+    of the first phase's under the "run" scope; an epoch is the phase's full batches), times the protocol's
+    ``train.warmup_scale`` when it sets one."""
     tr = run.protocol.train
     if tr.schedule_scope == "phase":
         start, total, sized_by = 0, phase.steps, phase
     else:
         start, total, sized_by = sum(p.steps for p in run.phases[: run.phase_index]), run.total_steps, run.phases[0]
     steps_per_epoch = max(1, len(phase_pool(run, sized_by)) // tr.batch_size)
-    return start, total, min(total, round(run.recipe.warmup_epochs * steps_per_epoch))
+    scale = tr.warmup_scale if tr.warmup_scale is not None else 1.0
+    return start, total, min(total, round(run.recipe.warmup_epochs * scale * steps_per_epoch))
 
 
 #: on a GPU, steps between host copies of the losses (observer hooks, progress bar, finiteness check): the
@@ -169,18 +177,25 @@ LOG_EVERY = 50
 PARAM_CHECK_EVERY = 50
 
 
-def _indices(run: Run, phase: Phase, pool: torch.Tensor, device: torch.device) -> Iterator[torch.Tensor]:
-    """The dataset.train indices of each step's batch (this rank's share), on ``device``: batches drawn without
-    replacement from a pool reshuffled every epoch (the last partial batch dropped); the shuffles are drawn on
-    the CPU, so every device trains on the same batches."""
+def _indices(run: Run, phase: Phase, pool: torch.Tensor, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The dataset.train indices of each step's batch (this rank's share), on ``device`` and on the host: batches
+    drawn without replacement from a pool reshuffled every epoch (the last partial batch dropped); the shuffles are
+    drawn on the CPU, so every device trains on the same batches, and copied from pinned memory, so no step waits
+    for the copy."""
     tr = run.protocol.train
     order = torch.Generator().manual_seed(run.seed * 1_000_003 + run.phase_index)
-    on_device = pool.to(device)
-    perm, pos = torch.randperm(len(pool), generator=order).to(device, non_blocking=True), 0
+    on_device = pool.to(device)  # once per phase
+
+    def shuffle() -> tuple[torch.Tensor, torch.Tensor]:
+        perm = torch.randperm(len(pool), generator=order)
+        return perm, (perm if device.type == "cpu" else perm.pin_memory()).to(device, non_blocking=True)
+
+    (host, perm), pos = shuffle(), 0
     for _ in range(phase.steps):
         if pos + tr.batch_size > len(pool):  # a new epoch: reshuffle
-            perm, pos = torch.randperm(len(pool), generator=order).to(device, non_blocking=True), 0
-        yield on_device[perm[pos : pos + min(tr.batch_size, len(pool))]][run.rank :: run.world_size]
+            (host, perm), pos = shuffle(), 0
+        take = slice(pos, pos + min(tr.batch_size, len(pool)))
+        yield on_device[perm[take]][run.rank :: run.world_size], pool[host[take]][run.rank :: run.world_size]
         pos += tr.batch_size
 
 
@@ -189,12 +204,12 @@ def _batches(run: Run, phase: Phase, pool: torch.Tensor) -> Iterator[Batch]:
     gathered on the host; on a GPU the next batch's gather and pinned copy (on a side stream) overlap the step."""
     if not run.prefetch:
         device = run.device if run.device_data is not None else torch.device("cpu")
-        for index in _indices(run, phase, pool, device):
-            yield run.batch_of(index)
+        for index, host in _indices(run, phase, pool, device):
+            yield run.batch_of(index, host)
         return
     stream, current = torch.cuda.Stream(run.device), torch.cuda.current_stream(run.device)
     ahead = None
-    for index in _indices(run, phase, pool, torch.device("cpu")):
+    for index, _ in _indices(run, phase, pool, torch.device("cpu")):
         host = run.host_batch(index, pin=True)
         with torch.cuda.stream(stream):
             nxt = moved(host, run.device)

@@ -28,7 +28,7 @@ from ssl_bench.errors import UserError, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from ssl_bench.api import Phase, RunContext
-    from ssl_bench.engine.config import RunConfig
+    from ssl_bench.plan import RunConfig
 
 #: tracker -> (module that must import, extra that installs it)
 NEEDS = {"tensorboard": ("torch.utils.tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}
@@ -92,7 +92,7 @@ class Tracker:
         self.log({"train/loss": loss, "train/lr": float(run.optimizer.param_groups[0]["lr"])}, step)
 
     @hookimpl
-    def ssl_bench_experience_end(self, run: RunContext, phase: Phase, metrics: dict[str, Any]) -> None:
+    def ssl_bench_phase_end(self, run: RunContext, phase: Phase, metrics: dict[str, Any]) -> None:
         self.log(scalars(metrics, len(run.experiences)), self.step)
 
 

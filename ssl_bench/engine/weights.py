@@ -6,13 +6,11 @@
 name), ``protocol``, ``protocol_hash``, ``method``, ``stream``, ``strategy``, ``seed``, ``backbone``
 and ``backbone_options`` (JSON) and ``ssl_bench_version``.
 
-``ssl-bench eval WEIGHTS --protocol P`` (:func:`evaluate`) builds P's backbone, loads WEIGHTS into
-it and runs P's evaluators on the frozen backbone over P's stream, as after a run's last phase,
-then the end-of-run evaluators. WEIGHTS is such a file, or any ``state_dict`` of P's backbone
-trained elsewhere: ``.safetensors``, or a ``torch.save`` file (``.pt``/``.pth``, read with
-``weights_only=True``; a ``{"state_dict": ...}`` wrapper and ``module.``/``backbone.`` key
-prefixes are accepted). Safetensors is the format because it holds tensors only: loading a file
-runs no code.
+:func:`read` and :func:`load_into` load such a file, or any ``state_dict`` of a protocol's backbone
+trained elsewhere (``.safetensors``, or a ``torch.save`` file, ``.pt``/``.pth``, read with
+``weights_only=True``; a ``{"state_dict": ...}`` wrapper and ``module.``/``backbone.`` key prefixes are
+accepted), into a backbone: ``ssl-bench eval`` (:mod:`ssl_bench.engine.standalone`) evaluates them.
+Safetensors is the format because it holds tensors only: loading a file runs no code.
 """
 
 from __future__ import annotations
@@ -21,14 +19,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 import ssl_bench
-from ssl_bench import protocol as protocols
 from ssl_bench import results
 from ssl_bench.errors import UserError
 
@@ -123,50 +119,3 @@ def load_into(backbone: torch.nn.Module, state: dict[str, torch.Tensor], where: 
             f"the backbone's is {tuple(own[k].shape)} ({len(wrong)} such)"
         )
     backbone.load_state_dict(state)
-
-
-def evaluate(
-    weights: Path,
-    protocol: str,
-    stream: str | None = None,
-    seed: int | None = None,
-    data_root: str | None = None,
-    download: bool = False,
-    device: str = "auto",
-    plugins: list[str] | None = None,
-    progress: bool = False,
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """The protocol's evaluators on ``weights`` (see the module docstring); returns (metrics, the file's metadata)."""
-    from ssl_bench.engine import RunConfig, evaluation, resolve_recipe
-    from ssl_bench.engine.build import Run
-    from ssl_bench.registry import Registry
-
-    proto = protocols.load(protocol)
-    registry = Registry.discover(list(plugins or []))
-    state, meta = read(weights)
-    if meta.get("backbone") and meta["backbone"] != proto.backbone.name:
-        raise UserError(f"'{weights}' holds a '{meta['backbone']}' backbone, protocol {proto.label} uses '{proto.backbone.name}'")
-    if meta.get("protocol_hash") and meta["protocol_hash"] != proto.hash:
-        log.warning("'%s' was trained under %s, evaluated under %s", weights, meta.get("protocol"), proto.label)
-    if seed is None:
-        seed = int(meta["seed"]) if meta.get("seed", "").isdigit() else proto.seeds[0]
-    with tempfile.TemporaryDirectory(prefix="ssl-bench-eval-") as out:  # evaluators that look for other runs find none
-        config = RunConfig(
-            protocol=proto,
-            method=proto.defaults.method,
-            stream=stream or proto.defaults.stream,
-            strategy=proto.defaults.strategy,
-            seed=seed,
-            out=Path(out),
-            data_root=data_root,
-            download=download,
-            device=device,
-            plugins=list(plugins or []),
-            progress=progress,
-        )
-        run = Run(resolve_recipe(config, registry), registry)
-        load_into(run.method.backbone, state, weights)
-        feats = evaluation.features(run)
-        metrics = evaluation.evaluate(run, "phase", feats, None)
-        metrics.update(evaluation.evaluate(run, "end", feats, None))
-    return metrics, meta

@@ -1,0 +1,210 @@
+"""What one run is: the user's choices (:class:`RunConfig`) and the plugins they name, resolved once (:class:`Plan`).
+
+:class:`RunConfig` is what the user chose: the protocol, the method, stream and strategy names, their
+options, the seed and where results go. :func:`make_plan` turns it into a :class:`Plan` by asking the
+registry for every plugin name exactly once: the method (and, from it, the effective recipe:
+:func:`resolve_recipe`), the parts of ``a+b`` strategies, the stream, the dataset, the backbone and the
+evaluators, each with its merged options checked against its factory's signature
+(:func:`ssl_bench.options.check`) before any data is loaded. Everything after that (loading the data,
+building the run, the checkpoint's fingerprint, the result's name) reads the plan, never the registry.
+
+The effective recipe (:mod:`ssl_bench.recipe`) is the method's shipped recipe for the protocol's family,
+or the protocol's fallback, with the user's ``--recipe`` and ``--method-opt`` on top. It is part of the
+configuration: stored in the result file and, through :attr:`RunConfig.identity`, in the name of a run
+that changes anything on top of the defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ssl_bench import recipe as recipes
+from ssl_bench.errors import UserError, did_you_mean
+from ssl_bench.names import result_name
+from ssl_bench.options import check
+from ssl_bench.protocol import Protocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ssl_bench.registry import Entry, Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunConfig:
+    """What the user chose: the protocol plus the plugins and options of one run."""
+
+    protocol: Protocol
+    method: str
+    stream: str
+    strategy: str  #: one name or several joined by "+"
+    seed: int
+    out: Path
+    method_options: dict[str, Any] = field(default_factory=dict)
+    strategy_options: dict[str, Any] = field(default_factory=dict)  #: "name.key" or "key" -> value
+    stream_options: dict[str, Any] = field(default_factory=dict)  #: over the protocol's [stream.options.<name>]
+    data_root: str | None = None
+    download: bool = False
+    device: str = "auto"
+    #: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``bf16`` or ``fp32`` (the loss is always float32)
+    precision: str = "auto"
+    #: torch.compile the method's step (forward and loss; backward through AOTAutograd)
+    compile: bool = False
+    plugins: list[str] = field(default_factory=list)
+    progress: bool = True
+    #: ``--recipe`` given by the user (KEY=VALUE pairs and files, merged in order by :func:`ssl_bench.recipe.overrides`)
+    recipe_overrides: dict[str, Any] = field(default_factory=dict)
+    #: the effective recipe (set by :func:`resolve_recipe`), JSON-ready
+    recipe: dict[str, Any] | None = None
+    #: where the recipe came from (the method's shipped one for the family, or the protocol's fallback)
+    recipe_source: str = ""
+    #: trackers that observe the run (``--log tensorboard[=DIR]``, ``--log wandb``; :mod:`ssl_bench.engine.tracking`)
+    log: list[str] = field(default_factory=list)
+    #: write the final backbone's weights next to the result (``--save-backbone``; :mod:`ssl_bench.engine.weights`)
+    save_backbone: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(protocol=self.protocol.model_dump(mode="json"), protocol_hash=self.protocol.hash, out=str(self.out))
+        for how in ("progress", "log", "save_backbone"):  # how the run is watched and kept, not what it is
+            del d[how]
+        return d
+
+    @property
+    def variant(self) -> bool:
+        """Whether the run changes anything on top of the defaults: recipe, method, strategy or stream options."""
+        return bool(self.recipe_overrides or self.method_options or self.strategy_options or self.stream_options)
+
+    @property
+    def identity(self) -> str:
+        """Hash of the effective recipe (method options included) and the strategy and stream options."""
+        if self.recipe is None:
+            raise RuntimeError("the run's recipe is not resolved yet: build its plan first (ssl_bench.plan.make_plan)")
+        return recipes.run_identity(recipes.Recipe.model_validate(self.recipe), self.strategy_options, self.stream_options)
+
+    @property
+    def result_path(self) -> Path:
+        """Same run, same name (so a crashed run resumes); a variant's name carries its :attr:`identity`."""
+        variant = self.identity if self.variant else None
+        return self.out / result_name(self.protocol.label, self.method, self.stream, self.strategy, self.seed, variant)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One plugin of a run: its registry entry and the options it is built with (merged and checked)."""
+
+    entry: Entry
+    options: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    def build(self, *args: Any, **engine_args: Any) -> Any:
+        """Call the factory with the engine's arguments and the options; a ``TypeError`` about its arguments
+        becomes a one-line error naming the plugin."""
+        try:
+            return self.entry.factory(*args, **engine_args, **self.options)
+        except TypeError as err:
+            if "argument" in str(err):
+                raise UserError(f"{self.entry.kind} '{self.entry.name}' (plugin {self.entry.plugin.name}): {err}") from None
+            raise
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A run's configuration with every plugin resolved once (:func:`make_plan`)."""
+
+    config: RunConfig
+    registry: Registry
+    method: Planned  #: options: the effective recipe's method options
+    strategies: list[Planned]  #: the parts of ``a+b``, each with its own options
+    stream: Planned  #: options: the protocol's ``[stream.options.<name>]`` with ``--stream-opt`` on top
+    dataset: Planned
+    backbone: Planned
+    evaluators: list[Planned]
+
+    @property
+    def protocol(self) -> Protocol:
+        return self.config.protocol
+
+
+def strategy_parts(spec: str, values: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``--strategy-opt`` split between the parts of ``a+b`` ("name.key" to one part, "key" to a lone strategy)."""
+    names = [s for s in spec.split("+")]
+    if not all(names):
+        raise UserError(f"--strategy '{spec}' has an empty part; give names such as 'sequential' or 'replay+mas'")
+    if len(set(names)) < len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise UserError(f"--strategy '{spec}' names {', '.join(twice)} twice; give each strategy once")
+    parts = []
+    for name in names:
+        own = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(name + ".")}
+        if len(names) == 1:
+            own.update({k: v for k, v in values.items() if "." not in k})
+        parts.append((name, own))
+    for key in values:
+        prefix = key.split(".", 1)[0]
+        if "." in key and prefix not in names:
+            raise UserError(f"--strategy-opt {key}: no strategy '{prefix}' in '{spec}'." + did_you_mean(prefix, names))
+        if "." not in key and len(names) > 1:
+            raise UserError(
+                f"--strategy-opt {key}: with several strategies ('{spec}'), prefix the option with its strategy's name, "
+                f"e.g. {names[-1]}.{key}"
+            )
+    return parts
+
+
+def resolve_recipe(config: RunConfig, method: Entry) -> RunConfig:
+    """Fill ``config.recipe`` and ``config.recipe_source`` from the method's entry (see the module docstring)."""
+    protocol, family = config.protocol, config.protocol.family
+    found = recipes.shipped(method.factory, family)
+    if found is not None:
+        source = f"method '{config.method}' (plugin {method.plugin.name}), family '{family}'"
+    elif protocol.recipe:
+        found = protocol.recipe
+        source = f"protocol {protocol.label} [recipe]: method '{config.method}' ships none for family '{family}'"
+    else:
+        raise UserError(
+            f"method '{config.method}' ships no recipe for protocol family '{family}' and protocol {protocol.label} has no "
+            "[recipe] fallback; give one with --recipe FILE.toml (see CONTRIBUTING, Recipes)"
+        )
+    over = config.recipe_overrides
+    if config.method_options:
+        over = recipes.merge(over, {"options": config.method_options})
+    where = source + (", with --recipe/--method-opt on top" if over else "")
+    config.recipe = recipes.validate(recipes.merge(found, over), where).to_json()
+    config.recipe_source = source
+    return config
+
+
+def make_plan(config: RunConfig, registry: Registry) -> Plan:
+    """Resolve every plugin of ``config`` once, fill its recipe, and check every option (before any data is loaded)."""
+    protocol = config.protocol
+    get = registry.get
+    method = get("method", config.method)
+    resolve_recipe(config, method)
+    assert config.recipe is not None
+    method_options = dict(config.recipe.get("options", {}))
+    check(method, method_options, "--method-opt, --recipe or the method's recipe")
+    strategies = []
+    for name, own in strategy_parts(config.strategy, config.strategy_options):
+        strategies.append(Planned(get("strategy", name), own))
+        check(strategies[-1].entry, own, "--strategy-opt")
+    stream_options = {**protocol.stream.options.get(config.stream, {}), **config.stream_options}
+    stream = Planned(get("stream", config.stream), stream_options)
+    check(stream.entry, stream_options, f"protocol [stream.options.{config.stream}] or --stream-opt")
+    dataset = Planned(get("dataset", protocol.dataset.name), dict(protocol.dataset.options))
+    check(dataset.entry, dataset.options, "protocol [dataset] options")
+    backbone = Planned(get("backbone", protocol.backbone.name), dict(protocol.backbone.options))
+    check(backbone.entry, backbone.options, "protocol [backbone] options")
+    evaluators = []
+    for name in protocol.eval.evaluators:
+        evaluators.append(Planned(get("evaluator", name), dict(protocol.eval.options.get(name, {}))))
+        check(evaluators[-1].entry, evaluators[-1].options, f"protocol [eval.options.{name}]")
+    if protocol.eval.primary not in protocol.eval.evaluators:
+        raise UserError(f"protocol eval.primary '{protocol.eval.primary}' is not among eval.evaluators")
+    return Plan(config, registry, Planned(method, method_options), strategies, stream, dataset, backbone, evaluators)
