@@ -2,6 +2,9 @@
 compiled ops, and the CUDA skip marks."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from types import ModuleType
@@ -81,3 +84,14 @@ def load_script(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_cli(*args):
+    """Run the real command in a subprocess; return (exit status, stdout, stderr)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssl_bench.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    return proc.returncode, proc.stdout, proc.stderr

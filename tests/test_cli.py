@@ -1,8 +1,5 @@
 """End-to-end: the ssl-bench command as a user runs it, on a tiny protocol."""
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -11,19 +8,9 @@ import pytest
 
 from ssl_bench import results
 from ssl_bench.cli import main
+from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_cli(*args):
-    """Run the real command in a subprocess; return (exit status, stdout, stderr)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "ssl_bench.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    return proc.returncode, proc.stdout, proc.stderr
 
 
 def test_run_writes_a_valid_result_file(tiny_protocol, tmp_path, capsys):
@@ -171,11 +158,20 @@ def test_list_shows_plugins_with_source_and_version(capsys):
     assert "simclr" in text and "builtin" in text and "smoke" in text
 
 
-def test_help_lists_commands():
+def test_help_lists_every_command_with_its_help():
+    import argparse
+    import re
+
+    from ssl_bench.cli import COMMANDS, build_parser
+
     code, stdout, _ = run_cli("--help")
     assert code == 0
-    for command in ("run", "list", "show", "leaderboard"):
-        assert command in stdout
+    # the command list of --help: one "    name   help" line per command (names alone would match other words)
+    listed = re.findall(r"^ {4}([a-z-]+)(?: {2,}\S|\n)", stdout, flags=re.M)
+    assert listed == list(COMMANDS)
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == list(COMMANDS)
+    assert all(p.description for p in sub.choices.values())
 
 
 def test_sweep_runs_every_combination_and_skips_finished_ones(tiny_protocol, tmp_path, capsys):

@@ -201,7 +201,22 @@ def test_an_installed_plugin_with_a_bad_name_is_skipped_with_one_warning(tmp_pat
 
 
 def test_every_builtin_name_matches_the_pattern():
-    from ssl_bench.registry import KINDS, NAME_PATTERN
+    """Read the names from the built-ins' hooks themselves: the registry would drop a plugin with a bad name
+    (as broken) before its names could be checked among the registered ones."""
+    import importlib
+    import pkgutil
+
+    from ssl_bench.names import NAME_PATTERN
+    from ssl_bench.registry import BUILTIN_PACKAGE, KINDS
 
     reg = Registry.discover()
-    assert all(NAME_PATTERN.fullmatch(name) for kind in KINDS for name in reg.names(kind))
+    assert not [p.name for p in reg.plugins.values() if p.error], "a built-in plugin failed to load"
+    package = importlib.import_module(BUILTIN_PACKAGE)
+    names = []
+    for folder in pkgutil.iter_modules(package.__path__):
+        sub = importlib.import_module(f"{BUILTIN_PACKAGE}.{folder.name}")
+        for mod in pkgutil.iter_modules(sub.__path__):
+            module = importlib.import_module(f"{sub.__name__}.{mod.name}")
+            names += [name for hook in KINDS.values() if hasattr(module, hook) for name in getattr(module, hook)()]
+    assert len(names) >= 40 and all(NAME_PATTERN.fullmatch(name) for name in names)
+    assert sorted(names) == sorted(n for kind in KINDS for n in reg.names(kind))

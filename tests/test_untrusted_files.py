@@ -24,20 +24,11 @@ from ssl_bench import results
 from ssl_bench.errors import UserError
 from ssl_bench.results import submission as submit
 from ssl_bench.results import tables as leaderboard
+from tests.conftest import run_cli
 from tests.test_leaderboard import make_result, rehash
 
 SMOKE = protocols.load("smoke")
 GIB = 2**30
-
-
-def run_cli(*args):
-    proc = subprocess.run(
-        [sys.executable, "-m", "ssl_bench.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    return proc.returncode, proc.stdout, proc.stderr
 
 
 @pytest.fixture
