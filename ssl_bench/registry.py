@@ -11,6 +11,7 @@ only a plugin the user asked for makes a command fail.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata as md
 import importlib.util
@@ -19,9 +20,10 @@ import logging
 import pkgutil
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -76,7 +78,7 @@ class Entry:
 class Registry:
     """The plugin manager plus the tables of named factories it was given."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.pm = pluggy.PluginManager("ssl_bench")
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
@@ -85,7 +87,7 @@ class Registry:
 
     # ------------------------------------------------------------------ discovery
     @classmethod
-    def discover(cls, extra: list[str] = ()) -> Registry:
+    def discover(cls, extra: Sequence[str] = ()) -> Registry:
         """Load the built-ins, the installed entry points and the ``extra`` plugins the user named."""
         reg = cls()
         reg.load_builtins()
@@ -105,7 +107,7 @@ class Registry:
                 if mod.name.startswith("_") or mod.ispkg:
                     continue
                 module = f"{sub.__name__}.{mod.name}"
-                self._add(mod.name.rstrip("_"), "builtin", lambda module=module: importlib.import_module(module), required=False)
+                self._add(mod.name.rstrip("_"), "builtin", functools.partial(importlib.import_module, module), required=False)
 
     def load_entry_points(self) -> None:
         for ep in md.entry_points(group=ENTRY_POINT_GROUP):
@@ -196,8 +198,8 @@ class Registry:
                 self.entries[kind][fname] = Entry(kind, fname, factory, info)
                 info.provides.setdefault(kind, []).append(fname)
 
-    def _collect(self, module) -> dict[str, dict[str, Callable]]:
-        found = {}
+    def _collect(self, module: Any) -> dict[str, dict[str, Callable[..., Any]]]:
+        found: dict[str, dict[str, Callable[..., Any]]] = {}
         for kind, hook in KINDS.items():
             for impl in getattr(self.pm.hook, hook).get_hookimpls():
                 if impl.plugin is not module:
@@ -233,7 +235,7 @@ class Registry:
         offered = [n for p in self.requested for n in p.provides.get(kind, [])]
         return offered[0] if len(offered) == 1 else None
 
-    def observers(self):
+    def observers(self) -> Any:
         """The hook caller for run observers (``registry.observers().ssl_bench_step_end(...)``)."""
         return self.pm.hook
 
@@ -248,9 +250,11 @@ def plugin_of_exception(exc: BaseException) -> str | None:
     return where
 
 
-def _import_file(path: Path):
+def _import_file(path: Path) -> ModuleType:
     module_name = f"ssl_bench_user_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"plugin file '{path}' cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ssl_bench import hookimpl
 
 #: module name -> {backbone name: factory}
 _TABLES: dict[str, dict[str, Callable]] = {}
 _MARK = "_ssl_bench_backbone_registry"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def registered(module_name: str) -> dict[str, Callable]:
@@ -32,10 +34,10 @@ def registered(module_name: str) -> dict[str, Callable]:
     return dict(_TABLES.get(module_name, {}))
 
 
-def register_backbone(fn: Callable | None = None, *, name: str | None = None):
+def register_backbone(fn: F | None = None, *, name: str | None = None) -> Any:
     """Register ``fn`` (a factory ``fn(**options) -> nn.Module`` with ``feature_dim``) under ``name`` or its own name."""
 
-    def add(factory: Callable) -> Callable:
+    def add(factory: F) -> F:
         module_name = factory.__module__
         namespace = getattr(factory, "__globals__", None)
         if namespace is None:  # a class: its module's namespace
@@ -48,7 +50,7 @@ def register_backbone(fn: Callable | None = None, *, name: str | None = None):
         hook = namespace.get("ssl_bench_backbones")
         if hook is None:
 
-            def ssl_bench_backbones():
+            def ssl_bench_backbones() -> dict[str, Callable[..., Any]]:
                 return registered(module_name)
 
             setattr(ssl_bench_backbones, _MARK, True)

@@ -28,12 +28,19 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
+from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from ssl_bench.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from ssl_bench.api import ImageSet
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +59,14 @@ def is_image(path: Path) -> bool:
 
 def decode(path: Path | str, resolution: int) -> np.ndarray:
     """One file as uint8 ``[3, R, R]``: shorter side resized to ``R``, centre crop. Raises on corrupt files."""
-    with Image.open(path) as im:
-        im.draft("RGB", (resolution, resolution))  # JPEG: let the decoder downscale by 1/2, 1/4, 1/8 for free
-        im = im.convert("RGB")
+    with Image.open(path) as opened:
+        opened.draft("RGB", (resolution, resolution))  # JPEG: let the decoder downscale by 1/2, 1/4, 1/8 for free
+        im: Image.Image = opened.convert("RGB")
         w, h = im.size
         scale = resolution / min(w, h)
         nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
         if (nw, nh) != (w, h):
-            im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=None if scale >= 1 else 2.0)
+            im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=None if scale >= 1 else 2.0)
         left, top = (nw - resolution) // 2, (nh - resolution) // 2
         if (nw, nh) != (resolution, resolution):
             im = im.crop((left, top, left + resolution, top + resolution))
@@ -112,13 +119,22 @@ def load(
     return _build(name, files, resolution, npy, meta_path, on_corrupt, progress, workers)
 
 
-def _build(name, files, resolution, npy, meta_path, on_corrupt, progress, workers):
+def _build(
+    name: str,
+    files: list[Path],
+    resolution: int,
+    npy: Path,
+    meta_path: Path,
+    on_corrupt: str,
+    progress: bool,
+    workers: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
     tmp = npy.with_name(f".{npy.name}.{os.getpid()}.tmp")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, resolution, resolution))
     ok = np.zeros(len(files), dtype=bool)
     corrupt: list[int] = []
 
-    def work(i: int):
+    def work(i: int) -> tuple[int, Exception | None]:
         try:
             out[i] = decode(files[i], resolution)  # noqa: F821 - `del out` below runs after every work() has returned
             return i, None
@@ -171,7 +187,7 @@ def _build(name, files, resolution, npy, meta_path, on_corrupt, progress, worker
     return np.load(npy, mmap_mode="c"), kept
 
 
-def _report(name, files, corrupt, on_corrupt):
+def _report(name: str, files: list[Path], corrupt: list[str], on_corrupt: str) -> None:
     if not corrupt:
         return
     if on_corrupt == "error":
@@ -183,8 +199,16 @@ def _report(name, files, corrupt, on_corrupt):
 
 
 def image_set(
-    name: str, files: list[Path], labels, domains, root: Path, resolution: int, *, on_corrupt: str = "skip", progress: bool = True
-):
+    name: str,
+    files: list[Path],
+    labels: ArrayLike,
+    domains: ArrayLike,
+    root: Path,
+    resolution: int,
+    *,
+    on_corrupt: str = "skip",
+    progress: bool = True,
+) -> ImageSet:
     """An :class:`ssl_bench.api.ImageSet` of ``files`` through the cache; ids are paths relative to ``root``.
 
     Samples whose file is corrupt are dropped (see the module docstring) together with their labels.
@@ -199,7 +223,7 @@ def image_set(
     return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), torch.from_numpy(domains), ids)
 
 
-def resize(images, resolution: int, batch: int = 2048):
+def resize(images: ArrayLike | torch.Tensor, resolution: int, batch: int = 2048) -> torch.Tensor:
     """uint8 ``[N, 3, H, W]`` (numpy or torch) resized to ``R x R`` (bilinear, antialiased) as a uint8 tensor.
 
     For datasets that ship decoded arrays (CIFAR, STL-10): no cache needed, resizing in memory is fast.
