@@ -128,27 +128,32 @@ BASES: dict[str, dict[str, Any]] = {
     "lars-sqrt": {"extends": "solo-lars", "lr": 1.2, "lr_scaling": "sqrt", "warmup_epochs": 1.0},
     # the smoke protocol's phases are a few steps long: no warm-up
     "lars-sqrt-smoke": {"extends": "lars-sqrt", "warmup_epochs": 0.0},
+    # the smoke protocol's own [recipe] fallback: plain SGD at a constant 0.1, for a few steps on generated data
+    "sgd-smoke": {"optimizer": "sgd", "lr": 0.1, "lr_scaling": "none", "weight_decay": 5e-4, "schedule": "constant"},
+    # solo-learn's CIFAR Barlow Twins and VICReg (scripts/pretrain/cifar/{barlow,vicreg}.yaml): lr 0.3, wd 1e-4
+    "solo-lars-cifar": {"extends": "solo-lars", "lr": 0.3, "weight_decay": 1e-4},
+    # how each protocol family's phases are trained, for recipes that follow the family's default: the smoke
+    # protocol's few steps at a constant rate; warm-up of 0.4 epochs in the CPU protocols' 4-epoch phases (10%);
+    # 2 epochs in the S3L protocols' longer ones
+    "smoke-phase": {"schedule": "constant"},
+    "cpu-phase": {"warmup_epochs": 0.4},
+    "s3l-phase": {"warmup_epochs": 2.0},
 }
 
 
-def resolve(data: dict[str, Any], where: str) -> dict[str, Any]:
-    """``data`` with its ``extends`` chain of :data:`BASES` merged underneath (nearest base last); ``options``
-    merge key by key. An unknown base or a cycle is a one-line :class:`UserError` naming ``where``."""
-    chain, name = [dict(data)], data.get("extends")
-    seen: list[str] = []
-    while name is not None:
+def resolve(data: dict[str, Any], where: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``data`` on top of the base recipes it ``extends`` (a name of :data:`BASES` or a list of them, merged in
+    order, each with its own bases underneath); ``options`` merge key by key. An unknown base or a cycle is a
+    one-line :class:`UserError` naming ``where``."""
+    names = data.get("extends", [])
+    out: dict[str, Any] = {}
+    for name in [names] if isinstance(names, str) else list(names):
         if not isinstance(name, str) or name not in BASES:
             raise UserError(f"{where}: 'extends' names an unknown base recipe {name!r}." + did_you_mean(str(name), BASES))
-        if name in seen:
-            raise UserError(f"{where}: base recipes extend each other in a cycle ({' -> '.join([*seen, name])})")
-        seen.append(name)
-        chain.append(dict(BASES[name]))
-        name = BASES[name].get("extends")
-    out: dict[str, Any] = {}
-    for part in reversed(chain):
-        part.pop("extends", None)
-        out = merge(out, part)
-    return out
+        if name in _seen:
+            raise UserError(f"{where}: base recipes extend each other in a cycle ({' -> '.join([*_seen, name])})")
+        out = merge(out, resolve(BASES[name], where, (*_seen, name)))
+    return merge(out, {k: v for k, v in data.items() if k != "extends"})
 
 
 def shipped(factory: Any, family: str) -> dict[str, Any] | None:

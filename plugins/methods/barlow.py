@@ -43,25 +43,13 @@ def barlow_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051, scale
 class BarlowTwins(Method):
     #: solo-learn's cifar/barlow.yaml (LARS lr 0.3, wd 1e-4, eta 0.02 with clipping, projector 2048); cpu: 1024
     recipes = {
-        "smoke": {
-            "extends": "solo-lars",
-            "lr": 0.3,
-            "weight_decay": 0.0001,
-            "schedule": "constant",
-            "options": {"proj_hidden": 512, "proj_dim": 512},
-        },
+        "smoke": {"extends": ["solo-lars-cifar", "smoke-phase"], "options": {"proj_hidden": 512, "proj_dim": 512}},
         "cpu": {
-            "extends": "solo-lars",
-            "lr": 0.3,
-            "weight_decay": 0.0001,
-            "warmup_epochs": 0.4,
+            "extends": ["solo-lars-cifar", "cpu-phase"],
             "options": {"proj_hidden": 1024, "proj_dim": 1024, "scale_loss": 0.1},
         },
         "s3l": {
-            "extends": "solo-lars",
-            "lr": 0.3,
-            "weight_decay": 0.0001,
-            "warmup_epochs": 2,
+            "extends": ["solo-lars-cifar", "s3l-phase"],
             "options": {"proj_hidden": 2048, "proj_dim": 2048, "scale_loss": 0.1},
         },
     }

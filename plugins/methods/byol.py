@@ -33,26 +33,18 @@ class BYOL(Method):
     #: to the x0.25 backbone and tuned for the short budget (benchmark/RESULTS.md)
     recipes = {
         "smoke": {
-            "extends": "solo-lars",
+            "extends": ["solo-lars", "smoke-phase"],
             "lr": 1.0,
             "weight_decay": 1e-05,
-            "schedule": "constant",
             "options": {"proj_hidden": 512, "pred_hidden": 512, "base_momentum": 0.99},
         },
         "cpu": {
-            "extends": "solo-lars",
+            "extends": ["solo-lars", "cpu-phase"],
             "lr": 1.0,
             "weight_decay": 1e-05,
-            "warmup_epochs": 0.4,
             "options": {"proj_hidden": 1024, "proj_dim": 256, "pred_hidden": 1024, "base_momentum": 0.99},
         },
-        "s3l": {
-            "extends": "solo-lars",
-            "lr": 1.0,
-            "weight_decay": 1e-05,
-            "warmup_epochs": 2,
-            "options": {"base_momentum": 0.99},
-        },
+        "s3l": {"extends": ["solo-lars", "s3l-phase"], "lr": 1.0, "weight_decay": 1e-05, "options": {"base_momentum": 0.99}},
     }
     distillation = "predictive"  # CaSSLe's distiller for this kind of method (ssl_bench.blocks.distill)
 
@@ -75,11 +67,8 @@ class BYOL(Method):
         self.target_projector = frozen_copy(self.projector)
 
     def loss(self, views, labels):
-        (p1, p2), (t1, t2) = online_and_target(
-            views[:2],
-            lambda v: self.predictor(self.projector(self.backbone(v))),
-            lambda v: self.target_projector(self.target_backbone(v)),
-        )
+        online, target = (self.backbone, self.projector, self.predictor), (self.target_backbone, self.target_projector)
+        (p1, p2), (t1, t2) = online_and_target(views[:2], online, target)
         return byol_loss(p1, t2) + byol_loss(p2, t1)
 
     def momentum_at(self, progress: float) -> float:

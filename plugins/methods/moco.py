@@ -31,18 +31,11 @@ class MoCo(Method):
     #: solo-learn's cifar/mocov2plus.yaml (SGD lr 0.3, wd 1e-4, temperature 0.2, key-encoder momentum 0.99 -> 0.999 by a
     #: cosine), with the queue and head scaled to the data and backbone (cpu: 4096 keys, head 512 -> 128)
     recipes = {
-        "smoke": {
-            "optimizer": "sgd",
-            "lr": 0.1,
-            "lr_scaling": "none",
-            "weight_decay": 5e-4,
-            "schedule": "constant",
-            "options": {"queue_size": 1024, "momentum": 0.99},
-        },
+        "smoke": {"extends": "sgd-smoke", "options": {"queue_size": 1024, "momentum": 0.99}},
         "cpu": {
             "optimizer": "sgd",
             "lr": 0.3,
-            "weight_decay": 1e-4,
+            "weight_decay": 0.0001,
             "warmup_epochs": 0.4,
             "options": {
                 "temperature": 0.2,
@@ -57,7 +50,7 @@ class MoCo(Method):
         "s3l": {
             "optimizer": "sgd",
             "lr": 0.3,
-            "weight_decay": 1e-4,
+            "weight_decay": 0.0001,
             "warmup_epochs": 2,
             "options": {
                 "temperature": 0.2,

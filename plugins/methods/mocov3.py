@@ -121,11 +121,8 @@ class MoCoV3(Method):
         self.key_projector = frozen_copy(self.projector)
 
     def loss(self, views, labels):
-        (q1, q2), (k1, k2) = online_and_target(
-            views[:2],
-            lambda v: self.predictor(self.projector(self.backbone(v))),
-            lambda v: self.key_projector(self.key_backbone(v)),
-        )
+        query, key = (self.backbone, self.projector, self.predictor), (self.key_backbone, self.key_projector)
+        (q1, q2), (k1, k2) = online_and_target(views[:2], query, key)
         return mocov3_loss(q1, q2, k1, k2, self.temperature)
 
     def momentum_at(self, progress: float) -> float:

@@ -20,25 +20,15 @@ class SimCLR(Method):
     #: smoke: plain SGD as the smoke protocol always ran it; cpu: LARS (solo-learn's cifar/simclr.yaml: lr 0.4, wd 1e-4,
     #: eta 0.02 with clipping, temperature 0.2) with the head scaled to the x0.25 backbone; s3l: solo-learn's, head 2048 -> 256
     recipes = {
-        "smoke": {
-            "optimizer": "sgd",
-            "lr": 0.1,
-            "lr_scaling": "none",
-            "weight_decay": 0.0005,
-            "schedule": "constant",
-        },
+        "smoke": {"extends": "sgd-smoke"},
         "cpu": {
-            "extends": "solo-lars",
+            "extends": ["solo-lars-cifar", "cpu-phase"],
             "lr": 0.4,
-            "weight_decay": 0.0001,
-            "warmup_epochs": 0.4,
             "options": {"temperature": 0.2, "proj_hidden": 512, "proj_dim": 128},
         },
         "s3l": {
-            "extends": "solo-lars",
+            "extends": ["solo-lars-cifar", "s3l-phase"],
             "lr": 0.4,
-            "weight_decay": 0.0001,
-            "warmup_epochs": 2,
             "options": {"temperature": 0.2, "proj_hidden": 2048, "proj_dim": 256},
         },
     }

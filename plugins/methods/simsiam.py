@@ -30,25 +30,18 @@ def neg_cosine(p, z):
 class SimSiam(Method):
     #: solo-learn's cifar/simsiam.yaml (SGD lr 0.5, wd 1e-5) with the paper's fixed predictor lr; cpu: heads scaled
     recipes = {
-        "smoke": {
-            "optimizer": "sgd",
-            "lr": 0.1,
-            "lr_scaling": "none",
-            "weight_decay": 5e-4,
-            "schedule": "constant",
-            "options": {"proj_hidden": 512, "proj_dim": 512, "pred_hidden": 128},
-        },
+        "smoke": {"extends": "sgd-smoke", "options": {"proj_hidden": 512, "proj_dim": 512, "pred_hidden": 128}},
         "cpu": {
             "optimizer": "sgd",
             "lr": 0.5,
-            "weight_decay": 1e-5,
+            "weight_decay": 1e-05,
             "warmup_epochs": 0.4,
             "options": {"proj_hidden": 1024, "proj_dim": 1024, "pred_hidden": 256},
         },
         "s3l": {
             "optimizer": "sgd",
             "lr": 0.5,
-            "weight_decay": 1e-5,
+            "weight_decay": 1e-05,
             "warmup_epochs": 2,
             "options": {"proj_hidden": 2048, "proj_dim": 2048, "pred_hidden": 512},
         },

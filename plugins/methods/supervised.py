@@ -25,9 +25,9 @@ class Supervised(Method):
     uses_labels = True
     #: SGD with momentum, lr 0.1 per 256 images, wd 5e-4, cosine: the standard ResNet recipe for small images
     recipes = {
-        "smoke": {"optimizer": "sgd", "lr": 0.1, "lr_scaling": "none", "weight_decay": 5e-4, "schedule": "constant"},
-        "cpu": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "warmup_epochs": 0.4},
-        "s3l": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "warmup_epochs": 2},
+        "smoke": {"extends": "sgd-smoke"},
+        "cpu": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0005, "warmup_epochs": 0.4},
+        "s3l": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0005, "warmup_epochs": 2},
     }
 
     def __init__(self, backbone, n_classes: int, label_smoothing: float = 0.0):
@@ -36,15 +36,22 @@ class Supervised(Method):
             raise UserError(f"supervised: n_classes must be at least 2, got {n_classes}")
         self.n_classes, self.label_smoothing = n_classes, label_smoothing
         self.classifier = nn.Linear(self.feature_dim, n_classes)
+        self._check_labels = True
+
+    def begin_phase(self, steps, steps_per_epoch):
+        self._check_labels = True
 
     def loss(self, views, labels):
         if labels is None:
             raise UserError("supervised: the method needs labels, but none were given")
-        if int(labels.max()) >= self.n_classes:
-            raise UserError(
-                f"supervised: label {int(labels.max())} >= n_classes={self.n_classes}; "
-                "set --method-opt n_classes=<number of classes>"
-            )
+        # every batch on the CPU; on a GPU the first of each phase only, as reading a label makes the step wait for it
+        if labels.device.type == "cpu" or self._check_labels:
+            self._check_labels = False
+            top = int(labels.max())
+            if top >= self.n_classes:
+                raise UserError(
+                    f"supervised: label {top} >= n_classes={self.n_classes}; set --method-opt n_classes=<number of classes>"
+                )
         return F.cross_entropy(self.classifier(self.backbone(views[0])), labels, label_smoothing=self.label_smoothing)
 
 

@@ -42,27 +42,9 @@ def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-4) -> dict[
 class VICReg(Method):
     #: solo-learn's cifar/vicreg.yaml (LARS lr 0.3, wd 1e-4, eta 0.02 with clipping, expander 2048); cpu: 1024
     recipes = {
-        "smoke": {
-            "extends": "solo-lars",
-            "lr": 0.3,
-            "weight_decay": 0.0001,
-            "schedule": "constant",
-            "options": {"proj_hidden": 512, "proj_dim": 512},
-        },
-        "cpu": {
-            "extends": "solo-lars",
-            "lr": 0.3,
-            "weight_decay": 0.0001,
-            "warmup_epochs": 0.4,
-            "options": {"proj_hidden": 1024, "proj_dim": 1024},
-        },
-        "s3l": {
-            "extends": "solo-lars",
-            "lr": 0.3,
-            "weight_decay": 0.0001,
-            "warmup_epochs": 2,
-            "options": {"proj_hidden": 2048, "proj_dim": 2048},
-        },
+        "smoke": {"extends": ["solo-lars-cifar", "smoke-phase"], "options": {"proj_hidden": 512, "proj_dim": 512}},
+        "cpu": {"extends": ["solo-lars-cifar", "cpu-phase"], "options": {"proj_hidden": 1024, "proj_dim": 1024}},
+        "s3l": {"extends": ["solo-lars-cifar", "s3l-phase"], "options": {"proj_hidden": 2048, "proj_dim": 2048}},
     }
     distillation = "predictive_mse"  # CaSSLe's distiller for this kind of method (ssl_bench.blocks.distill)
 

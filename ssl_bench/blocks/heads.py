@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -64,15 +64,22 @@ def ema_update(target: Iterable[nn.Module], online: Iterable[nn.Module], momentu
 
 def online_and_target(
     views: list[torch.Tensor],
-    online: Callable[[torch.Tensor], torch.Tensor],
-    target: Callable[[torch.Tensor], torch.Tensor],
+    online: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+    target: Sequence[Callable[[torch.Tensor], torch.Tensor]],
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The two branches of a momentum method (BYOL, MoCo v3) on each view: ``online(view)`` with gradient and
-    ``target(view)`` without. Each view is its own forward call, so each gets its own BatchNorm statistics, as
-    in the references (the online views first, then the target's)."""
-    outputs = [online(v) for v in views]
+    """The two branches of a momentum method (BYOL, MoCo v3) on each view: the ``online`` modules applied in turn
+    (backbone, projector, predictor) with gradient, and the ``target`` ones (the momentum backbone and projector)
+    without. Each view is its own forward call, so each gets its own BatchNorm statistics, as in the references
+    (the online views first, then the target's)."""
+
+    def chain(modules: Sequence[Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
+        for module in modules:
+            x = module(x)
+        return x
+
+    outputs = [chain(online, v) for v in views]
     with torch.no_grad():
-        targets = [target(v) for v in views]
+        targets = [chain(target, v) for v in views]
     return outputs, targets
 
 
