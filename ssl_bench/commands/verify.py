@@ -15,11 +15,13 @@ HELP = "re-run a result file's seed on the CPU from its stored configuration and
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", nargs="+", type=Path, metavar="RESULT.h5")
     _common.add_plugin(p, "load these plugins instead of the --plugin paths stored in the file (repeatable)")
-    p.add_argument("--any-protocol", action="store_true", help="re-run even a protocol that is not CPU-sized (may take hours)")
+    p.add_argument(
+        "--any-protocol", action="store_true", help="re-run even a protocol that is not a shipped CPU-family one (may take hours)"
+    )
     p.add_argument(
         "--skip-non-cpu",
         action="store_true",
-        help="skip files under protocols that are not CPU-sized, with a note, instead of failing (what CI runs)",
+        help="skip files under protocols that are not shipped CPU-family ones, with a note, instead of failing (what CI runs)",
     )
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep the re-run's result file in DIR")
 
@@ -39,13 +41,16 @@ def main(args: argparse.Namespace) -> int:
         )
         if outcome.skipped:
             print(f"skipped: {path}: {outcome.skipped}")
-        elif outcome.ok:
+            continue
+        if not outcome.same_machine:
+            print(f"note: {path}: this machine is not the one that made the file ({'; '.join(outcome.machine)})")
+        if outcome.ok:
             worst = max(outcome.differences.values(), default=0.0)
-            print(
-                f"reproduced: {path} (largest |difference| {worst:.3f}; tolerances {reproduce.CELL_TOLERANCE} per accuracy, "
-                f"{reproduce.SUMMARY_TOLERANCE} per summary number)"
-            )
+            print(f"reproduced: {path} (largest |difference| {worst:.3f}; {outcome.describe()})")
         else:
             failed += 1
-            print(f"ssl-bench: error: '{path}' does not reproduce: {'; '.join(outcome.failures)}", file=sys.stderr)
+            print(
+                f"ssl-bench: error: '{path}' does not reproduce: {'; '.join(outcome.failures)} ({outcome.describe()})",
+                file=sys.stderr,
+            )
     return 1 if failed else 0

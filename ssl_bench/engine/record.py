@@ -115,9 +115,14 @@ def write(run: Run, seconds: float) -> Path:
 
 
 def environment() -> dict[str, Any]:
-    """What decides whether a re-run is bit-identical: intra-op threads, the ops backend, library versions."""
+    """What decides whether a re-run is bit-identical: intra-op threads, the ops backend, library versions, and the
+    CPU: its model and instruction-set flags (``/proc/cpuinfo``: the AVX/AMX/FMA/SSE4 families, which decide the
+    kernels oneDNN, MKL and ATen pick), ATen's dispatch level (``cpu_capability``), and the BLAS and oneDNN builds
+    (``torch.__config__.show()``); ``ssl-bench verify`` requires equality where all of them match
+    (:mod:`ssl_bench.results.reproduce`)."""
     from ssl_bench import ops
 
+    config = torch.__config__.show()
     return {
         "threads": torch.get_num_threads(),
         "ops_backend": ops.backend(),
@@ -125,7 +130,42 @@ def environment() -> dict[str, Any]:
         "h5py_version": h5py.__version__,
         "cuda_version": torch.version.cuda or "",
         "cudnn_version": str(torch.backends.cudnn.version() or "") if torch.backends.cudnn.is_available() else "",
+        **cpu(),
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        "blas": _config_line(config, ("Math Kernel Library", "OpenBLAS", "BLIS", "Accelerate")),
+        "onednn": _config_line(config, ("MKL-DNN", "oneDNN")) if torch.backends.mkldnn.is_available() else "",
+        "onednn_enabled": bool(torch.backends.mkldnn.enabled),
     }
+
+
+#: /proc/cpuinfo flag prefixes that decide which vector kernels run (and so the order of floating-point sums)
+ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4")
+
+
+def cpu(cpuinfo: str | None = None) -> dict[str, str]:
+    """``cpu_model`` and ``cpu_flags`` (the instruction-set flags of :data:`ISA_PREFIXES`, sorted, space-separated)
+    from ``/proc/cpuinfo`` (or the text given); the platform's processor name and no flags where it cannot be read."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:  # the first processor's
+            fields[key.strip()] = value.strip()
+    model = fields.get("model name") or fields.get("Processor") or platform.processor() or platform.machine()
+    flags = sorted({f for f in (fields.get("flags") or fields.get("Features") or "").split() if f.startswith(ISA_PREFIXES)})
+    return {"cpu_model": model, "cpu_flags": " ".join(flags)}
+
+
+def _config_line(config: str, names: tuple[str, ...]) -> str:
+    """The line of ``torch.__config__.show()`` that names one of ``names`` (stripped of its list marker), or ""."""
+    for line in config.splitlines():
+        if any(n in line for n in names):
+            return line.strip().lstrip("- ").strip()
+    return ""
 
 
 def source_hash(module: Any) -> str:
