@@ -552,10 +552,12 @@ def test_the_domain_stream_comes_from_the_protocol_named_domain_protocol(tmp_pat
     for seed in SEEDS:
         j = JITTER[seed]
         for method, b in (("simclr", 0.6), ("byol", 0.5)):
-            for stream, gap in GAP.items():
+            for stream, gap in GAP.items():  # pacs-cpu has no downstream evaluator; the others transfer to PACS
                 kw = {"proto": pacs} if stream == "domain" else {"proto_json": named}
-                make(tmp_path, method, stream, "sequential", seed, b + j, **kw)
-                make(tmp_path, method, stream, "joint", seed, b + gap + j, **kw)
+                down = {} if stream == "domain" else {"pacs-photo": 0.3 + j}
+                make(tmp_path, method, stream, "sequential", seed, b + j, downstream=down, **kw)
+                down = {} if stream == "domain" else {"pacs-photo": 0.3 + gap + j}
+                make(tmp_path, method, stream, "joint", seed, b + gap + j, downstream=down, **kw)
     text = report.render(base.collect(tmp_path))
     v = verdicts(text)
     assert v[("1", "smoke-v2")] == "reproduced"
@@ -563,6 +565,10 @@ def test_the_domain_stream_comes_from_the_protocol_named_domain_protocol(tmp_pat
     one = section(text, "1", "smoke-v2")
     assert "The domain stream runs under smoke-pacs-v2 (natural domains, named by `domain_protocol`)." in one
     assert "| simclr | domain (smoke-pacs-v2) | held-out probe | 2 | 60.00 ± 1.41 | 66.00 ± 1.41 | +6.00 [+6.00, +6.00] |" in one
+    # downstream transfer where every run compared has it; the domain stream's runs are compared held-out only
+    assert "- byol, downstream pacs-photo/acc: gap on distant - gap on class: +3.50 [+3.50, +3.50] points" in one
+    assert "- byol, held-out probe: gap on domain - gap on class: +4.50" in one
+    assert "downstream pacs-photo/acc: gap on domain" not in one
 
 
 def test_claim_7_collapse_against_data_and_width(tmp_path):
@@ -695,7 +701,7 @@ def test_the_domain_stream_comes_from_the_domain_twin_protocol(tmp_path):
 
 
 def test_a_missing_domain_stream_is_asked_of_the_shipped_domain_twin(tmp_path):
-    cpu, twin_proto = protocols.load("tinyimagenet-cpu"), protocols.load("tinyimagenet-cpu-domains")
+    cpu, twin_proto = protocols.load_shipped("tinyimagenet-cpu", 1), protocols.load_shipped("tinyimagenet-cpu-domains", 1)
     for seed in SEEDS:
         make(tmp_path / "a", "simclr", "instance", "sequential", seed, 0.1, proto=cpu)
         make(tmp_path / "b", "simclr", "domain", "sequential", seed, 0.1, proto=twin_proto)

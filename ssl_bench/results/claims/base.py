@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ssl_bench.errors import UserError
-from ssl_bench.protocol import HASHED_WHEN_SET, shipped
+from ssl_bench.protocol import HASHED_WHEN_SET, shipped, shipped_versions
 from ssl_bench.protocol import load as load_protocol
 from ssl_bench.results import Result, continual
 
@@ -196,8 +196,9 @@ class Index:
                 raise UserError(f"{'/'.join(key)}: seed(s) {dupes} appear in more than one file ({files}); keep one")
         self.scopes = sorted({r.scope for r in runs})
         self.protocols = {r.scope: r.protocol for r in runs}
-        #: the files' protocols and the shipped ones, so a missing domain twin can be named
-        self.known = {p.label: p.model_dump(mode="json") for p in map(load_protocol, shipped())} | self.protocols
+        #: the files' protocols and the shipped ones (current and kept versions), so a missing domain twin can be named
+        shipped_ones = map(load_protocol, shipped() + shipped_versions())
+        self.known = {p.label: p.model_dump(mode="json") for p in shipped_ones} | self.protocols
         #: scope -> the scope its domain stream runs under: the protocol named by its ``domain_protocol`` key
         #: (natural domains, protocol v2 and later), else its transform-domain twin (:func:`domain_twins`, v1)
         self.twins = domain_twins(self.known) | domain_protocols(self.known)
