@@ -575,9 +575,12 @@ def test_claim_7_collapse_against_data_and_width(tmp_path):
     for seed in (0, 1, 2):
         for (per_class, width), auc in TWINS.items():
             proto = twin(f"smoke-d{per_class}-w{int(width * 100):03d}", per_class, width)
+            stored = proto.model_dump(mode="json")  # the smaller data trains more epochs, with a longer warm-up
+            stored["train"] |= {"epochs_per_experience": 200 / per_class, "warmup_scale": 100 / per_class}
             # the wider model collapses *more* here: contradicted
             auc = 0.8 if width == 0.5 else auc
-            make(tmp_path, "simsiam", "instance", "joint", seed, 0.4 + 0.01 * seed, auc=auc + 0.001 * seed, proto=proto)
+            seeded = {"auc": auc + 0.001 * seed, "proto": proto, "proto_json": stored}
+            make(tmp_path, "simsiam", "instance", "joint", seed, 0.4 + 0.01 * seed, **seeded)
             make(tmp_path, "simclr", "instance", "joint", seed, 0.4, auc=0.1, proto=proto)  # contrastive: not judged
     text = report.render(base.collect(tmp_path))
     [(scope, verdict)] = [(s, x) for (c, s), x in verdicts(text).items() if c == "7"]

@@ -5,9 +5,9 @@ Li et al. show it for SimSiam: at a fixed ResNet, the collapse of its representa
 ImageNet it trains on, and at fixed data a wider model collapses less; their collapse metric tracks the linear
 probe. Here the runs come from protocol *twins* that differ only in the training images per class
 (``dataset.options.train_per_class``, e.g. tinyimagenet-cpu-d10 / -d30 / tinyimagenet-cpu) or in the backbone's
-width (``backbone.options.width``, e.g. tinyimagenet-cpu-w050), and possibly in the epochs and the probe's
-training samples that follow from the data size (:func:`twin_key`). Every non-contrastive method (base.FAMILIES)
-with runs under two or more twins is judged, on each stream and strategy the twins share.
+width (``backbone.options.width``, e.g. tinyimagenet-cpu-w050), and possibly in the epochs, warm-up scale and
+probe training samples that follow from the data size (:func:`twin_key`, :data:`LOOSE`). Every non-contrastive
+method (base.FAMILIES) with runs under two or more twins is judged, on each stream and strategy the twins share.
 
 Precondition, deliberately different from the other claims: a fully collapsed model does not learn, so requiring
 every configuration to learn would exclude the claimed effect itself. The method must learn (gain over random init
@@ -45,7 +45,8 @@ from ssl_bench.results.claims.base import (
 #: their 95% interval above 0 (the paper reports the direction; the size depends on the model and budget)
 MORE_COLLAPSED = 0.0
 DATA, WIDTH = ("dataset", "options", "train_per_class"), ("backbone", "options", "width")
-#: what twins may differ in besides data and width: names, seeds, the epochs and probe samples a data size implies
+#: what twins may differ in besides data and width: names, seeds, and the epochs, warm-up scale and probe samples
+#: that hold the steps and the warm-up share fixed when the data size changes (tinyimagenet-cpu-d10: 40 epochs)
 LOOSE = (
     ("name",),
     ("version",),
@@ -55,6 +56,7 @@ LOOSE = (
     ("recipe",),
     ("domain_protocol",),
     ("train", "epochs_per_experience"),
+    ("train", "warmup_scale"),
     ("eval", "probe_train_per_experience"),
 )
 
