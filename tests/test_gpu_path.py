@@ -3,6 +3,10 @@
 - channels_last: on CUDA the engine puts conv weights (and so their gradients) in channels_last; forced on the
   CPU here (``SSL_BENCH_CHANNELS_LAST=1``) through every method and every strategy, a phase with each
   strategy's per-step work (penalty, replay, mixup, distillation) included.
+- no host synchronisation: every method and strategy trains its phases on an emulated device
+  (:mod:`tests.fake_cuda`: tensors on a device that is not the host, data on the CPU) and no step after a
+  phase's first reads the device, copies from pageable host memory or runs an operator whose output size
+  depends on the data; only the loop's loss copy every ``LOG_EVERY`` steps does.
 """
 
 import textwrap
@@ -15,6 +19,7 @@ from ssl_bench.engine.loop import train_phase
 from ssl_bench.plan import RunConfig, make_plan
 from ssl_bench.protocol import load
 from ssl_bench.registry import Registry
+from tests.fake_cuda import EmulatedDevice, to_device
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,6 +53,8 @@ PROTOCOL = textwrap.dedent("""
 """)
 RESNET = 'name = "resnet18"\n    options = { width = 0.125 }'
 VIT = 'name = "vit_tiny"\n    options = { depth = 1 }'
+#: a ViT whose fixed sin-cos position table is recomputed at another grid (local crops)
+VIT_SINCOS = 'name = "vit_tiny"\n    options = { depth = 1, pos_embed = "sincos" }'
 #: small heads for every method that takes them (2 local crops where a method makes multi-crop views)
 SMALL = {
     "proj_hidden": 32,
@@ -66,13 +73,15 @@ SMALL = {
     "n_local": 2,
 }
 VIT_METHODS = {"mae"}  # methods that need a Vision Transformer
+#: fewer samples for the importances estimated after each phase (their per-sample gradients are what is slow)
+STRATEGY_OPTIONS = {"mas": {"samples": 16}, "ewc": {"samples": 16}}
 
 
-def make_run(tmp_path, method="simclr", strategy="sequential", device="cpu", strategy_options=None) -> Run:
+def make_run(tmp_path, method="simclr", strategy="sequential", device="cpu", strategy_options=None, backbone=None) -> Run:
     import inspect
 
     path = tmp_path / "gpu_path.toml"
-    path.write_text(PROTOCOL.format(backbone=VIT if method in VIT_METHODS else RESNET))
+    path.write_text(PROTOCOL.format(backbone=backbone or (VIT if method in VIT_METHODS else RESNET)))
     params = inspect.signature(REGISTRY.get("method", method).factory).parameters
     config = RunConfig(
         protocol=load(str(path)),
@@ -82,11 +91,18 @@ def make_run(tmp_path, method="simclr", strategy="sequential", device="cpu", str
         seed=0,
         out=tmp_path / "runs",
         method_options={k: v for k, v in SMALL.items() if k in params},
-        strategy_options=strategy_options or {},
+        strategy_options=strategy_options or _small(strategy),
         device=device,
         progress=False,
     )
     return Run(make_plan(config, REGISTRY))
+
+
+def _small(strategy: str) -> dict:
+    parts = strategy.split("+")
+    if len(parts) == 1:
+        return dict(STRATEGY_OPTIONS.get(strategy, {}))
+    return {f"{p}.{k}": v for p in parts for k, v in STRATEGY_OPTIONS.get(p, {}).items()}
 
 
 class Bar:
@@ -168,3 +184,81 @@ def test_penalty_kernel_walks_channels_last_memory_as_it_is(ops, monkeypatch):
     for p, a, w, g0 in zip(params, anchors, imps, grad0):
         assert p.grad.stride() == p.stride()
         torch.testing.assert_close(p.grad.double(), g0.double() + 1.5 * w.double() * (p.double() - a.double()))
+
+
+# ------------------------------------------------------------------------------------ no host synchronisation
+PER_STEP = ("mas", "ewc", "replay", "lump", "cassle", "pfr")  # strategies with work in every step
+SYNC_CASES = [(m, "sequential", None) for m in METHODS] + [("simclr", s, None) for s in PER_STEP]
+SYNC_CASES += [("byol", "replay+mas", None), ("dino", "sequential", VIT_SINCOS)]
+
+
+@pytest.mark.parametrize("method,strategy,backbone", SYNC_CASES)
+def test_no_step_waits_for_the_device(method, strategy, backbone, tmp_path, monkeypatch):
+    """Before the fix: 12 copies per SimCLR step from augment's constants, the reference NT-Xent's targets, MAE's
+    and the ViT's position tables, SwAV's queue check, the supervised label check, LUMP's ``.cpu()``, replay's and
+    the shuffles' pageable copies, ..."""
+    monkeypatch.setenv(CHANNELS_LAST_ENV, "1")
+    run = make_run(tmp_path, method, strategy, backbone=backbone)
+    found = []
+    with EmulatedDevice() as device:
+        to_device(run)
+        for i, phase in enumerate(run.phases):
+            run.phase_index = i
+            run.strategy.before_phase(run, phase)
+            with device.steps(run) as steps:
+                train_phase(run, phase, Bar())
+            run.strategy.after_phase(run, phase)
+            assert len(steps.per_step) == phase.steps + 1 and [e.op for e in steps.flush] == ["to(cpu)"]
+            found += [f"phase {i} step {k}: {e}" for k, e in steps.waits()]
+    assert len(run.losses) == run.total_steps and all(torch.isfinite(torch.tensor(run.losses)))
+    assert not found, "\n".join(found)
+
+
+# ------------------------------------------------------------------------------------ --compile
+class TinyBackbone(torch.nn.Module):
+    feature_dim = 8
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))
+
+
+@pytest.mark.parametrize("method", ["dino", "swav"])
+def test_compiled_step_compiles_a_bounded_number_of_times(method):
+    """DINO's forward read the phase's step count (its teacher temperature warm-up), a new constant of the graph at
+    every step: ``--compile`` recompiled each step until its limit (8), then ran uncompiled. SwAV with a queue read
+    it too. Now a phase compiles at most twice (SwAV: before and after its queue starts)."""
+    factory = REGISTRY.get("method", method).factory
+    options = {"out_dim": 16, "hidden": 16, "bottleneck": 8, "n_local": 0, "warmup_teacher_temp_epochs": 2.0}
+    if method == "swav":
+        options = {"proj_hidden": 16, "proj_dim": 8, "n_prototypes": 8, "n_local": 0, "queue_length": 8}
+        options.update(queue_start_epoch=0.5, freeze_prototypes_epochs=0.0)
+    torch.manual_seed(0)
+    model = factory(TinyBackbone(), **options)
+    graphs = []
+
+    def backend(gm, inputs):  # the eager backend, counting what dynamo hands it
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=backend)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    views = [torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8)]
+    model.train()
+    steps = 6
+    model.begin_phase(steps, 2)
+    with torch._dynamo.config.patch(recompile_limit=64):  # count every compile, without the limit stopping them
+        for k in range(steps):
+            loss = compiled(views, None)
+            opt.zero_grad()
+            loss.backward()
+            model.after_backward()
+            opt.step()
+            model.after_step((k + 1) / steps)
+    assert torch.isfinite(loss)
+    assert len(graphs) <= 2, f"{len(graphs)} compiles in {steps} steps"
+    torch._dynamo.reset()

@@ -115,7 +115,11 @@ class DINOHead(nn.Module):
 
 
 def dino_loss(
-    student: list[torch.Tensor], teacher: list[torch.Tensor], center: torch.Tensor, student_temp: float, teacher_temp: float
+    student: list[torch.Tensor],
+    teacher: list[torch.Tensor],
+    center: torch.Tensor,
+    student_temp: float,
+    teacher_temp: float | torch.Tensor,
 ) -> torch.Tensor:
     """Eq. 3: mean over pairs (teacher view i, student view v != i) of the cross-entropy H(P_t, P_s).
 
@@ -242,6 +246,11 @@ class DINO(Method):
         self.register_buffer("center", torch.zeros(1, out_dim))
         self._phase_step, self._steps_per_epoch = 0, 0
         self._pending_center: torch.Tensor | None = None
+        #: the teacher temperature at the current step, set by begin_phase and after_step: the loss reads this 0-d
+        #: host tensor, not the step count, so ``--compile`` compiles it once (a Python number read in the forward
+        #: pass is a constant of the compiled graph: a new one every step). On the host and in float64 it divides
+        #: exactly as the Python number did, on the CPU and on a GPU.
+        self._teacher_temp = torch.tensor(self.teacher_temp_at(self.epoch), dtype=torch.float64)
 
     # ---------------------------------------------------------------- schedules
     @property
@@ -258,6 +267,7 @@ class DINO(Method):
 
     def begin_phase(self, steps, steps_per_epoch):
         self._phase_step, self._steps_per_epoch = 0, max(1, steps_per_epoch)
+        self._teacher_temp.fill_(self.teacher_temp_at(self.epoch))
 
     # ---------------------------------------------------------------- loss
     def loss(self, views, labels):
@@ -265,7 +275,7 @@ class DINO(Method):
         student = forward_by_resolution(self.backbone, self.head, views)
         with torch.no_grad():
             teacher = forward_by_resolution(self.teacher_backbone, self.teacher_head, views[:n_global])
-        loss = dino_loss(student, teacher, self.center, self.student_temp, self.teacher_temp_at(self.epoch))
+        loss = dino_loss(student, teacher, self.center, self.student_temp, self._teacher_temp)
         if self.training:
             self._pending_center = torch.cat(teacher).mean(dim=0, keepdim=True)
         return loss
@@ -295,6 +305,7 @@ class DINO(Method):
             self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
             self._pending_center = None
         self._phase_step += 1
+        self._teacher_temp.fill_(self.teacher_temp_at(self.epoch))
 
 
 @hookimpl

@@ -131,7 +131,7 @@ class MAE(Method):
         fill = self.mask_token.expand(n, length - kept.shape[1], -1)
         patches = torch.gather(torch.cat([y[:, 1:], fill], dim=1), 1, restore.unsqueeze(-1).expand(-1, -1, dd))
         grid = x.shape[-1] // bb.patch_size
-        pos = sincos_pos_embed(dd, grid, bb.base_grid).to(y.device, y.dtype)
+        pos = sincos_pos_embed(dd, grid, bb.base_grid, y.device).to(y.dtype)
         y = torch.cat([y[:, :1], patches + pos.unsqueeze(0)], dim=1)  # the class token's position embedding is 0
         for block in self.decoder_blocks:
             y = block(y)

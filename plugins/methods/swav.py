@@ -186,11 +186,17 @@ class SwAV(Method):
         #: rows pushed into the queue since it was emptied, counted on the host: whether the queue is full is known
         #: without reading it (a read of the GPU's queue would make every step wait)
         self._queued = 0
+        self._queue_ready = False  #: whether the loss scores the queue: full, and its start epoch reached
         self.register_load_state_dict_post_hook(lambda module, keys: module._count_queued())
 
     def _count_queued(self) -> None:
         """Count the rows of a queue loaded from a checkpoint (the rows of a projection are never all zero)."""
         self._queued = int(self.queue[0].ne(0).any(dim=1).sum()) if self.queue.shape[1] else 0
+        self._update_queue_ready()
+
+    def _update_queue_ready(self) -> None:
+        length = self.queue.shape[1]
+        self._queue_ready = length > 0 and self.epoch >= self.queue_start_epoch and self._queued >= length
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
@@ -205,6 +211,7 @@ class SwAV(Method):
         self._phase_step, self._steps_per_epoch = 0, max(1, steps_per_epoch)
         self.queue.zero_()
         self._queued = 0
+        self._update_queue_ready()
 
     def embed(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
         """L2-normalised projections per view, running views of one size as one batch (as the reference)."""
@@ -221,7 +228,9 @@ class SwAV(Method):
     def loss(self, views, labels):
         z = self.embed(views)
         scores = [self.prototypes(zi) for zi in z]
-        use_queue = self.queue.shape[1] > 0 and self.epoch >= self.queue_start_epoch and self._queued >= self.queue.shape[1]
+        # decided on the host from the step count and the rows queued (a bool that changes at most twice a phase, so
+        # ``--compile`` compiles two graphs at most; a number changing every step would make a new one every step)
+        use_queue = self._queue_ready
         codes = []
         with torch.no_grad():
             for s in range(self.views.n_global):
@@ -250,6 +259,7 @@ class SwAV(Method):
                 self._queued += new.shape[1]
             self._pending = None
         self._phase_step += 1
+        self._update_queue_ready()
 
 
 @hookimpl

@@ -55,7 +55,8 @@ class LUMP(Strategy):
     def views(self, run, views, batch):
         index = self.stream.buffer.sample(len(views[0]), self.rng)
         if self.fill == "step":  # this step's samples become mixup partners of the later steps
-            self.stream.offer(batch.index.cpu().numpy())
+            host = batch.host_index if batch.host_index is not None else batch.index.cpu()  # the engine's: no wait
+            self.stream.offer(host.numpy())
         if len(index) == 0:
             return views
         past = run.views(run.batch_of(torch.from_numpy(index)).images, views[0].shape[-1])

@@ -42,6 +42,7 @@ def concat(a: Batch, b: Batch) -> Batch:
         labels=torch.cat([a.labels, b.labels]),
         domains=torch.cat([a.domains, b.domains]),
         index=torch.cat([a.index, b.index]),
+        host_index=None if a.host_index is None or b.host_index is None else torch.cat([a.host_index, b.host_index]),
     )
 
 
@@ -73,7 +74,8 @@ class Replay(Strategy):
         self._count += len(index)
         if self.mode == "replace":
             keep = b - len(index)
-            batch = Batch(batch.images[:keep], batch.labels[:keep], batch.domains[:keep], batch.index[:keep])
+            host = None if batch.host_index is None else batch.host_index[:keep]
+            batch = Batch(batch.images[:keep], batch.labels[:keep], batch.domains[:keep], batch.index[:keep], host)
         return concat(batch, run.batch_of(torch.from_numpy(index)))
 
     def after_phase(self, run, phase):

@@ -5,8 +5,9 @@ blur sigma, solarisation), drawn from a ``torch.Generator`` so runs are reproduc
 torchvision's definitions (``transforms.v2``: RandomResizedCrop, RandomHorizontalFlip, ColorJitter in a
 random order, RandomGrayscale, GaussianBlur, RandomSolarize), so a view here is distributed like the
 same view made image by image with torchvision, and run on whatever device the batch is on.
-On the CPU an op that applies to a random subset of the batch computes only that subset; on a GPU it
-computes the whole batch and selects, so that no step waits for the host.
+On the CPU an op that applies to a random subset of the batch computes only that subset; on a GPU (any device
+but the CPU) it computes the whole batch and selects, so that no step waits for the host. The constant tensors
+(normalisation, hue offsets) are copied to a device once (:func:`on_device`), not at every call.
 """
 
 from __future__ import annotations
@@ -30,9 +31,25 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
+_ON_DEVICE: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def on_device(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The constant ``t`` on ``like``'s device in ``t``'s dtype: copied there once per device (a copy at every
+    call would make every step wait for it on a GPU); ``t`` itself on the CPU."""
+    if like.device.type == "cpu":
+        return t
+    key = (id(t), like.device, t.dtype)
+    out = _ON_DEVICE.get(key)
+    if out is None:
+        with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable by autograd later
+            out = _ON_DEVICE[key] = t.to(like.device)
+    return out
+
+
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """Float images in [0, 1] -> the network's input scale."""
-    return (x - MEAN.to(x.device).view(1, -1, 1, 1)) / STD.to(x.device).view(1, -1, 1, 1)
+    return (x - on_device(MEAN, x).view(1, -1, 1, 1)) / on_device(STD, x).view(1, -1, 1, 1)
 
 
 def prepare(images: torch.Tensor, size: int | None = None) -> torch.Tensor:
@@ -53,7 +70,7 @@ def _coin(n, p, gen, device):
 
 def _apply(x: torch.Tensor, mask: torch.Tensor, fn, *params: torch.Tensor) -> torch.Tensor:
     """``fn(x, *params)`` for the samples where ``mask`` holds; the others are returned unchanged."""
-    if x.is_cuda:  # compute all, select: no host synchronisation
+    if x.device.type != "cpu":  # compute all, select: no host synchronisation
         return torch.where(mask.view(-1, 1, 1, 1), fn(x, *params), x)
     idx = mask.nonzero().squeeze(1)
     if len(idx) == 0:
@@ -142,7 +159,7 @@ def adjust_hue(x, f):
     safe = c.clamp_min(1e-12)  # grey pixels (c = 0) come out as v whatever their hue
     h = torch.where(v == r, (g - b).div_(safe), torch.where(v == g, (b - r).div_(safe).add_(2), (r - g).div_(safe).add_(4)))
     h.add_(f.view(-1, 1, 1), alpha=6)
-    k = (h.unsqueeze(1) + _HUE_OFFSETS.to(x.device, x.dtype)).remainder_(6)
+    k = (h.unsqueeze(1) + on_device(_HUE_OFFSETS, x).to(x.dtype)).remainder_(6)
     return v.unsqueeze(1) - c.unsqueeze(1) * torch.minimum(k, 4 - k).clamp_(0, 1)
 
 
@@ -165,7 +182,7 @@ def color_jitter(x, brightness, contrast, saturation, hue, p, gen):
     apply = _coin(n, p, gen, device)
     factors, order = jitter_params(n, brightness, contrast, saturation, hue, gen, device)
     active = (brightness, contrast, saturation, hue)
-    if x.is_cuda:  # no host synchronisation: every op on the whole batch in every slot, then select
+    if x.device.type != "cpu":  # no host synchronisation: every op on the whole batch in every slot, then select
         for slot in range(4):
             for k, op in enumerate(COLOR_OPS):
                 if active[k]:

@@ -37,18 +37,19 @@ from ssl_bench.errors import UserError
 __all__ = ["VisionTransformer", "Block", "Attention", "sincos_pos_embed", "interpolate_grid", "is_vit"]
 
 
-def sincos_pos_embed(dim: int, grid: int, base_grid: int | None = None) -> torch.Tensor:
+def sincos_pos_embed(dim: int, grid: int, base_grid: int | None = None, device: torch.device | None = None) -> torch.Tensor:
     """MAE's 2-d sine-cosine position table, ``[grid * grid, dim]``, rows in raster order.
 
     Half of the channels encode the row, half the column; each half is ``[sin(p w_k), cos(p w_k)]``
     with ``w_k = 10000^(-k / (dim / 4))``. With ``base_grid`` the positions are the cell centres in units of
     the base grid's cells (``(p + 1/2) base_grid / grid - 1/2``), so another grid sees the same image coordinates.
+    Computed on ``device`` (a table made on the host and copied would make a GPU step wait for the copy).
     """
     if dim % 4:
         raise ValueError(f"sin-cos position embedding needs a width divisible by 4, got {dim}")
     scale = (base_grid or grid) / grid
-    pos = (torch.arange(grid, dtype=torch.float64) + 0.5) * scale - 0.5  # cell centres, in base-grid units
-    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+    pos = (torch.arange(grid, dtype=torch.float64, device=device) + 0.5) * scale - 0.5  # cell centres, in base-grid units
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64, device=device) / (dim / 4))
 
     def one_axis(p: torch.Tensor) -> torch.Tensor:  # [grid, dim / 2]
         angles = p[:, None] * omega[None, :]
@@ -189,7 +190,7 @@ class VisionTransformer(nn.Module):
         """Position embeddings of the patch tokens for a ``grid x grid`` input, ``[grid * grid, D]``."""
         if not self.learned_pos and grid != self.base_grid:
             # a fixed table is recomputed exactly at the new grid, in the base grid's coordinates
-            return sincos_pos_embed(self.embed_dim, grid, self.base_grid).to(self.pos_embed.device, self.pos_embed.dtype)
+            return sincos_pos_embed(self.embed_dim, grid, self.base_grid, self.pos_embed.device).to(self.pos_embed.dtype)
         return interpolate_grid(self.pos_embed, grid)
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float) ->
     n = z1.shape[0]
     logits = z @ z.t() / temperature
     logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    target = torch.arange(2 * n, device=z.device).roll(n)  # row i's positive: i + n, and i - n for the second half
     return F.cross_entropy(logits, target)
 
 
@@ -101,7 +101,7 @@ def lse_rows_reference(rows: torch.Tensor, cols: torch.Tensor, temperature: floa
     logits = rows @ cols.t() / temperature
     if offset >= 0:
         i = torch.arange(rows.shape[0], device=rows.device)
-        logits = logits.index_put((i, i + offset), logits.new_tensor(float("-inf")))
+        logits = logits.index_put((i, i + offset), logits.new_full((), float("-inf")))
     return torch.logsumexp(logits, dim=1)
 
 
