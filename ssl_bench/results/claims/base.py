@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from numpy.typing import ArrayLike
 from ssl_bench.errors import UserError
 from ssl_bench.protocol import HASHED_WHEN_SET, shipped, shipped_versions
 from ssl_bench.protocol import load as load_protocol
-from ssl_bench.results import Result, continual
+from ssl_bench.results import Result, check, crashing
 
 log = logging.getLogger("ssl_bench.results.claims")
 
@@ -141,28 +142,38 @@ class Finding:
 
 
 def collect(folder: str | Path) -> list[RunFile]:
-    """Every readable result file under ``folder`` (recursively, sorted); unreadable ones are skipped with a warning."""
+    """Every good result file under ``folder`` (recursively, sorted), read as the leaderboard reads them.
+
+    A file that crashes or hangs the HDF5 library (:func:`ssl_bench.results.crashing`), that fails
+    :func:`ssl_bench.results.check` (damaged, edited, relabelled: its numbers are never used), or a second file of a
+    run already found is skipped with one warning line naming it and why; so is a recipe or option variant (the
+    claims are judged on the methods' default recipes)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"results folder '{folder}' does not exist")
     paths = sorted(folder.rglob("*.h5"))
     if not paths:
         raise UserError(f"no result files (*.h5) under '{folder}'")
+    crashed = crashing(paths)
     runs = []
+    first: dict[tuple, Path] = {}
     for p in paths:
         try:
+            if p in crashed:
+                raise UserError(crashed[p])
             r = Result(p)
-            numbers = continual.summarize(r.arrays)
-            proto = json.loads(r.arrays.get("protocol_json") or "{}")
-            for key in ("protocol", "protocol_version", "protocol_hash", "method", "stream", "strategy", "seed"):
-                if key not in r.attrs:
-                    raise UserError(f"no '{key}' attribute")
-        except (UserError, OSError, KeyError, ValueError) as err:
-            log.warning("skipped %s: %s", p, err)
+            numbers = check(r)  # whole, unedited, consistent; the summary recomputed from the arrays
+            proto = json.loads(r["protocol_json"])
+            run = tuple(r.attrs[k] for k in ("protocol_hash", "method", "stream", "strategy", "seed"))
+            if run in first and not r.attrs.get("variant"):
+                raise UserError(f"'{p}' is the same run (protocol, method, stream, strategy, seed) as '{first[run]}'; keep one")
+        except UserError as err:
+            log.warning("skipped a bad result file: %s", err)
             continue
         if r.attrs.get("variant"):  # the claims are checked on the methods' default recipes
             log.warning("skipped %s: a recipe or option variant (run identity %s)", p, r.attrs.get("run_identity"))
             continue
+        first[run] = p
         arrays = {k: v for k, v in r.arrays.items() if k in KEEP or k.startswith("end/")}
         for k in ("metrics/cka/features", "metrics/cka/index"):  # the last phase only: what CKA to joint compares
             if k in r.arrays:
@@ -536,12 +547,14 @@ Measure = tuple[str, Callable[["RunFile"], float]]
 
 def measures(runs: Iterable[RunFile]) -> list[Measure]:
     """What a comparison of accuracies is made on: the final held-out probe accuracy (``final_avg_acc``), and each
-    downstream accuracy the runs all store (``end/downstream/<label>/<...acc...>``, protocol v2: transfer to
-    data the backbone was not pre-trained on, as Hu et al. judge pre-training)."""
+    downstream accuracy the runs all store (protocol v2: transfer to data the backbone was not pre-trained on, as
+    Hu et al. judge pre-training): a dataset's linear probe ``end/downstream/<label>/acc`` and its few-shot
+    accuracy over all domains ``end/downstream/<label>/acc_<k>shot`` (the per-domain few-shot numbers are parts of
+    that mean, not judged on their own: one verdict per task type, not per domain)."""
     runs = list(runs)
     out: list[Measure] = [("held-out probe", _held_out)]
     keys = set.intersection(*({k for k in r.arrays if k.startswith("end/downstream/")} for r in runs)) if runs else set()
-    for key in sorted(k for k in keys if "acc" in k.rsplit("/", 1)[-1]):
+    for key in sorted(k for k in keys if re.fullmatch(r"acc(_\d+shot)?", k.rsplit("/", 1)[-1])):
         out.append((f"downstream {key[len('end/downstream/') :]}", _downstream(key)))
     return out
 
