@@ -44,7 +44,7 @@ UNHASHED = ("description", "defaults", "recipe")
 #: (a path of keys -> default): a protocol that does not set them keeps the hash it had before they existed
 HASHED_WHEN_SET: dict[tuple[str, ...], Any] = {
     ("domain_protocol",): None,
-    ("train", "warmup_share"): None,
+    ("train", "warmup_scale"): None,
 }
 
 #: folder (inside ``protocols/``) of the kept older versions of shipped protocols, ``<name>@<version>.toml``
@@ -97,11 +97,12 @@ class TrainSpec(_Strict):
     schedule_scope: Literal["phase", "run"] = "phase"
     #: S3L: e.g. [{resolution = 16, fraction = 0.8}, {resolution = 32, fraction = 0.2}] within every phase
     stages: list[Stage] = Field(default_factory=list)
-    #: the share of every schedule's steps spent warming up the learning rate (of each phase's steps under
-    #: schedule_scope "phase", of the run's under "run"); set, it replaces every method's recipe
-    #: ``warmup_epochs``, so protocols of different epochs per phase warm up for the same share of training
-    #: (tinyimagenet-cpu-full v2). Unset, each recipe's ``warmup_epochs`` apply.
-    warmup_share: float | None = Field(None, ge=0, lt=1)
+    #: multiplies every method's recipe ``warmup_epochs``, an epoch then counted exactly (images / batch size;
+    #: unset: the recipe's epochs of full batches, as before this key). Recipes give their warm-up in epochs for
+    #: the CPU protocols' 4-epoch phases (0.4 epochs: 10% of a phase); a protocol of E epochs per phase that
+    #: sets ``warmup_scale = E / 4`` keeps every method's warm-up at the same *share* of its steps
+    #: (tinyimagenet-cpu-full v2: 1.3 / 4; pacs-cpu: 15 / 4), which a fixed number of epochs would not.
+    warmup_scale: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _stages_sum_to_one(self):

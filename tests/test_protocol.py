@@ -110,14 +110,33 @@ def test_cpu_domains_twin_differs_from_the_cpu_protocol_only_in_its_domains():
 
 
 def test_keys_added_later_leave_the_hash_of_protocols_without_them_unchanged():
-    """A protocol that does not set domain_protocol or train.warmup_share hashes as before those keys existed."""
+    """A protocol that does not set domain_protocol or train.warmup_scale hashes as before those keys existed."""
     import hashlib
     import json
 
     a = protocol.parse(TINY)
     content = a.model_dump(mode="json", exclude=set(protocol.UNHASHED))
-    del content["domain_protocol"], content["train"]["warmup_share"]
+    del content["domain_protocol"], content["train"]["warmup_scale"]
     before = hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     assert a.hash == before
     assert protocol.parse('domain_protocol = "smoke"\n' + TINY).hash != a.hash
-    assert protocol.parse(TINY.replace("batch_size = 32", "batch_size = 32\nwarmup_share = 0.1")).hash != a.hash
+    assert protocol.parse(TINY.replace("batch_size = 32", "batch_size = 32\nwarmup_scale = 0.5")).hash != a.hash
+
+
+def test_kept_versions_load_by_name_at_version_and_keep_their_hash():
+    """Result files of tinyimagenet-cpu v1 (and its twins) stay valid once v2 ships: their protocol is kept."""
+    kept = protocol.shipped_versions()
+    assert "tinyimagenet-cpu@1" in kept and not any("@" in n for n in protocol.shipped())
+    v1 = protocol.load("tinyimagenet-cpu@1")
+    assert (v1.name, v1.version) == ("tinyimagenet-cpu", 1)
+    # the hash of the 75 submitted result files in leaderboard/results/tinyimagenet-cpu-v1
+    assert v1.hash == "6e41fdb54ce8711896c16b55ad8526a1a5d62876ca9adefc9ad55d78a29c8eec"
+    assert protocol.load_shipped("tinyimagenet-cpu", 1).hash == v1.hash
+    assert protocol.load_shipped("tinyimagenet-cpu", 99) is None and protocol.load_shipped("nope", 1) is None
+    for name in kept:  # a kept twin extends the kept version of its base, so its hash does not move either
+        p = protocol.load(name)
+        assert f"{p.name}@{p.version}" == name
+        current = protocol.load(p.name)
+        assert current.version > p.version and current.hash != p.hash
+    with pytest.raises(UserError, match="Did you mean 'tinyimagenet-cpu@1'"):
+        protocol.load("tinyimagenet-cpu@11")

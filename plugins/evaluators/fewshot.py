@@ -12,43 +12,17 @@ error) for every k in ``shots``.
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
-from ssl_bench.blocks.probes import fit_predict, held_out
+from ssl_bench.blocks.probes import episodes, fit_predict, held_out, prototype_predict
 from ssl_bench.errors import UserError
+
+__all__ = ["FewShot", "episodes", "prototype_predict"]  # the episodes and the classifier live in blocks.probes
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"
 __paper__ = "Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017"
-
-
-def episodes(labels: np.ndarray, n_way: int, k: int, n_query: int, n_episodes: int, seed: int):
-    """Yield (support positions, support class ids 0..n_way-1, query positions, query class ids)."""
-    rng = np.random.default_rng(seed)
-    by_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
-    eligible = sorted(c for c, pos in by_class.items() if len(pos) > k)
-    if len(eligible) < n_way:
-        raise UserError(
-            f"fewshot: {n_way}-way {k}-shot needs {n_way} classes with more than {k} held-out samples, "
-            f"only {len(eligible)} have them; lower n_way or the shots"
-        )
-    for _ in range(n_episodes):
-        sup, sup_y, qry, qry_y = [], [], [], []
-        for new, c in enumerate(rng.choice(eligible, n_way, replace=False)):
-            pos = rng.permutation(by_class[c])
-            q = pos[k : k + n_query]
-            sup.append(pos[:k]), qry.append(q)
-            sup_y.append(np.full(k, new)), qry_y.append(np.full(len(q), new))
-        yield np.concatenate(sup), np.concatenate(sup_y), np.concatenate(qry), np.concatenate(qry_y)
-
-
-def prototype_predict(support, support_y, query, n_way):
-    """Nearest prototype (mean of normalised support features) by cosine similarity."""
-    support, query = F.normalize(support.double(), dim=1), F.normalize(query.double(), dim=1)
-    protos = torch.stack([support[support_y == c].mean(0) for c in range(n_way)])
-    return (query @ F.normalize(protos, dim=1).T).argmax(1)
 
 
 class FewShot(Evaluator):

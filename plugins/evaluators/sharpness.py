@@ -1,36 +1,58 @@
-"""Sharpness of the minimum the SSL loss reached, measured once at the end of training.
+"""Sharpness of the minimum reached, measured once at the end of training: of the method's own loss, and of one
+loss common to all methods.
 
 Hu et al. (ICLR 2022) explain why streaming SSL forgets little by the flatness of its
-minima. On one fixed batch (``batch_size`` training images drawn with ``seed`` from all
-experiences) with fixed augmented views (drawn with ``seed``), ``loss_fn()`` is the method's
-own loss, so the numbers are reproducible and comparable across strategies:
+minima. Two losses are measured, each on one fixed batch, so the numbers are reproducible and
+comparable across strategies:
 
-- ``top_eigenvalue``: the largest-magnitude Hessian eigenvalue (power iteration on
-  Hessian-vector products, ``iters`` iterations);
+**The method's own loss** (``loss_fn()``): ``batch_size`` training images drawn with ``seed`` from all
+experiences, fixed augmented views (drawn with ``seed``). Its numbers compare strategies *within* a
+method; across methods they are unlike things (VICReg's loss is about 21, BYOL's about 1):
+
+- ``top_eigenvalue``: the largest (most positive) Hessian eigenvalue (since 0.2.0; 0.1.0 stored the
+  largest-*magnitude* one, so a saddle with a large negative eigenvalue read as flat);
+  ``dominant_eigenvalue``: the largest-magnitude one, signed (0.1.0's ``top_eigenvalue``). Block power
+  iteration on Hessian-vector products, ``iters`` iterations, and as many again on ``H - dominant I`` when
+  the dominant one is negative (:func:`ssl_bench.ops.sharpness.top_positive_eigenvalue`);
 - ``hessian_trace``: Hutchinson's estimate of tr(H) with ``n_probes`` Rademacher probes;
 - ``eps_sharpness``: the largest loss increase found in the box ``|delta_i| <= eps (|w_i| + 1)``
   (Keskar et al. 2017) by ``steps`` steps of projected gradient ascent;
 - ``loss``: the loss at the weights themselves.
 
-The operators are :mod:`ssl_bench.ops.sharpness`. ``params = "all"`` differentiates with
+**One common loss** (``probe = true``; off by default), comparable across methods, issue 33 / claim 6b): the cross-entropy
+of a linear probe on the frozen backbone's features, differentiated with respect to the backbone's
+parameters, the probe held fixed. The probe is the ``linear`` evaluator's: fitted (L-BFGS logistic
+regression, :func:`ssl_bench.blocks.probes.fit`) on the last phase's probe-training features of all
+experiences, its L2 strength chosen as ``linear`` chooses it (``l2_grid``, on a seeded 20% of those
+features, :func:`ssl_bench.blocks.probes.select_l2`). The loss is its mean cross-entropy on a fixed
+labelled batch (``probe_batch_size`` of those probe-training images, drawn with ``seed``, no augmentation,
+the backbone in eval mode as when the features were taken). The reference for "common loss" is the
+supervised head's or a probe's curvature, as the issue asks; fitting the probe on the whole probe split
+rather than on the batch alone is this project's choice (a batch of 256 images holds ~2.5 images of
+each of 100 classes, which a probe separates perfectly, leaving no curvature to compare). Keys:
+``probe_top_eigenvalue`` (the largest positive one, as above), ``probe_hessian_trace``, ``probe_loss``,
+``probe_l2``. A run's cost: on tinyimagenet-cpu (batch 256, 10 iterations, 4 probes) see the protocol.
+
+The operators are :mod:`ssl_bench.ops.sharpness`. ``params = "all"`` differentiates the method's loss with
 respect to every trainable parameter of the method (backbone and heads, what the optimiser
-moved), ``"backbone"`` only the backbone's. ``mode = "train"`` evaluates the loss as it is
-trained (BatchNorm on batch statistics); the buffers (BatchNorm running statistics) are
-restored before every loss call and afterwards, so measuring changes nothing.
+moved), ``"backbone"`` only the backbone's; the probe's loss always the backbone's. ``mode = "train"``
+evaluates the method's loss as it is trained (BatchNorm on batch statistics); the buffers (BatchNorm running
+statistics) are restored before every loss call and afterwards, so measuring changes nothing.
 """
 
 import logging
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
-from ssl_bench.blocks import augment
+from ssl_bench.blocks import augment, probes
 from ssl_bench.errors import UserError
 from ssl_bench.ops import reference_ops, sharpness
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __license__ = "Apache-2.0"
 __paper__ = "Hu et al., How Well Does Self-Supervised Pre-Training Perform with Streaming Data?, ICLR 2022"
 
@@ -51,6 +73,9 @@ class Sharpness(Evaluator):
         seed: int = 0,
         params: str = "all",
         mode: str = "train",
+        probe: bool = False,
+        probe_batch_size: int = 256,
+        l2_grid: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2),
     ):
         if params not in ("all", "backbone") or mode not in ("train", "eval"):
             raise UserError(
@@ -59,7 +84,10 @@ class Sharpness(Evaluator):
         if batch_size < 2 or iters < 1 or n_probes < 1 or eps < 0 or steps < 0:
             raise UserError("sharpness: need batch_size >= 2, iters >= 1, n_probes >= 1, eps >= 0, steps >= 0")
         self.batch_size, self.iters, self.n_probes, self.eps, self.steps = batch_size, iters, n_probes, eps, steps
+        if probe and (probe_batch_size < 2 or not l2_grid or any(v < 0 for v in l2_grid)):
+            raise UserError("sharpness: the probe's loss needs probe_batch_size >= 2 and an l2_grid of values >= 0")
         self.seed, self.params, self.mode = seed, params, mode
+        self.probe, self.probe_batch_size, self.l2_grid = probe, probe_batch_size, list(l2_grid)
 
     def loss_fn(self, run):
         """The deterministic loss on the fixed batch and views, and a function restoring the method's state."""
@@ -91,6 +119,27 @@ class Sharpness(Evaluator):
 
         return loss_fn, done
 
+    def probe_loss_fn(self, run, features):
+        """The fixed probe's cross-entropy on the fixed labelled batch, a function of the backbone's parameters;
+        and the probe's L2 strength. Needs the last phase's features (``features``)."""
+        x, y = torch.cat(features.train), torch.cat(features.train_labels)
+        l2, _ = probes.select_l2(x, y, self.l2_grid, 0.2, self.seed)
+        probe = probes.fit(x, y, l2)
+        pool = np.concatenate([np.asarray(e.train_idx) for e in run.experiences])
+        labels = run.dataset.train.labels[torch.from_numpy(pool)]
+        pool = pool[torch.isin(labels, probe.classes).numpy()]  # classes the probe knows
+        rng = np.random.default_rng(self.seed + 1)
+        index = torch.from_numpy(np.sort(rng.choice(pool, min(self.probe_batch_size, len(pool)), replace=False)))
+        batch = run.batch_of(index)
+        images = augment.prepare(batch.images, run.dataset.resolution)
+        target = torch.searchsorted(probe.classes.to(batch.labels.device), batch.labels)
+        backbone = run.method.backbone
+
+        def loss_fn():
+            return F.cross_entropy(probe.logits(backbone(images).float()), target)
+
+        return loss_fn, l2
+
     def evaluate(self, run, features, previous):
         module = run.method.backbone if self.params == "backbone" else run.method
         params = [p for p in module.parameters() if p.requires_grad]
@@ -102,18 +151,38 @@ class Sharpness(Evaluator):
             len(params),
             self.batch_size,
         )
+        out = {}
         try:
             with reference_ops():
                 with torch.no_grad():
-                    loss = float(loss_fn())
-                return {
-                    "loss": loss,
-                    "top_eigenvalue": sharpness.top_eigenvalue(loss_fn, params, iters=self.iters, generator=gen(1)),
-                    "hessian_trace": sharpness.hessian_trace(loss_fn, params, n_probes=self.n_probes, generator=gen(2)),
-                    "eps_sharpness": sharpness.eps_sharpness(loss_fn, params, eps=self.eps, steps=self.steps, generator=gen(3)),
-                }
+                    out["loss"] = float(loss_fn())
+                top, dominant = sharpness.top_positive_eigenvalue(loss_fn, params, iters=self.iters, generator=gen(1))
+                out.update(top_eigenvalue=top, dominant_eigenvalue=dominant)
+                out["hessian_trace"] = sharpness.hessian_trace(loss_fn, params, n_probes=self.n_probes, generator=gen(2))
+                out["eps_sharpness"] = sharpness.eps_sharpness(loss_fn, params, eps=self.eps, steps=self.steps, generator=gen(3))
         finally:
             done()
+        if self.probe:
+            out.update(self._probe(run, features, gen))
+        return out
+
+    def _probe(self, run, features, gen):
+        if features is None or not features.train or sum(len(t) for t in features.train) < 2:
+            raise UserError("sharpness: the probe's loss needs the last phase's probe-training features")
+        backbone = run.method.backbone
+        params = [p for p in backbone.parameters() if p.requires_grad]
+        was_training = backbone.training
+        backbone.eval()  # as the features were taken: BatchNorm on its running statistics, which stay as they are
+        try:
+            with reference_ops():
+                loss_fn, l2 = self.probe_loss_fn(run, features)
+                with torch.no_grad():
+                    loss = float(loss_fn())
+                top, _ = sharpness.top_positive_eigenvalue(loss_fn, params, iters=self.iters, generator=gen(4))
+                trace = sharpness.hessian_trace(loss_fn, params, n_probes=self.n_probes, generator=gen(5))
+        finally:
+            backbone.train(was_training)
+        return {"probe_top_eigenvalue": top, "probe_hessian_trace": trace, "probe_loss": loss, "probe_l2": float(l2)}
 
 
 @hookimpl

@@ -6,22 +6,29 @@ Public, for built-in and outside evaluator plugins alike::
 
     idx, x, y = held_out(run, features)          # every experience's held-out features, each sample once
     pred = fit_predict(train_x, train_y, test_x)  # logistic regression (L-BFGS), predicted labels
+    probe = fit(train_x, train_y, l2=1e-4)        # the same probe, kept: probe.logits(x) (differentiable)
     l2, accs = select_l2(train_x, train_y, [1e-5, 1e-4, 1e-3])  # the L2 strength, on held-out training data
+    for s, s_y, q, q_y in episodes(labels, n_way=5, k=5, n_query=15, n_episodes=100, seed=0):  # few-shot
+        pred = prototype_predict(x[s], torch.from_numpy(s_y), x[q], n_way=5)
 
 :func:`fit_predict` is the probe of the ``linear`` evaluator (and of ``fewshot``'s ``logreg``
 and ``downstream``): full-batch L-BFGS on standardised features, deterministic, no learning
 rate to tune, an L2 penalty; :func:`select_l2` chooses its strength as Kornblith et al. do.
+:func:`episodes` and :func:`prototype_predict` are few-shot classification (``fewshot`` and ``downstream``).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ssl_bench.errors import UserError
 
 if TYPE_CHECKING:
     from ssl_bench.api import Features, RunContext
@@ -52,6 +59,32 @@ def fit_predict(
         x, (xt,) = _standardise(train_x, [test_x])
         w, b = _fit(x, y, len(classes), l2, max_iter)
         return classes[(xt @ w + b).argmax(1)]
+
+
+@dataclass
+class Probe:
+    """A fitted linear probe: standardisation (``mean``, ``std``), ``weight`` [D, C], ``bias`` [C], and the
+    original label of each of its C outputs (``classes``). :meth:`logits` is differentiable in ``x``."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+    classes: torch.Tensor
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        p = [t.to(device=x.device, dtype=x.dtype) for t in (self.mean, self.std, self.weight, self.bias)]
+        return ((x - p[0]) / p[1]) @ p[2] + p[3]
+
+
+def fit(train_x: torch.Tensor, train_y: torch.Tensor, l2: float = 1e-4, max_iter: int = 200) -> Probe:
+    """The probe :func:`fit_predict` fits (same standardisation, penalty and solver), returned for reuse."""
+    with _small_on_one_thread(train_x):
+        classes, y = torch.unique(train_y, return_inverse=True)
+        mean, std = train_x.mean(0, keepdim=True), train_x.std(0, keepdim=True) + 1e-6
+        x, _ = _standardise(train_x, [])
+        w, b = _fit(x, y, len(classes), l2, max_iter)
+    return Probe(mean, std, w, b, classes)
 
 
 def select_l2(
@@ -144,3 +177,40 @@ def held_out(run: RunContext, features: Features) -> tuple[np.ndarray, torch.Ten
     idx, first = np.unique(idx, return_index=True)
     pos = torch.from_numpy(first)
     return idx, feats[pos], labels[pos]
+
+
+def episodes(
+    labels: np.ndarray, n_way: int, k: int, n_query: int, n_episodes: int, seed: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Seeded N-way K-shot episodes over ``labels``: yield (support positions, support class ids 0..n_way-1,
+    query positions, query class ids). Per episode: ``n_way`` classes among those with more than ``k``
+    samples, then per class ``k`` support and up to ``n_query`` query samples, all distinct."""
+    rng = np.random.default_rng(seed)
+    by_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+    eligible = sorted(c for c, pos in by_class.items() if len(pos) > k)
+    if len(eligible) < n_way:
+        raise UserError(
+            f"fewshot: {n_way}-way {k}-shot needs {n_way} classes with more than {k} samples, "
+            f"only {len(eligible)} have them; lower n_way or the shots"
+        )
+    for _ in range(n_episodes):
+        sup: list[np.ndarray] = []
+        sup_y: list[np.ndarray] = []
+        qry: list[np.ndarray] = []
+        qry_y: list[np.ndarray] = []
+        for new, c in enumerate(rng.choice(eligible, n_way, replace=False)):
+            pos = rng.permutation(by_class[c])
+            q = pos[k : k + n_query]
+            sup.append(pos[:k])
+            qry.append(q)
+            sup_y.append(np.full(k, new))
+            qry_y.append(np.full(len(q), new))
+        yield np.concatenate(sup), np.concatenate(sup_y), np.concatenate(qry), np.concatenate(qry_y)
+
+
+def prototype_predict(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, n_way: int) -> torch.Tensor:
+    """Nearest prototype (mean of the L2-normalised support features of a class) by cosine similarity
+    (Snell et al., Prototypical Networks for Few-shot Learning, NeurIPS 2017)."""
+    support, query = F.normalize(support.double(), dim=1), F.normalize(query.double(), dim=1)
+    protos = torch.stack([support[support_y == c].mean(0) for c in range(n_way)])
+    return (query @ F.normalize(protos, dim=1).T).argmax(1)

@@ -158,16 +158,20 @@ def resolution_at(run: Run, step_in_phase: int, steps: int) -> int:
 def schedule_of(run: Run, phase: Phase) -> tuple[int, int, int]:
     """``(start, total, warmup)``: where this phase's first step lies on its lr/momentum schedule, how many
     steps that schedule has, and its warm-up steps (``recipe.warmup_epochs`` epochs of the phase's data,
-    of the first phase's under the "run" scope; an epoch is the phase's full batches), times the protocol's
-    ``train.warmup_scale`` when it sets one."""
+    of the first phase's under the "run" scope; an epoch is the phase's full batches). A protocol that sets
+    ``train.warmup_scale`` gets ``warmup_epochs x warmup_scale`` epochs, an epoch then counted exactly (the
+    phase's images / batch size, not its full batches), so that protocols of different data sizes warm up
+    for the same share of their steps."""
     tr = run.protocol.train
     if tr.schedule_scope == "phase":
         start, total, sized_by = 0, phase.steps, phase
     else:
         start, total, sized_by = sum(p.steps for p in run.phases[: run.phase_index]), run.total_steps, run.phases[0]
+    if tr.warmup_scale is not None:
+        epochs = run.recipe.warmup_epochs * tr.warmup_scale
+        return start, total, min(total, round(epochs * len(phase_pool(run, sized_by)) / tr.batch_size))
     steps_per_epoch = max(1, len(phase_pool(run, sized_by)) // tr.batch_size)
-    scale = tr.warmup_scale if tr.warmup_scale is not None else 1.0
-    return start, total, min(total, round(run.recipe.warmup_epochs * scale * steps_per_epoch))
+    return start, total, min(total, round(run.recipe.warmup_epochs * steps_per_epoch))
 
 
 #: on a GPU, steps between host copies of the losses (observer hooks, progress bar, finiteness check): the

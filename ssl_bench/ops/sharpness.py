@@ -107,6 +107,42 @@ def top_eigenvalue(loss_fn, params, iters: int = 20, generator=None, n_vectors: 
     return float(ritz[ritz.abs().argmax()])
 
 
+def _ritz(h: _Hessian, v0: torch.Tensor, iters: int, shift: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Block power iteration on ``H - shift I`` from the orthonormal rows ``v0``; the Ritz values *of H* on
+    the final block (ascending): each a lower bound of the eigenvalue it approximates from below."""
+    v = v0
+    for _ in range(iters):
+        v = torch.linalg.qr((h(v) - shift * v).t())[0].t()
+    hv = h(v)
+    return torch.linalg.eigvalsh(0.5 * ((v @ hv.t()) + (hv @ v.t())))
+
+
+def top_positive_eigenvalue(loss_fn, params, iters: int = 20, generator=None, n_vectors: int = 4) -> tuple[float, float]:
+    """``(largest, dominant)``: the largest (most positive) Hessian eigenvalue, and the largest-magnitude one (signed).
+
+    Power iteration finds the largest *magnitude*; at a saddle that is a negative eigenvalue, which says
+    nothing about how sharp the loss is upwards. So: block power iteration on H (as :func:`top_eigenvalue`)
+    gives the dominant Ritz value d; if d >= 0 it is the largest eigenvalue. If d < 0, a second block power
+    iteration on the shifted ``H - d I`` (whose eigenvalues ``mu - d`` are >= 0 up to the error of d, so its
+    dominant one is the top of H's spectrum) from the same start vectors reaches the top, and the largest
+    Ritz value of H on that block is returned. Ritz values are lower bounds, so an unconverged answer is
+    too low, never too high; when every eigenvalue is negative (a local maximum) the largest is negative.
+    ``2 * iters`` iterations at most; one host read between the two passes.
+    """
+    params = _params(params)
+    if iters < 1 or n_vectors < 1:
+        raise UserError("top_positive_eigenvalue: iters and n_vectors must be >= 1")
+    h = _Hessian(loss_fn, params)
+    k = min(n_vectors, h.dim)
+    v0 = torch.linalg.qr(_randn((h.dim, k), h.grad, generator))[0].t()
+    ritz = _ritz(h, v0, iters)
+    dominant = ritz[ritz.abs().argmax()]
+    if float(dominant) >= 0:
+        return float(ritz[-1]), float(dominant)
+    shifted = _ritz(h, v0, iters, shift=dominant)
+    return float(shifted[-1]), float(dominant)
+
+
 def hessian_trace(loss_fn, params, n_probes: int = 16, generator=None, batch_size: int = 8) -> float:
     """Hutchinson estimate of tr(H): mean over Rademacher probes v of v.Hv, ``batch_size`` per backward."""
     params = _params(params)
@@ -118,7 +154,7 @@ def hessian_trace(loss_fn, params, n_probes: int = 16, generator=None, batch_siz
     while done < n_probes:
         k = min(batch_size, n_probes - done)
         v = _randn((k, h.dim), h.grad, generator).sign()
-        v[v == 0] = 1
+        v.masked_fill_(v == 0, 1)  # (boolean indexing would make a GPU wait for the count of zeros)
         total = total + (v * h(v)).sum()
         done += k
     return float(total / n_probes)
