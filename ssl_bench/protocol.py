@@ -92,7 +92,8 @@ class TrainSpec(_Strict):
     epochs_per_experience: float = Field(gt=0)
     batch_size: int = Field(gt=1)
     #: "phase": warm-up, learning-rate decay and EMA-momentum schedules restart with every training phase,
-    #: as CaSSLe's code (which Hu et al. follow) trains each experience like a run of its own; "run": one
+    #: as CaSSLe's code trains each experience like a run of its own (this project's choice: Hu et al., which
+    #: predates CaSSLe, does not say whether its schedules restart per chunk of the stream); "run": one
     #: schedule over all steps of the run. Joint training has one phase, so both give it one schedule.
     schedule_scope: Literal["phase", "run"] = "phase"
     #: S3L: e.g. [{resolution = 16, fraction = 0.8}, {resolution = 32, fraction = 0.2}] within every phase

@@ -124,7 +124,9 @@ def test_pfr_regularises_backbone_features_through_its_projector(micro, tmp_path
     strat = run.strategy
     d = run.method.feature_dim
     assert isinstance(strat, PFR) and strat.head[0].in_features == d and strat.head[-1].out_features == d
-    assert strat.head[0].out_features == 256 and strat.head[0].bias is None
+    # alviur/CVPR_PFR cassle/distillers/pfr.py: Linear(features_dim, features_dim / 2) with a bias, BN, ReLU, Linear back
+    assert strat.head[0].out_features == d // 2 and strat.head[0].bias is not None
+    assert strat.head[-1].in_features == d // 2 and strat.head[-1].bias is not None
     train(run, 0)
     assert strat.frozen.model is not None and strat.history["distill_steps"] == [0]
     run.method.train()

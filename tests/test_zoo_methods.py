@@ -233,9 +233,11 @@ def test_mocov3_heads_follow_the_reference_and_the_vit_patch_projection_is_froze
     last = m.projector[-1]
     assert isinstance(last, torch.nn.BatchNorm1d) and not last.affine
     assert all(x.bias is None for x in m.projector if isinstance(x, torch.nn.Linear))
-    assert not isinstance(m.predictor[-1], torch.nn.BatchNorm1d)
+    # moco-v3 moco/builder.py: MoCo_ViT's predictor is _build_mlp(2, dim, mlp_dim, dim), last_bn=True by default
+    assert isinstance(m.predictor[-1], torch.nn.BatchNorm1d) and not m.predictor[-1].affine
     r = mocov3.MoCoV3(resnet(), proj_hidden=32, proj_dim=16, pred_hidden=32)
     assert r.temperature == 1.0 and sum(isinstance(x, torch.nn.Linear) for x in r.projector) == 2
+    assert isinstance(r.predictor[-1], torch.nn.Linear)  # MoCo_ResNet passes last_bn=False
     assert r.momentum_at(0) == pytest.approx(0.99) and r.momentum_at(1) == pytest.approx(1.0)
 
 
@@ -310,7 +312,33 @@ def test_mae_patchify_is_the_reference_layout_and_reconstruct_shapes():
     m = mae.MAE(vit_tiny(depth=1), decoder_dim=32, decoder_depth=1, decoder_heads=4)
     pred, mask = m.reconstruct(torch.randn(3, 3, 32, 32))
     assert pred.shape == (3, 64, 48) and mask.shape == (3, 64) and (mask.sum(1) == 48).all()
-    assert m.backbone.pool == "mean" and m.views.n_views == 1 and m.views.recipe == "mae"
+    assert m.views.n_views == 1 and m.views.recipe == "mae"
+
+
+def test_mae_and_mocov3_follow_their_references_position_table_and_mae_probes_the_class_token():
+    """MAE (models_mae.py) and MoCo v3 (vits.py) use a fixed 2-d sin-cos table; MAE's linear probe reads the class
+    token (main_linprobe.py: global_pool=False). A position table the backbone's options chose is kept."""
+    from ssl_bench.blocks.transformer import sincos_pos_embed
+
+    for make in (
+        lambda bb: mae.MAE(bb, decoder_dim=32, decoder_depth=1, decoder_heads=4),
+        lambda bb: mocov3.MoCoV3(bb, proj_hidden=32, proj_dim=16, pred_hidden=32),
+    ):
+        torch.manual_seed(0)
+        m = make(vit_tiny(depth=1))
+        bb = m.backbone
+        assert "pos_embed" in dict(bb.named_buffers()) and bb.cls_pos is None
+        assert torch.equal(bb.pos_embed, sincos_pos_embed(bb.embed_dim, bb.base_grid))
+        assert not any("pos" in name for name, _ in m.named_parameters() if name.startswith("backbone."))
+        torch.manual_seed(0)
+        learned = make(vit_tiny(depth=1, pos_embed="learned")).backbone  # chosen: kept
+        assert isinstance(learned.pos_embed, torch.nn.Parameter) and learned.pos_embed.requires_grad
+        torch.manual_seed(0)
+        plain = vit_tiny(depth=1)  # no method: the backbone's own default, learned, with the same other weights
+        assert isinstance(plain.pos_embed, torch.nn.Parameter)
+        assert torch.equal(plain.blocks[0].attn.qkv.weight, bb.blocks[0].attn.qkv.weight)
+    assert mae.MAE(vit_tiny(depth=1), decoder_dim=32, decoder_depth=1, decoder_heads=4).backbone.pool == "cls"
+    assert mae.MAE(vit_tiny(depth=1), decoder_dim=32, decoder_depth=1, decoder_heads=4, pool="mean").backbone.pool == "mean"
 
 
 def test_mae_with_a_resnet_is_a_one_line_error():

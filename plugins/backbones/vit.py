@@ -7,7 +7,8 @@ that module). Patch sizes for small images: 4 at 32 px (8 x 8 = 64 tokens; solo-
 and 8 at 64 px (also 64 tokens); the default is 4. ``img_size`` is the resolution the position table
 is made for (default 32); other resolutions (S3L stages, local crops, evaluation) interpolate it.
 
-Options: ``patch_size`` (4), ``img_size`` (32), ``pos_embed`` ``learned`` | ``sincos`` (learned),
+Options: ``patch_size`` (4), ``img_size`` (32), ``pos_embed`` ``learned`` | ``sincos`` (not given: the method's
+reference kind, fixed sine-cosine for MoCo v3 and MAE, learned for the others; given, it is kept),
 ``pool`` ``cls`` | ``mean`` (cls: the class token is the feature the probes see), ``depth``
 (12; fewer blocks for quick tests), ``drop_path_rate`` (0; DINO trains with 0.1).
 A patch size that does not divide a resolution of the run is a one-line error before training.
@@ -17,7 +18,7 @@ Registered with :func:`ssl_bench.blocks.backbones.register_backbone`, like the R
 from ssl_bench.blocks.backbones import register_backbone
 from ssl_bench.blocks.transformer import VisionTransformer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __license__ = "Apache-2.0"
 __paper__ = "Dosovitskiy et al., An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale, ICLR 2021"
 
@@ -36,7 +37,7 @@ def _variant(name: str):
     def factory(
         patch_size: int = 4,
         img_size: int = 32,
-        pos_embed: str = "learned",
+        pos_embed: str | None = None,
         pool: str = "cls",
         depth: int = 12,
         drop_path_rate: float = 0.0,

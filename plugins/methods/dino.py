@@ -39,7 +39,10 @@ Where this differs from the reference, and why:
 
 Recipes (``recipes``): "s3l" from solo-learn's ``scripts/pretrain/cifar/dino.yaml`` (ResNet-18 on 32 px:
 LARS lr 0.3 at batch 256, weight decay 1e-6, trust 0.02 with clipping, BN/bias excluded, 4096 prototypes,
-teacher momentum 0.9995, warm-up of the teacher temperature over 5% of training); "smoke" and "cpu" are for
+teacher momentum 0.9995), except the teacher temperature's warm-up from 0.04 to 0.07 over 2.5 epochs, which
+is this project's choice after the DINO paper's (over its first 30 epochs): solo-learn's config sets none,
+and its default (``warmup_teacher_temperature_epochs``) is 0, the teacher at 0.07 from the start (an
+earlier, argparse version of solo-learn defaulted to 50 epochs); "smoke" and "cpu" are for
 a few hundred steps: SimCLR's square-root learning-rate rule for small batches and short training
 (lr = 0.075 sqrt(B), i.e. 1.2 at batch 256; Chen et al. 2020, Appendix B.1; at solo-learn's 0.3 with
 linear scaling the probe did not move in 300 steps), teacher momentum 0.99, a smaller head, warm-ups of

@@ -19,10 +19,14 @@ Sec. 3, "normalised pixels" of Table 1d):
 16 heads, normalised-pixel loss; augmentation: random resized crop with scale (0.2, 1) and flip only
 (this method asks for the ``mae`` recipe and ONE view, whatever the protocol's recipe).
 
-The linear probe and the other evaluators see the MEAN of the encoder's patch tokens after its final
-norm (``pool="mean"`` sets the backbone's pooling), not the class token: MAE trains no loss on the class
-token (the reference appends it only "to adapt to ViT's design" and reports that average pooling works
-as well), and on short budgets the class token is a weak summary. ``pool="cls"`` keeps the token.
+The linear probe and the other evaluators see the encoder's CLASS TOKEN after its final norm, as the
+reference's linear probe does (``main_linprobe.py``: ``global_pool`` defaults to False; its fine-tuning,
+``main_finetune.py``, pools by default). ``pool="mean"`` (the mean of the patch tokens after the final norm)
+is the option: MAE trains no loss on the class token (the reference appends it only "to adapt to ViT's
+design"), and on short budgets the class token can be a weak summary (0.1.0 pooled by default; results
+made with it say so in their method version). The encoder's position embeddings are the reference's fixed
+2-d sine-cosine table (``models_mae.py``, the class token's embedding zero) unless the backbone's options set
+``pos_embed`` (``"learned"`` keeps a trained table; 0.1.0 used the backbone's default, learned).
 
 Needs a Vision Transformer backbone (``vit_tiny``, ``vit_small``, ``vit_base``); any other is a one-line
 error. The shipped protocol families (smoke, cpu, s3l) all use ResNet backbones, so ``recipes`` is
@@ -43,7 +47,7 @@ from ssl_bench.blocks.augment import MultiCrop
 from ssl_bench.blocks.transformer import Block, init_weights, is_vit, sincos_pos_embed
 from ssl_bench.errors import UserError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __license__ = "Apache-2.0"
 __paper__ = "He et al., Masked Autoencoders Are Scalable Vision Learners, CVPR 2022"
 
@@ -90,7 +94,7 @@ class MAE(Method):
         decoder_depth: int = 8,
         decoder_heads: int = 16,
         norm_pix_loss: bool = True,
-        pool: str = "mean",
+        pool: str = "cls",
     ):
         if not is_vit(backbone):
             raise UserError(
@@ -105,6 +109,7 @@ class MAE(Method):
         if decoder_dim % decoder_heads or decoder_dim % 4:
             raise UserError(f"mae: decoder_dim {decoder_dim} must be divisible by decoder_heads {decoder_heads} and by 4")
         backbone.pool = pool
+        backbone.use_pos_embed("sincos")  # the reference's fixed table, unless the backbone's options chose one
         self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
         self.views = MultiCrop(n_global=1, recipe="mae")
         p = backbone.patch_size

@@ -17,9 +17,15 @@ reference's (it makes the gradient scale independent of tau).
 
 Paper defaults: projector 3 layers for a ViT and 2 for a ResNet, hidden 4096, output 256, every linear
 without bias, BatchNorm + ReLU between layers and a BatchNorm without affine after the projector's
-last layer (none after the predictor's); predictor 2 layers, hidden 4096; temperature 0.2 for a ViT and
+last layer; predictor 2 layers, hidden 4096, ending with a BatchNorm without affine for a ViT and without
+one for a ResNet (``moco/builder.py``: ``MoCo_ViT`` builds it with ``_build_mlp``'s default ``last_bn=True``,
+``MoCo_ResNet`` passes ``False``; solo-learn's ``mocov3.py`` does the same; ``pred_last_bn`` overrides it;
+0.1.0 had none for either); temperature 0.2 for a ViT and
 1.0 for a ResNet (``temperature=None`` picks by backbone); for a ViT the patch projection is frozen at
-its random initialisation (``freeze_patch_embed``, the paper's stability trick, Sec. 4.2).
+its random initialisation (``freeze_patch_embed``, the paper's stability trick, Sec. 4.2), and the position
+embeddings are the reference's fixed 2-d sine-cosine table (``vits.py``: ``build_2d_sincos_position_embedding``,
+the class token's embedding zero) unless the backbone's options set ``pos_embed`` (``"learned"`` keeps a
+trained table; 0.1.0 used the backbone's default, learned).
 
 Where this differs from the reference: no queue and no shuffling are involved in either; the ViT's
 weight initialisation is this project's (``ssl_bench.blocks.transformer``), not the reference's per-layer uniform
@@ -45,7 +51,7 @@ from ssl_bench.blocks.transformer import is_vit
 from ssl_bench.errors import UserError
 from ssl_bench.ops import info_nce
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __license__ = "Apache-2.0"
 __paper__ = "Chen, Xie & He, An Empirical Study of Training Self-Supervised Vision Transformers, ICCV 2021"
 
@@ -105,6 +111,7 @@ class MoCoV3(Method):
         temperature: float | None = None,
         momentum: float = 0.99,
         freeze_patch_embed: bool = True,
+        pred_last_bn: bool | None = None,
     ):
         super().__init__(backbone)
         vit = is_vit(backbone)
@@ -113,10 +120,13 @@ class MoCoV3(Method):
         if temperature <= 0 or not 0 <= momentum <= 1 or proj_layers < 1:
             raise UserError("mocov3: need temperature > 0, 0 <= momentum <= 1 and proj_layers >= 1")
         self.temperature, self.base_momentum = temperature, momentum
+        if vit:
+            backbone.use_pos_embed("sincos")  # the reference's fixed 2-d sin-cos table, unless the options chose one
         if vit and freeze_patch_embed:
             backbone.patch_embed.requires_grad_(False)
         self.projector = build_mlp(proj_layers, self.feature_dim, proj_hidden, proj_dim, last_bn=True)
-        self.predictor = build_mlp(2, proj_dim, pred_hidden, proj_dim, last_bn=False)
+        pred_last_bn = pred_last_bn if pred_last_bn is not None else vit  # the reference's: a ViT's ends with BN
+        self.predictor = build_mlp(2, proj_dim, pred_hidden, proj_dim, last_bn=pred_last_bn)
         self.key_backbone = frozen_copy(backbone)
         self.key_projector = frozen_copy(self.projector)
 

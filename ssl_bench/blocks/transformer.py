@@ -15,7 +15,9 @@ the few things SSL methods need from the encoder are explicit, small and tested:
   interpolated to any other grid (DINO's ``interpolate_pos_encoding``): S3L's schedule changes the
   resolution inside a phase, multi-crop feeds smaller local crops, and evaluation runs at full size;
 * ``pos_embed="sincos"`` gives MAE's / MoCo v3's fixed 2-d sine-cosine table (not trained);
-  ``"learned"`` (DINO, timm) a trained one initialised with a truncated normal of std 0.02;
+  ``"learned"`` (DINO, timm) a trained one initialised with a truncated normal of std 0.02. Not given
+  (``None``), the table is learned unless the method asks for its reference's kind
+  (:meth:`VisionTransformer.use_pos_embed`: MoCo v3 and MAE ask for ``sincos``); given, it is kept;
 * ``pool="cls"`` (the class token after the final norm; DINO, MoCo v3) or ``"mean"`` (the mean of the
   patch tokens after the final norm) is what :meth:`forward` returns, ``feature_dim = embed_dim``.
 
@@ -142,12 +144,15 @@ class VisionTransformer(nn.Module):
         patch_size: int = 4,
         img_size: int = 32,
         mlp_ratio: float = 4.0,
-        pos_embed: str = "learned",
+        pos_embed: str | None = None,
         pool: str = "cls",
         drop_path_rate: float = 0.0,
         name: str = "vit",
     ):
         super().__init__()
+        #: whether the options chose the position embedding (else a method may: :meth:`use_pos_embed`)
+        self.pos_embed_chosen = pos_embed is not None
+        pos_embed = pos_embed if pos_embed is not None else "learned"
         for key, value, allowed in (("pos_embed", pos_embed, ("learned", "sincos")), ("pool", pool, ("cls", "mean"))):
             if value not in allowed:
                 raise UserError(f"{name}: {key} must be one of {', '.join(allowed)}, got {value!r}")
@@ -160,14 +165,7 @@ class VisionTransformer(nn.Module):
         self.base_grid = img_size // patch_size
         self.patch_embed = nn.Conv2d(3, embed_dim, patch_size, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.learned_pos = pos_embed == "learned"
-        table = torch.zeros(self.base_grid**2, embed_dim)
-        if self.learned_pos:
-            self.pos_embed = nn.Parameter(nn.init.trunc_normal_(table, std=0.02))
-        else:  # fixed: a buffer, so it is saved and moved with the model but never trained
-            self.register_buffer("pos_embed", sincos_pos_embed(embed_dim, self.base_grid))
-        # the class token's position embedding is zero in MAE's table and learned in timm's; one learned vector
-        self.cls_pos = nn.Parameter(torch.zeros(1, 1, embed_dim)) if self.learned_pos else None
+        self._position_table(pos_embed)
         rates = [drop_path_rate * i / max(1, depth - 1) for i in range(depth)]
         self.blocks = nn.ModuleList([Block(embed_dim, heads, mlp_ratio, drop_path=r) for r in rates])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
@@ -177,6 +175,34 @@ class VisionTransformer(nn.Module):
         if self.patch_embed.bias is not None:
             nn.init.zeros_(self.patch_embed.bias)
         nn.init.normal_(self.cls_token, std=0.02)
+
+    def _position_table(self, kind: str) -> None:
+        self.learned_pos = kind == "learned"
+        table = torch.zeros(self.base_grid**2, self.embed_dim)
+        if self.learned_pos:
+            self.pos_embed = nn.Parameter(nn.init.trunc_normal_(table, std=0.02))
+        else:  # fixed: a buffer, so it is saved and moved with the model but never trained
+            self.register_buffer("pos_embed", sincos_pos_embed(self.embed_dim, self.base_grid))
+        # the class token's position embedding is zero in MAE's table and learned in timm's; one learned vector
+        self.cls_pos = nn.Parameter(torch.zeros(1, 1, self.embed_dim)) if self.learned_pos else None
+
+    def use_pos_embed(self, kind: str) -> None:
+        """A method's default position embedding (``"learned"`` or ``"sincos"``), taken when the backbone's options
+        did not choose one; call it before the optimiser or any copy of the backbone exists. Draws no random
+        numbers (a learned table was drawn at construction either way), so the other weights stay the same."""
+        if kind not in ("learned", "sincos"):
+            raise UserError(f"{self.name}: pos_embed must be one of learned, sincos, got {kind!r}")
+        if self.pos_embed_chosen or kind == ("learned" if self.learned_pos else "sincos"):
+            return
+        device = self.cls_token.device
+        del self.pos_embed
+        del self.cls_pos
+        if kind == "learned":
+            with torch.random.fork_rng(devices=[]):
+                self._position_table(kind)
+        else:
+            self._position_table(kind)
+        self.to(device)
 
     def check_input(self, size: int) -> None:
         """Raise a one-line UserError when the patch size does not divide an input side of ``size`` pixels."""
