@@ -4,13 +4,17 @@ The C++ (CPU) kernels are always built. The CUDA kernels (minutes of nvcc) are b
 when nvcc, a CUDA build of torch and a visible GPU are all present; ``SSL_BENCH_CUDA=1`` forces them
 without a GPU (e.g. a wheel for a cluster, built on its login node; failing if nvcc or CUDA torch is
 missing) and ``SSL_BENCH_CUDA=0`` disables them. ``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures
-(default here: 8.0 and 9.0, i.e. A100 and H100).
+(default here: :data:`ARCHS`, machine code for A100 and H100 and PTX that the driver compiles for newer GPUs,
+which would otherwise get "no kernel image is available").
 """
 
 import glob
 import os
 
 from setuptools import setup
+
+#: the default ``TORCH_CUDA_ARCH_LIST``: sm_80 and sm_90 machine code, and compute_90 PTX for later GPUs
+ARCHS = "8.0;9.0+PTX"
 
 
 def gpu_visible() -> bool:
@@ -50,7 +54,7 @@ def extensions():
     use_cuda = build_cuda(os.environ.get("SSL_BENCH_CUDA", ""), possible, gpu_visible)
     cxx = ["-O3", "-g0"] + (["-fopenmp"] if os.name != "nt" else [])
     if use_cuda:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", ARCHS)
         ext = CUDAExtension(
             "ssl_bench._C",
             sources + cuda_sources,

@@ -9,6 +9,7 @@
   depends on the data; only the loop's loss copy every ``LOG_EVERY`` steps does.
 """
 
+import os
 import textwrap
 
 import pytest
@@ -262,3 +263,157 @@ def test_compiled_step_compiles_a_bounded_number_of_times(method):
     assert torch.isfinite(loss)
     assert len(graphs) <= 2, f"{len(graphs)} compiles in {steps} steps"
     torch._dynamo.reset()
+
+
+# ------------------------------------------------------------------------------------ smaller faults
+def test_op_backends_say_reference_where_a_build_without_cuda_falls_back(monkeypatch):
+    """A wheel built without CUDA kernels on a GPU machine: the ops run their references on the GPU, and say so."""
+    from ssl_bench.ops import _ext, fisher, penalty
+
+    if not _ext.available():
+        pytest.skip("the extension is not built")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(_ext, "has_cuda", lambda: False)
+    assert fisher.backend() == penalty.backend() == "reference"
+    assert fisher.backend("cpu") == penalty.backend("cpu") == "kernel"
+    monkeypatch.setattr(_ext, "has_cuda", lambda: True)
+    assert fisher.backend() == penalty.backend() == "kernel"
+
+
+def test_cuda_build_embeds_ptx_for_newer_gpus():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("ssl_bench_setup_archs", Path(__file__).parent.parent / "setup.py")
+    setup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup)  # not __main__: builds nothing
+    archs = setup.ARCHS.split(";")
+    assert "9.0" in archs[-1] and archs[-1].endswith("+PTX")  # the newest machine code, and its PTX
+
+
+def test_runs_packed_on_a_gpu_share_the_memory_for_data(monkeypatch):
+    """``--per-gpu K``: each of K runs keeps its data on the GPU only within 1/K of DEVICE_DATA_FRACTION, so the K
+    runs' data stay within it (before: each took up to the whole fraction, 8 x 25% = 200% at K = 8)."""
+    from types import SimpleNamespace
+
+    from ssl_bench.engine import build, launch
+
+    total = 8000
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=total))
+    gpu = torch.device("cuda", 0)
+    bound = build.DEVICE_DATA_FRACTION * total
+    for k in (1, 2, 3, 4, 8):
+        monkeypatch.setenv(build.RUNS_PER_GPU_ENV, str(k))
+        largest = max(n for n in range(0, total) if build.fits_on_device(n, gpu))
+        assert k * largest <= bound < k * (largest + 1)
+    assert not build.fits_on_device(1, torch.device("cpu"))
+
+    class Slots:
+        def get(self):
+            return "3"
+
+    monkeypatch.delenv(build.RUNS_PER_GPU_ENV)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    launch._pin(Slots(), 4)  # the pool's initializer, in a worker
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3" and os.environ[build.RUNS_PER_GPU_ENV] == "4"
+    seen = {}
+
+    class Executor:
+        def __init__(self, **kw):
+            seen.update(kw)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(launch, "ProcessPoolExecutor", Executor)
+    with launch.pool(6, launch.gpu_slots(["0", "1"], 3)):
+        pass
+    assert seen["initargs"][1] == 3 and seen["max_workers"] == 6
+
+
+def test_checkpoint_keeps_the_gpus_random_state(tmp_path, monkeypatch):
+    """MAE's masks and drop-path draw from the GPU's default generator: a resumed run must continue its sequence."""
+    from ssl_bench.engine import checkpoint
+
+    saved, restored = torch.arange(16, dtype=torch.uint8), []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": saved.clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append((state, device)))
+    run = make_run(tmp_path)
+    run.device = torch.device("cuda", 0)  # as if on a GPU: only the random states are asked for
+    path = tmp_path / "ckpt"
+    checkpoint.save(run, path, "fp", 1, None)
+    again = make_run(tmp_path)
+    again.device = torch.device("cuda", 0)
+    assert checkpoint.resume(again, path, "fp")[0] == 1
+    assert len(restored) == 1 and torch.equal(restored[0][0], saved) and restored[0][1] == again.device
+
+
+def test_tf32_is_set_explicitly_and_never_under_fp32():
+    from ssl_bench.engine.build import set_tf32
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = True  # cuDNN's default: TF32 convolutions
+        assert set_tf32(torch.device("cuda", 0), "fp32") is False
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert set_tf32(torch.device("cuda", 0), "bf16") is True
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        assert set_tf32(torch.device("cpu"), "fp32") is False and not torch.backends.cudnn.allow_tf32  # untouched
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_hessian_trace_does_not_wait_for_a_count():
+    """``v[v == 0] = 1`` (boolean indexing) made the GPU wait for the number of zeros in every probe batch."""
+    from ssl_bench.ops.sharpness import hessian_trace
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    x = torch.randn(10, 6)
+    want = hessian_trace(lambda: model(x).square().sum(), list(model.parameters()), n_probes=4, batch_size=2)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    x = torch.randn(10, 6)  # the same draws again: the probes too
+    with EmulatedDevice() as device:
+        model.to("meta")  # the emulated device
+        xd = x.to("meta")
+        device.outside.clear()
+        got = hessian_trace(lambda: model(xd).square().sum(), list(model.parameters()), n_probes=4, batch_size=2)
+    assert [e.kind for e in device.outside] == ["read"]  # the one read of the result, at the end
+    assert got == pytest.approx(want, rel=1e-6)
+
+
+HEAD_DUMP = """
+import os
+import torch
+from ssl_bench import hookimpl
+
+@hookimpl
+def ssl_bench_step_end(run, step, loss):
+    params = [p.detach().clone() for p in run.strategy.head.parameters()]
+    torch.save(params, os.path.join(os.environ["HEAD_DIR"], f"head{run.rank}.pt"))
+"""
+
+
+def test_distillation_head_stays_the_same_on_every_rank(tiny_protocol, tmp_path):
+    """Under torchrun the head CaSSLe and PFR train (their base, ``FrozenDistillation``) sits outside the method's
+    DDP: its gradients were each rank's own, so the heads drifted apart. Now they are averaged: after the last step
+    both ranks hold the same head."""
+    strategy = "cassle"
+    import subprocess
+    import sys
+
+    plugin = tmp_path / "head_dump.py"
+    plugin.write_text(HEAD_DUMP)
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    cmd = [torchrun, "--nproc_per_node=2", "-m", "ssl_bench.cli", "-q", "run", "--protocol", str(tiny_protocol)]
+    cmd += ["--strategy", strategy, "--plugin", str(plugin), "--out", str(tmp_path / "runs"), "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HEAD_DIR": str(tmp_path)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    heads = [torch.load(tmp_path / f"head{rank}.pt") for rank in (0, 1)]
+    assert all(torch.equal(a, b) for a, b in zip(*heads))

@@ -174,7 +174,7 @@ def test_device_resident_gather_gives_the_same_batches(tiny_protocol, tmp_path, 
     assert not build_mod.fits_on_device(1, torch.device("cpu"))
     pool = loop.phase_pool(run, run.phases[0])
     run.phase_index = 0
-    host = [run.batch_of(i) for i in loop._indices(run, run.phases[0], pool, torch.device("cpu"))]
+    host = [run.batch_of(i, h) for i, h in loop._indices(run, run.phases[0], pool, torch.device("cpu"))]
     train = run.dataset.train
     run.device_data = (train.images.clone(), train.labels.clone(), train.domains.clone())  # as on a GPU
     resident = list(loop._batches(run, run.phases[0], pool))
@@ -182,6 +182,7 @@ def test_device_resident_gather_gives_the_same_batches(tiny_protocol, tmp_path, 
     for a, b in zip(host, resident):
         for x, y in zip((a.images, a.labels, a.domains, a.index), (b.images, b.labels, b.domains, b.index)):
             assert torch.equal(x, y)
+        assert torch.equal(b.host_index, b.index)  # the same indices on the host, for strategies that need them
     pinned = run.host_batch(host[0].index, pin=torch.cuda.is_available())
     assert torch.equal(pinned.images, host[0].images)
 

@@ -13,8 +13,9 @@ embedding of the same view. What they share lives here:
   statistics; the current model's are a separate copy anyway). It takes no gradient and is replaced at
   the end of every phase.
 * :class:`FrozenDistillation`, a strategy base class: the head trained with the model (added to the
-  run's optimiser, same schedule), the snapshot after every phase, the loss from the second phase on,
-  bookkeeping per phase (``distill_loss_mean``, ``distill_steps``) and checkpointing.
+  run's optimiser, same schedule; under torchrun its gradients averaged over the ranks, as DDP averages the
+  model's), the snapshot after every phase, the loss from the second phase on, bookkeeping per phase
+  (``distill_loss_mean``, ``distill_steps``) and checkpointing.
 * the distillation losses of CaSSLe's code, by the kind a method declares in ``Method.distillation``
   (:data:`LOSSES`): ``contrastive`` (SimCLR / MoCo-like), ``predictive`` (BYOL / SimSiam-like),
   ``decorrelative`` (Barlow Twins), ``predictive_mse`` (VICReg); each with CaSSLe's default weight
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -189,6 +191,22 @@ class FrozenDistillation(Strategy):
         self._sum = value.detach() if self._sum is None else self._sum + value.detach()
         self._steps += 1
         return value
+
+    def after_backward(self, run: RunContext) -> None:
+        """Under torchrun, average the head's gradients over the ranks (one all-reduce), as DistributedDataParallel
+        does for the method's: the head is outside the method's DDP, and without this each rank's head drifts."""
+        if self.head is None or not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return
+        grads = [p.grad for p in self.head.parameters() if p.grad is not None]
+        if not grads:  # the head is not used before the first snapshot, on every rank alike
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
 
     def after_phase(self, run: RunContext, phase: Phase) -> None:
         mean = float(self._sum) / self._steps if self._sum is not None and self._steps else float("nan")

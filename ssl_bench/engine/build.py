@@ -73,6 +73,19 @@ def _precision(name: str, device: torch.device) -> str:
     return name
 
 
+def set_tf32(device: torch.device, precision: str) -> bool:
+    """Set, for this process, whether float32 matrix products and convolutions on the GPU may use TF32, and return
+    it: never under ``fp32`` (fp32 then means fp32; cuDNN would otherwise use TF32 for convolutions by default),
+    allowed under ``bf16`` (the ops autocast keeps in float32 are inside a bf16 step anyway); False off CUDA,
+    where nothing is set."""
+    if device.type != "cuda":
+        return False
+    allowed = precision != "fp32"
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    torch.backends.cudnn.allow_tf32 = allowed
+    return allowed
+
+
 #: the environment variable that forces convolutions into (``1``) or out of (``0``) channels_last, e.g. so
 #: that CPU tests can run the GPU's memory format through every method and strategy
 CHANNELS_LAST_ENV = "SSL_BENCH_CHANNELS_LAST"
@@ -87,9 +100,18 @@ def channels_last_for(device: torch.device, precision: str) -> bool:
     return device.type == "cuda"
 
 
+#: set by ``ssl-bench sweep --per-gpu K`` in its workers: the number of runs that share each GPU
+RUNS_PER_GPU_ENV = "SSL_BENCH_RUNS_PER_GPU"
+
+
 def fits_on_device(nbytes: int, device: torch.device, fraction: float = DEVICE_DATA_FRACTION) -> bool:
-    """Whether ``nbytes`` of training data fit in ``fraction`` of ``device``'s memory (False off CUDA)."""
-    return device.type == "cuda" and nbytes <= fraction * torch.cuda.get_device_properties(device).total_memory
+    """Whether ``nbytes`` of training data fit in this run's share of ``fraction`` of ``device``'s memory (False off
+    CUDA): all of it, or ``fraction / K`` when K runs share the GPU (``$SSL_BENCH_RUNS_PER_GPU``), so that the data
+    of all K runs stay within ``fraction`` of its memory."""
+    if device.type != "cuda":
+        return False
+    sharing = max(1, int(os.environ.get(RUNS_PER_GPU_ENV) or 1))
+    return nbytes * sharing <= fraction * torch.cuda.get_device_properties(device).total_memory
 
 
 def moved(batch: Batch, device: torch.device) -> Batch:
@@ -157,6 +179,7 @@ class Run:
             options["n_classes"] = len(self.dataset.classes)  # a factory that asks for n_classes gets the dataset's
         self.method: Method = plan.method.build(backbone, **options).to(self.device)
         self.precision = _precision(config.precision, self.device)  #: "bf16" (autocast) or "fp32"
+        self.tf32 = set_tf32(self.device, self.precision)  #: whether float32 products may round to TF32 (recorded)
         #: convolutions in NHWC on CUDA (faster with tensor cores); weights here, the views in the loop
         self.channels_last = channels_last_for(self.device, self.precision) and any(
             isinstance(m, torch.nn.Conv2d) for m in self.method.modules()

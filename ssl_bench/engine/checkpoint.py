@@ -2,7 +2,8 @@
 
 The checkpoint (``.<result file name>.ckpt`` next to the result, written atomically) holds the
 method, optimiser and strategy state, the step, the losses and metrics so far, the features
-of the last phase and the random states. It is used only by a run of the same configuration
+of the last phase and the random states (the CPU's, the run's generator and, on a GPU, its default
+generator). It is used only by a run of the same configuration
 (:func:`fingerprint`), and removed once the result is written.
 
 A checkpoint is data, never code: it is read with ``torch.load(weights_only=True)``, which
@@ -136,6 +137,8 @@ def save(run: Run, path: Path, fingerprint: str, next_phase: int, previous: Feat
         "previous": previous,
         "generator": run.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
+        # the GPU's default generator (MAE's masks, drop-path): without it a resumed run draws other numbers there
+        "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
     }
     write(pack(state), path, "the previous checkpoint is kept; free some space and rerun the command to resume")
 
@@ -241,6 +244,8 @@ def _restore(run: Run, state: dict[str, Any]) -> int:
     run.metrics, run.init_metrics = state["metrics"], state["init_metrics"]
     run.generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and run.device.type == "cuda":  # (absent from checkpoints before it was kept)
+        torch.cuda.set_rng_state(state["cuda_rng"], run.device)
     return state["next_phase"]
 
 

@@ -12,7 +12,9 @@ configuration's seeds.
 The local pool starts its workers fresh (``spawn``), each with ``cores // jobs`` intra-op threads (cores: the
 ones this process may use, ``os.sched_getaffinity``) and ``OMP_WAIT_POLICY=PASSIVE`` (unless set), so runs
 sharing a machine do not spin-wait on each other's cores. ``per_gpu=K`` packs K runs on every visible GPU:
-worker ``i`` is pinned to one GPU by ``CUDA_VISIBLE_DEVICES`` (:func:`gpu_slots`) before CUDA starts.
+worker ``i`` is pinned to one GPU by ``CUDA_VISIBLE_DEVICES`` (:func:`gpu_slots`) before CUDA starts, and told
+that K runs share it (``SSL_BENCH_RUNS_PER_GPU``), so each keeps its training data on the GPU only within 1/K of
+the memory a run's data may take (:func:`ssl_bench.engine.build.fits_on_device`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ssl_bench.engine import RunConfig, execute, load_data, make_plan
-from ssl_bench.engine.build import check_sizes
+from ssl_bench.engine.build import RUNS_PER_GPU_ENV, check_sizes
 from ssl_bench.errors import UserError
 from ssl_bench.protocol import Protocol
 from ssl_bench.protocol import load as load_protocol
@@ -148,9 +150,11 @@ def gpu_slots(gpus: list[str], per_gpu: int) -> list[str]:
     return [gpu for gpu in gpus for _ in range(per_gpu)]
 
 
-def _pin(slots: Any) -> None:
-    """Pool initializer: take a GPU slot before anything starts CUDA in this worker."""
+def _pin(slots: Any, sharing: int = 1) -> None:
+    """Pool initializer: take a GPU slot before anything starts CUDA in this worker, and tell the run how many runs
+    share its GPU (each keeps its training data there only within its share of the memory allowed for data)."""
     os.environ["CUDA_VISIBLE_DEVICES"] = slots.get()
+    os.environ[RUNS_PER_GPU_ENV] = str(sharing)
 
 
 @contextlib.contextmanager
@@ -168,7 +172,10 @@ def pool(jobs: int, slots: list[str] | None = None) -> Iterator[ProcessPoolExecu
             queue = context.Queue()
             for slot in slots:
                 queue.put(slot)
-            executor = ProcessPoolExecutor(max_workers=len(slots), mp_context=context, initializer=_pin, initargs=(queue,))
+            sharing = max(slots.count(slot) for slot in slots)  # runs per GPU
+            executor = ProcessPoolExecutor(
+                max_workers=len(slots), mp_context=context, initializer=_pin, initargs=(queue, sharing)
+            )
         with executor:
             yield executor
     finally:

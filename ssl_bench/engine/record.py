@@ -106,6 +106,7 @@ def write(run: Run, seconds: float) -> Path:
         "dataset": protocol.dataset.name,
         "world_size": run.world_size,
         "precision": run.precision,
+        "tf32": run.tf32,  # float32 products rounded to TF32 on the GPU (never under fp32)
         "plugins": {p.name: p.version for p in run.registry.plugins.values() if not p.error},
         "plugin_hashes": {p.name: source_hash(p.module) for p in run.registry.plugins.values() if not p.error},
         **environment(),

@@ -43,9 +43,12 @@ _CHUNK_ELEMENTS = 1 << 22  # per-sample [O, K] products held at once (reference 
 _logged = set()
 
 
-def backend() -> str:
-    """'kernel' when the compiled Fisher ops are used, 'reference' otherwise."""
-    return "kernel" if _ext.kernels() is not None else "reference"
+def backend(device: torch.device | str | None = None) -> str:
+    """'kernel' when the compiled Fisher ops are used for tensors on ``device``, 'reference' otherwise. ``device``
+    defaults to the GPU when torch sees one: an extension built without CUDA kernels runs the reference there."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return "kernel" if _ext.kernels(device) is not None else "reference"
 
 
 def _log_backend(name: str) -> None:

@@ -30,9 +30,12 @@ log = logging.getLogger(__name__)
 _logged = set()
 
 
-def backend() -> str:
-    """'kernel' when the compiled penalty op is used, 'reference' otherwise."""
-    return "kernel" if _ext.kernels() is not None else "reference"
+def backend(device: torch.device | str | None = None) -> str:
+    """'kernel' when the compiled penalty op is used for tensors on ``device``, 'reference' otherwise. ``device``
+    defaults to the GPU when torch sees one: an extension built without CUDA kernels runs the reference there."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return "kernel" if _ext.kernels(device) is not None else "reference"
 
 
 def _check(params, anchors, importances):
