@@ -110,3 +110,23 @@ def test_probe_curvature_is_the_hessian_of_a_fixed_probes_cross_entropy_in_the_b
     assert out["probe_top_eigenvalue"] == pytest.approx(float(eig[-1]), rel=0.02)
     assert out["probe_hessian_trace"] == pytest.approx(float(eig.sum()), rel=0.15)  # Hutchinson, 400 probes
     assert out["probe_l2"] in (1e-3, 1e-1)
+
+
+def test_a_run_stores_the_probe_curvature_under_the_names_the_report_reads(tiny_protocol, tmp_path, capsys):
+    """Through the engine: the end-of-run evaluator gets the last phase's features and stores the probe's numbers."""
+    import math
+
+    from ssl_bench import results
+    from ssl_bench.cli import main
+
+    text = tiny_protocol.read_text().replace("[eval]\n", '[eval]\nevaluators = ["linear", "sharpness"]\n')
+    text += (
+        "\n[eval.options.sharpness]\nbatch_size = 8\niters = 2\nn_probes = 2\nsteps = 1\nprobe = true\nprobe_batch_size = 16\n"
+    )
+    proto = tmp_path / "sharp.toml"
+    proto.write_text(text)
+    assert main(["-q", "run", "--protocol", str(proto), "--out", str(tmp_path / "runs")]) == 0
+    r = results.Result(capsys.readouterr().out.strip())
+    for key in ("probe_top_eigenvalue", "probe_hessian_trace", "probe_loss", "top_eigenvalue", "dominant_eigenvalue"):
+        assert math.isfinite(float(r[f"end/sharpness/{key}"][()])), key
+    assert float(r["end/sharpness/probe_loss"][()]) > 0
