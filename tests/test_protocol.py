@@ -140,3 +140,21 @@ def test_kept_versions_load_by_name_at_version_and_keep_their_hash():
         assert current.version > p.version and current.hash != p.hash
     with pytest.raises(UserError, match="Did you mean 'tinyimagenet-cpu@1'"):
         protocol.load("tinyimagenet-cpu@11")
+
+
+def test_submitted_files_of_older_versions_still_validate():
+    """Once a protocol ships a new version, the leaderboard's files of the old one pass submit's checks (one per folder)."""
+    from pathlib import Path
+
+    from ssl_bench.results import submission
+
+    board = Path(__file__).parents[1] / "leaderboard" / "results"
+    folders = sorted(p for p in board.glob("*-v*") if p.is_dir()) if board.is_dir() else []
+    if not folders:
+        pytest.skip("no leaderboard/results in this checkout")
+    kept = {f"{n.split('@')[0]}-v{n.split('@')[1]}" for n in protocol.shipped_versions()}
+    assert "tinyimagenet-cpu-v1" in {f.name for f in folders} & kept
+    for folder in folders:
+        name, version = folder.name.rsplit("-v", 1)
+        first = min(folder.glob("*/*.h5"))
+        assert submission.validate(first).attrs["protocol_hash"] == protocol.load_shipped(name, int(version)).hash
