@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -16,6 +18,21 @@ from ssl_bench.results import submission as submit
 from tests.test_leaderboard import make_result, other_protocol
 
 SMOKE = protocols.load("smoke")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_checkout(root: Path) -> Path:
+    """A minimal ssl-bench checkout at ``root`` (its pyproject and this repository's plugins); its leaderboard."""
+    root.mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "ssl-bench"\n')
+    (root / "plugins").symlink_to(REPO / "plugins")
+    return root / "leaderboard" / "results"
+
+
+@pytest.fixture
+def board(tmp_path):
+    """The leaderboard/results folder of a minimal ssl-bench checkout."""
+    return make_checkout(tmp_path / "ssl-bench")
 
 
 @pytest.fixture
@@ -24,15 +41,15 @@ def runs(tmp_path):
     return [make_result(tmp_path / "runs", "simclr", "instance", "sequential", seed) for seed in SMOKE.seeds]
 
 
-def test_valid_files_are_copied_into_protocol_and_method_folders(runs, tmp_path, capsys):
-    to = tmp_path / "leaderboard" / "results"
+def test_valid_files_are_copied_into_protocol_and_method_folders(runs, board, capsys):
+    to = board
     assert main(["submit", *map(str, runs), "--to", str(to)]) == 0
     out = capsys.readouterr().out
     copied = sorted(to.rglob("*.h5"))
     assert [p.relative_to(to).parts[:2] for p in copied] == [("smoke-v2", "simclr")] * len(SMOKE.seeds)
     assert [p.name for p in copied] == sorted(p.name for p in runs)
     assert all(p.read_bytes() == q.read_bytes() for p, q in zip(copied, sorted(runs)))
-    assert out.count("submitted:") == len(SMOKE.seeds)
+    assert out.count("submitted:") == len(SMOKE.seeds) and f"submitted to {to.resolve()}\n" in out  # absolute
     # the same files again: nothing changes; CI's --check on the copies in place passes
     assert main(["submit", *map(str, runs), "--to", str(to)]) == 0
     assert main(["submit", "--check", *map(str, copied), "--to", str(to)]) == 0
@@ -45,10 +62,10 @@ def _edit_summary(path, key, value):
         f["summary"].attrs[key] = value
 
 
-def test_hand_edited_number_is_rejected_naming_the_key(runs, tmp_path, capsys):
+def test_hand_edited_number_is_rejected_naming_the_key(runs, board, capsys):
     r = results.Result(runs[1])
     _edit_summary(runs[1], "final_avg_acc", r.summary["final_avg_acc"] + 0.01)
-    to = tmp_path / "board"
+    to = board
     assert main(["submit", *map(str, runs), "--to", str(to)]) == 2
     err = capsys.readouterr().err
     assert "summary key 'final_avg_acc'" in err and runs[1].name in err
@@ -80,11 +97,11 @@ def test_edited_raw_matrix_disagrees_with_stored_summary(runs):
         submit.validate(runs[2])
 
 
-def test_all_protocol_seeds_are_required(runs, tmp_path):
+def test_all_protocol_seeds_are_required(runs, board):
     with pytest.raises(UserError, match=r"seed\(s\) \[2\] are missing"):
-        submit.submit(runs[:2], to=tmp_path / "board")
+        submit.submit(runs[:2], to=board)
     with pytest.raises(UserError, match="same run"):
-        submit.submit([runs[0], runs[0], *runs[1:]], to=tmp_path / "board")
+        submit.submit([runs[0], runs[0], *runs[1:]], to=board)
 
 
 def test_foreign_protocol_hash_and_unshipped_protocol_are_rejected(tmp_path):
@@ -134,8 +151,8 @@ def test_schema_and_matrix_checks(tmp_path):
         submit.validate(bad)
 
 
-def test_a_different_file_for_a_submitted_run_needs_replace(runs, tmp_path):
-    to = tmp_path / "board"
+def test_a_different_file_for_a_submitted_run_needs_replace(runs, tmp_path, board):
+    to = board
     submit.submit(runs, to=to)
     again = make_result(
         tmp_path / "again", "simclr", "instance", "sequential", 0, rng=np.random.default_rng(7)
@@ -144,3 +161,89 @@ def test_a_different_file_for_a_submitted_run_needs_replace(runs, tmp_path):
         submit.submit([again, *runs[1:]], to=to)
     submit.submit([again, *runs[1:]], to=to, replace=True)
     assert (to / "smoke-v2" / "simclr" / again.name).read_bytes() == again.read_bytes()
+
+
+# ---------------------------------------------------------------------- the target, and plugins CI can load
+def test_the_target_is_an_ssl_bench_checkouts_leaderboard(runs, tmp_path, board, monkeypatch, capsys):
+    """From a plugin's package folder, submit once made ./leaderboard/results there and passed its seed check."""
+    package = tmp_path / "ssl-bench-mymethod"
+    (package / "src").mkdir(parents=True)
+    (package / "pyproject.toml").write_text('[project]\nname = "ssl-bench-mymethod"\n')
+    monkeypatch.chdir(package)
+    assert main(["submit", *map(str, runs)]) == 2
+    assert "is not inside an ssl-bench checkout" in capsys.readouterr().err
+    for wrong in (package / "leaderboard" / "results", board.parent, tmp_path / "board"):
+        assert main(["submit", *map(str, runs), "--to", str(wrong)]) == 2
+        assert "is not the leaderboard/results folder of an ssl-bench checkout" in capsys.readouterr().err
+    assert not (package / "leaderboard").exists()
+    inside = board.parent.parent / "runs"
+    inside.mkdir()
+    monkeypatch.chdir(inside)  # anywhere inside the checkout: its leaderboard
+    assert main(["submit", *map(str, runs)]) == 0
+    assert f"submitted to {board.resolve()}\n" in capsys.readouterr().out
+    assert len(list(board.rglob("*.h5"))) == len(runs)
+
+
+def test_a_method_ci_cannot_load_is_refused_naming_the_fix(tmp_path, board):
+    runs = [make_result(tmp_path / "runs", "dcl", "instance", "sequential", s, plugins={"dcl": "0.1.0"}) for s in SMOKE.seeds]
+    with pytest.raises(UserError, match="no plugin installed here provides the method 'dcl'.*plugins.txt"):
+        submit.submit(runs, to=board)
+    assert not board.exists()
+    # a run that loaded a plugin from a file: CI has no such file
+    runs = [
+        make_result(
+            tmp_path / "f",
+            "simclr",
+            "instance",
+            "sequential",
+            s,
+            config={"plugins": ["../mine/dcl.py"]},
+            plugins={"simclr": "0.1.0", "dcl": "0.1.0"},
+        )
+        for s in SMOKE.seeds
+    ]
+    with pytest.raises(UserError, match="loaded the plugin file '../mine/dcl.py'.*re-run without --plugin"):
+        submit.submit(runs, to=board, check_only=True)
+
+
+def test_a_built_in_missing_from_the_target_checkout_is_refused(runs, tmp_path):
+    other = tmp_path / "old-ssl-bench"
+    other.mkdir()
+    (other / "pyproject.toml").write_text('[project]\nname = "ssl-bench"\n')
+    (other / "plugins" / "methods").mkdir(parents=True)  # a checkout without plugins/methods/simclr.py
+    with pytest.raises(UserError, match="has no plugins/methods/simclr.py"):
+        submit.submit(runs, to=other / "leaderboard" / "results")
+
+
+class _Dist:
+    name = "ssl-bench-dcl"
+
+
+class _EntryPoint:
+    dist = _Dist()
+
+
+def test_a_package_must_be_pinned_in_plugins_txt_at_the_runs_version(tmp_path, board, monkeypatch):
+    from ssl_bench.registry import Registry
+
+    registry = Registry.discover()
+    entry = registry.entries["method"]["simclr"]  # stands in for a method an installed package provides
+    entry.plugin.name, entry.plugin.source = "dcl", "entry point (ssl-bench-dcl)"
+    monkeypatch.setattr(submit.md, "entry_points", lambda group, name: [_EntryPoint()] if name == "dcl" else [])
+    runs = [make_result(tmp_path / "r", "simclr", "instance", "sequential", s, plugins={"dcl": "0.2.0"}) for s in SMOKE.seeds]
+    listed = board.parent / "plugins.txt"
+    with pytest.raises(UserError, match=f"package ssl-bench-dcl 0.2.0, which {listed} does not list.*'ssl-bench-dcl==0.2.0'"):
+        submit.submit(runs, to=board, registry=registry)
+    listed.parent.mkdir(parents=True)
+    for line, error in (
+        ("ssl-bench-dcl>=0.2", "'ssl-bench-dcl>=0.2' is not pinned"),
+        ("ssl-bench-dcl @ git+https://example.org/dcl.git@main", "a URL must end in @COMMIT"),
+        ("ssl_bench_dcl==0.1.0  # the last release", "pins ssl-bench-dcl==0.1.0, but the run used ssl-bench-dcl 0.2.0"),
+    ):
+        listed.write_text(f"# outside plugins\n{line}\n")
+        with pytest.raises(UserError, match=error):
+            submit.submit(runs, to=board, registry=registry)
+    for line in ("ssl-bench-dcl==0.2.0", f"ssl-bench-dcl @ git+https://example.org/dcl.git@{'a1' * 20}"):
+        listed.write_text(line + "\n")
+        assert len(submit.submit(runs, to=board, registry=registry, check_only=True)) == len(runs)
+    assert os.listdir(board.parent) == ["plugins.txt"]  # --check copies nothing

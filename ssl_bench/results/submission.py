@@ -21,15 +21,24 @@ protocol; it is not a signature: a consistent forgery (arrays made up, then summ
 hashed the way ssl-bench does) passes. Only re-running detects that: ``ssl-bench verify``
 re-runs a file's seed under a CPU-sized protocol and compares.
 
+The target is the ``leaderboard/results`` folder of an ssl-bench checkout (:func:`target`: ``--to``, else the
+checkout holding the current folder), and every plugin a file's run needs (its method, stream and strategies)
+must be loadable there the way CI loads plugins (:func:`check_loadable`): a built-in module under the
+checkout's ``plugins/``, or a package pinned in its ``leaderboard/plugins.txt`` (:data:`PLUGINS_FILE`), which
+the leaderboard workflow installs (``.ci/leaderboard``) before it re-checks and re-runs the files.
+
 Accepted files are copied to ``<to>/<protocol>-v<version>/<method>/<canonical name>.h5``.
 """
 
 from __future__ import annotations
 
 import filecmp
+import importlib.metadata as md
 import json
 import logging
+import re
 import shutil
+import tomllib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +51,8 @@ from ssl_bench.results import REQUIRED_ATTRS, Result, check, crashing, result_na
 log = logging.getLogger(__name__)
 
 DEFAULT_TO = Path("leaderboard") / "results"
+#: the outside plugins CI installs, one pinned requirement a line (relative to the checkout's root)
+PLUGINS_FILE = Path("leaderboard") / "plugins.txt"
 
 
 @dataclass
@@ -134,20 +145,174 @@ def _check_matrix(r: Result, proto, where: str) -> None:
         )
 
 
+# ---------------------------------------------------------------------- the target checkout
+def is_checkout(folder: Path) -> bool:
+    """A folder holding an ssl-bench checkout: ``pyproject.toml`` of the project ``ssl-bench`` and ``plugins/``."""
+    try:
+        project = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return project.get("name") == "ssl-bench" and (folder / "plugins").is_dir()
+
+
+def checkout_of(folder: Path) -> Path | None:
+    """The ssl-bench checkout that holds ``folder`` (it, or the nearest folder above it), else None."""
+    folder = folder.resolve()
+    return next((f for f in (folder, *folder.parents) if is_checkout(f)), None)
+
+
+def target(to: str | Path | None) -> tuple[Path, Path]:
+    """(the absolute results folder to submit to, its checkout's root): ``to``, which must be
+    ``<checkout>/leaderboard/results``, else that folder of the checkout holding the current folder."""
+    if to is None:
+        root = checkout_of(Path.cwd())
+        if root is None:
+            raise UserError(
+                f"'{Path.cwd()}' is not inside an ssl-bench checkout: run submit in your clone of ssl-bench, "
+                "or give --to PATH/TO/ssl-bench/leaderboard/results"
+            )
+        return root / DEFAULT_TO, root
+    folder = Path(to).resolve()
+    root = folder.parent.parent
+    if folder.name != "results" or folder.parent.name != "leaderboard" or not is_checkout(root):
+        raise UserError(
+            f"--to '{folder}' is not the leaderboard/results folder of an ssl-bench checkout; "
+            "give PATH/TO/ssl-bench/leaderboard/results (of your clone of ssl-bench)"
+        )
+    return folder, root
+
+
+def pinned_plugins(root: Path) -> dict[str, str]:
+    """The packages ``<root>/leaderboard/plugins.txt`` pins: canonical distribution name -> version (``==``), or
+    "" for a URL pinned to a git commit or a sha256. A line that pins nothing is a UserError naming it."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    path = root / PLUGINS_FILE
+    if not path.is_file():
+        return {}
+    pins: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        text = re.sub(r"(^|\s)#.*$", "", line).strip()  # pip's comments; a URL's '#sha256=' stays
+        if not text:
+            continue
+        try:
+            req = Requirement(text)
+        except InvalidRequirement as err:
+            raise UserError(f"{path}:{number}: '{text}' is not a requirement ({err})") from None
+        specs = list(req.specifier)
+        if req.url:
+            if not (re.search(r"@[0-9a-f]{40}$", req.url) or re.search(r"#sha256=[0-9a-f]{64}$", req.url)):
+                raise UserError(
+                    f"{path}:{number}: '{text}' is not pinned: a URL must end in @COMMIT (40 hex digits) "
+                    "or #sha256=HASH, so that CI installs exactly the code that made the results"
+                )
+            version = ""
+        elif len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version:
+            version = specs[0].version
+        else:
+            raise UserError(
+                f"{path}:{number}: '{text}' is not pinned: write {req.name}==VERSION (a release) or "
+                f"{req.name} @ git+https://...@COMMIT, so that CI installs exactly the code that made the results"
+            )
+        pins[canonicalize_name(req.name)] = version
+    return pins
+
+
+def needs(r: Result) -> list[tuple[str, str]]:
+    """(kind, name) of the plugins a run's file names: its method, stream and each strategy of ``a+b``."""
+    a = r.attrs
+    return [("method", str(a["method"])), ("stream", str(a["stream"]))] + [("strategy", s) for s in str(a["strategy"]).split("+")]
+
+
+def check_loadable(results: list[Result], root: Path, registry=None) -> None:
+    """Every plugin the files' runs need is loadable in the checkout ``root`` the way CI loads plugins: a built-in
+    whose module is in ``root/plugins/``, or a package pinned in ``root/leaderboard/plugins.txt`` (at the version
+    the run recorded); plugins a run named with ``--plugin`` must be one of those too. Else a UserError with the fix."""
+    from packaging.utils import canonicalize_name
+
+    from ssl_bench.registry import ENTRY_POINT_GROUP, Registry
+
+    if not results:
+        return
+    registry = registry or Registry.discover()
+    pins = pinned_plugins(root)
+    listed = root / PLUGINS_FILE
+
+    def fix(kind: str) -> str:
+        folder = {"strategy": "strategies"}.get(kind, kind + "s")
+        return (
+            f"either add its module to {root / 'plugins' / folder}/ in the same pull request, or package it "
+            f"(examples/plugin-template), publish it (a release, or a pushed git commit) and pin it in {listed}"
+        )
+
+    for r in results:
+        recorded = r.attrs["plugins"]
+        recorded = json.loads(recorded) if isinstance(recorded, str) else dict(recorded)
+        for spec in r.config.get("plugins") or []:
+            spec = str(spec)
+            if spec.endswith(".py") or "/" in spec:
+                raise UserError(
+                    f"{r.where}: its run loaded the plugin file '{spec}' (--plugin), which CI cannot load; "
+                    f"{fix('method')}, then re-run without --plugin"
+                )
+        for kind, name in needs(r):
+            entry = registry.entries[kind].get(name)
+            if entry is None:
+                raise UserError(
+                    f"{r.where}: no plugin installed here provides the {kind} '{name}', so CI could not re-run it; {fix(kind)}"
+                )
+            plugin = entry.plugin
+            if plugin.source == "builtin":
+                module = Path(*plugin.module.__name__.split(".")[1:]).with_suffix(".py")
+                if not (root / "plugins" / module).is_file():
+                    raise UserError(
+                        f"{r.where}: the {kind} '{name}' is the built-in {module} of the ssl-bench installed here, "
+                        f"but {root} has no plugins/{module}; {fix(kind)}"
+                    )
+                continue
+            eps = list(md.entry_points(group=ENTRY_POINT_GROUP, name=plugin.name))
+            dist = eps[0].dist.name if eps and eps[0].dist is not None else None
+            if dist is None:
+                raise UserError(f"{r.where}: the {kind} '{name}' comes from '{plugin.source}', which CI cannot load; {fix(kind)}")
+            pin = pins.get(canonicalize_name(dist))
+            version = str(recorded.get(plugin.name, ""))
+            if pin is None:
+                raise UserError(
+                    f"{r.where}: the {kind} '{name}' comes from the package {dist} {version}, which {listed} does not "
+                    f"list, so CI could not install it: add the line '{dist}=={version}' (a release) or "
+                    f"'{dist} @ git+https://URL@COMMIT' there, or add its module to {root / 'plugins'}/ instead"
+                )
+            if pin and pin != version:
+                raise UserError(
+                    f"{r.where}: {listed} pins {dist}=={pin}, but the run used {dist} {version}: "
+                    "pin the version the runs used, or re-run them with the pinned one"
+                )
+
+
 def submit(
-    paths: list[str | Path], to: str | Path = DEFAULT_TO, check_only: bool = False, replace: bool = False
+    paths: list[str | Path],
+    to: str | Path | None = None,
+    check_only: bool = False,
+    replace: bool = False,
+    registry=None,
 ) -> list[Accepted]:
-    """Validate ``paths`` (all or nothing) and, unless ``check_only``, copy them into ``to``."""
-    if not paths:
+    """Validate ``paths`` (all or nothing) and, unless ``check_only``, copy them into ``to``: the
+    ``leaderboard/results`` folder of an ssl-bench checkout (:func:`target`; default: the checkout holding the
+    current folder), from which every plugin the runs need must be loadable (:func:`check_loadable`)."""
+    if not paths and not check_only:
         raise UserError("give the result files to submit")
-    to = Path(to)
-    accepted: list[Accepted] = []
-    seen: dict[Path, Path] = {}
     crashed = crashing([Path(p) for p in paths if Path(p).is_file()])
-    for path in paths:
+    checked = []
+    for path in paths:  # each file on its own first: a bad file is named whatever the target
         if Path(path) in crashed:
             raise UserError(crashed[Path(path)])
-        r = validate(path)
+        checked.append(validate(path))
+    to, root = target(to)
+    pinned_plugins(root)  # a line that pins nothing fails even when no file needs it
+    accepted: list[Accepted] = []
+    seen: dict[Path, Path] = {}
+    for path, r in zip(paths, checked):
         dest = destination(to, r)
         if dest in seen:
             raise UserError(
@@ -166,6 +331,7 @@ def submit(
             raise UserError(f"'{dest}' already holds a different result of this run; pass --replace to overwrite it")
         accepted.append(Accepted(Path(path), dest, r))
     _check_seeds(accepted, to)
+    check_loadable([item.result for item in accepted], root, registry)
     if not check_only:
         for item in accepted:
             item.destination.parent.mkdir(parents=True, exist_ok=True)
