@@ -120,9 +120,8 @@ class Steps:
     per_step: list[list[Event]] = field(default_factory=lambda: [[]])
     flush: list[Event] = field(default_factory=list)
 
-    def waits(self, first: int = 1) -> list[tuple[int, Event]]:
-        """(step, event) of every event that makes one side wait, from step ``first`` on (step 0 sets the phase
-        up: its pool of indices goes to the device once)."""
+    def waits(self, first: int = 0) -> list[tuple[int, Event]]:
+        """(step, event) of every event that makes one side wait, from step ``first`` on."""
         done = self.per_step[:-1]  # the last list is the step after the last one
         return [(k, e) for k, events in enumerate(done) if k >= first for e in events if e.kind != "async"]
 

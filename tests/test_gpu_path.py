@@ -4,9 +4,10 @@
   CPU here (``SSL_BENCH_CHANNELS_LAST=1``) through every method and every strategy, a phase with each
   strategy's per-step work (penalty, replay, mixup, distillation) included.
 - no host synchronisation: every method and strategy trains its phases on an emulated device
-  (:mod:`tests.fake_cuda`: tensors on a device that is not the host, data on the CPU) and no step after a
-  phase's first reads the device, copies from pageable host memory or runs an operator whose output size
-  depends on the data; only the loop's loss copy every ``LOG_EVERY`` steps does.
+  (:mod:`tests.fake_cuda`: tensors on a device that is not the host, data on the CPU) and no step, a phase's
+  first included, reads the device, copies from pageable host memory or runs an operator whose output size
+  depends on the data; only the loop's loss copy every ``LOG_EVERY`` steps does (so a GPU can run a whole
+  phase under ``torch.cuda.set_sync_debug_mode("error")``, as benchmark/gpu_lease.sh does).
 """
 
 import os
@@ -78,7 +79,9 @@ VIT_METHODS = {"mae"}  # methods that need a Vision Transformer
 STRATEGY_OPTIONS = {"mas": {"samples": 16}, "ewc": {"samples": 16}}
 
 
-def make_run(tmp_path, method="simclr", strategy="sequential", device="cpu", strategy_options=None, backbone=None) -> Run:
+def make_run(
+    tmp_path, method="simclr", strategy="sequential", device="cpu", strategy_options=None, backbone=None, options=None
+) -> Run:
     import inspect
 
     path = tmp_path / "gpu_path.toml"
@@ -91,7 +94,7 @@ def make_run(tmp_path, method="simclr", strategy="sequential", device="cpu", str
         strategy=strategy,
         seed=0,
         out=tmp_path / "runs",
-        method_options={k: v for k, v in SMALL.items() if k in params},
+        method_options={**{k: v for k, v in SMALL.items() if k in params}, **(options or {})},
         strategy_options=strategy_options or _small(strategy),
         device=device,
         progress=False,
@@ -417,3 +420,12 @@ def test_distillation_head_stays_the_same_on_every_rank(tiny_protocol, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     heads = [torch.load(tmp_path / f"head{rank}.pt") for rank in (0, 1)]
     assert all(torch.equal(a, b) for a, b in zip(*heads))
+
+
+def test_a_classifier_smaller_than_the_dataset_fails_before_training(tmp_path):
+    """The supervised method read every batch's largest label to check it against its classifier: a wait per step on
+    a GPU. The engine checks ``n_classes`` against the dataset's classes before training instead."""
+    from ssl_bench.errors import UserError
+
+    with pytest.raises(UserError, match=r"n_classes=2, but dataset synthetic has \d+ classes"):
+        make_run(tmp_path, "supervised", options={"n_classes": 2})

@@ -36,17 +36,13 @@ class Supervised(Method):
             raise UserError(f"supervised: n_classes must be at least 2, got {n_classes}")
         self.n_classes, self.label_smoothing = n_classes, label_smoothing
         self.classifier = nn.Linear(self.feature_dim, n_classes)
-        self._check_labels = True
-
-    def begin_phase(self, steps, steps_per_epoch):
-        self._check_labels = True
 
     def loss(self, views, labels):
         if labels is None:
             raise UserError("supervised: the method needs labels, but none were given")
-        # every batch on the CPU; on a GPU the first of each phase only, as reading a label makes the step wait for it
-        if labels.device.type == "cpu" or self._check_labels:
-            self._check_labels = False
+        # on the CPU every batch; on a GPU a read of the labels would make every step wait for it: there the engine
+        # checks n_classes against the dataset's classes before training
+        if labels.device.type == "cpu":
             top = int(labels.max())
             if top >= self.n_classes:
                 raise UserError(

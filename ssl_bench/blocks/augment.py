@@ -35,15 +35,16 @@ _ON_DEVICE: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
 
 
 def on_device(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """The constant ``t`` on ``like``'s device in ``t``'s dtype: copied there once per device (a copy at every
-    call would make every step wait for it on a GPU); ``t`` itself on the CPU."""
+    """The constant ``t`` on ``like``'s device in ``t``'s dtype: copied there once per device, from pinned memory so
+    that not even that first step waits for the copy (a copy at every call would make every step wait on a GPU);
+    ``t`` itself on the CPU."""
     if like.device.type == "cpu":
         return t
     key = (id(t), like.device, t.dtype)
     out = _ON_DEVICE.get(key)
     if out is None:
         with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable by autograd later
-            out = _ON_DEVICE[key] = t.to(like.device)
+            out = _ON_DEVICE[key] = t.pin_memory().to(like.device, non_blocking=True)
     return out
 
 

@@ -175,8 +175,16 @@ class Run:
             log.warning("recipe from %s", config.recipe_source)
         backbone = plan.backbone.build()
         options = {}
-        if "n_classes" in inspect.signature(plan.method.entry.factory).parameters and "n_classes" not in plan.method.options:
-            options["n_classes"] = len(self.dataset.classes)  # a factory that asks for n_classes gets the dataset's
+        if "n_classes" in inspect.signature(plan.method.entry.factory).parameters:
+            given = plan.method.options.get("n_classes")
+            if given is None:
+                options["n_classes"] = len(self.dataset.classes)  # a factory that asks for n_classes gets the dataset's
+            elif isinstance(given, int) and given < len(self.dataset.classes):  # before training, not at a step's label
+                raise UserError(
+                    f"method '{config.method}': n_classes={given}, but dataset {protocol.dataset.name} has "
+                    f"{len(self.dataset.classes)} classes (labels up to {len(self.dataset.classes) - 1}); "
+                    f"set --method-opt n_classes={len(self.dataset.classes)} or leave it out"
+                )
         self.method: Method = plan.method.build(backbone, **options).to(self.device)
         self.precision = _precision(config.precision, self.device)  #: "bf16" (autocast) or "fp32"
         self.tf32 = set_tf32(self.device, self.precision)  #: whether float32 products may round to TF32 (recorded)

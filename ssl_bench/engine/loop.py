@@ -188,7 +188,7 @@ def _indices(run: Run, phase: Phase, pool: torch.Tensor, device: torch.device) -
     for the copy."""
     tr = run.protocol.train
     order = torch.Generator().manual_seed(run.seed * 1_000_003 + run.phase_index)
-    on_device = pool.to(device)  # once per phase
+    on_device = pool if device.type == "cpu" else pool.pin_memory().to(device, non_blocking=True)  # once per phase
 
     def shuffle() -> tuple[torch.Tensor, torch.Tensor]:
         perm = torch.randperm(len(pool), generator=order)
