@@ -72,7 +72,7 @@ def resolve_root(root, data_root) -> tuple[Path | None, str]:
     if os.environ.get(ROOT_ENV):
         return Path(os.environ[ROOT_ENV]).expanduser() / path, f"in ${ROOT_ENV}"
     if data_root:
-        parent = Path(str(data_root)).expanduser().resolve().parent
+        parent = Path(str(data_root)).expanduser().absolute().parent  # as given: a symlink's own folder
         return parent / path, f"next to the pre-training data (the parent of {data_root})"
     return Path.cwd() / path, "in the working directory (no --data-root)"
 
