@@ -34,8 +34,8 @@ each of 100 classes, which a probe separates perfectly, leaving no curvature to 
 ``probe_l2``. Cost, measured in one process on one thread (random-init ResNet-18 x0.25 at 32 px, 10,000
 probe-training features, a busy 2-core machine): with tinyimagenet-cpu v2's options (``probe_batch_size`` 64,
 ``iters`` 10, ``n_probes`` 4) the probe's part took 50 CPU s, 0.44x the method loss's part (115 s); its
-L2 selection and fit on the 10,000 features are about 30 of the 50 s at batch 256, where the power
-iteration alone took 187 s (so the protocols use a batch of 64).
+L2 selection and fit on the 10,000 features took about 30 s on their own (wall, same machine), and at
+``probe_batch_size`` 128 the power iteration alone took 187 s, hence the protocols' batch of 64.
 
 The operators are :mod:`ssl_bench.ops.sharpness`. ``params = "all"`` differentiates the method's loss with
 respect to every trainable parameter of the method (backbone and heads, what the optimiser
