@@ -31,7 +31,7 @@ import torch
 
 from ssl_bench import hookimpl
 from ssl_bench.blocks.regularizers import QuadraticRegularizer
-from ssl_bench.ops.fisher import fisher_diagonal
+from ssl_bench.ops import fisher_diagonal
 
 __version__ = "0.2.0"
 __license__ = "Apache-2.0"

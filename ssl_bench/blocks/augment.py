@@ -13,7 +13,9 @@ but the CPU) it computes the whole batch and selects, so that no step waits for 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -61,15 +63,17 @@ def prepare(images: torch.Tensor, size: int | None = None) -> torch.Tensor:
     return normalize(x)
 
 
-def _uniform(shape, low, high, gen, device):
+def _uniform(
+    shape: int | tuple[int, ...], low: float, high: float, gen: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
     return torch.rand(shape, generator=gen, device=device) * (high - low) + low
 
 
-def _coin(n, p, gen, device):
+def _coin(n: int, p: float, gen: torch.Generator | None, device: torch.device) -> torch.Tensor:
     return torch.rand(n, generator=gen, device=device) < p
 
 
-def _apply(x: torch.Tensor, mask: torch.Tensor, fn, *params: torch.Tensor) -> torch.Tensor:
+def _apply(x: torch.Tensor, mask: torch.Tensor, fn: Callable[..., torch.Tensor], *params: torch.Tensor) -> torch.Tensor:
     """``fn(x, *params)`` for the samples where ``mask`` holds; the others are returned unchanged."""
     if x.device.type != "cpu":  # compute all, select: no host synchronisation
         return torch.where(mask.view(-1, 1, 1, 1), fn(x, *params), x)
@@ -82,7 +86,9 @@ def _apply(x: torch.Tensor, mask: torch.Tensor, fn, *params: torch.Tensor) -> to
 
 
 # ----------------------------------------------------------------------------- geometry
-def crop_params(n: int, scale, ratio, gen, device, tries: int = 10):
+def crop_params(
+    n: int, scale: Sequence[float], ratio: Sequence[float], gen: torch.Generator | None, device: torch.device, tries: int = 10
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample crop width, height (fractions of the image side) and centre (in [-1, 1] coordinates).
 
     As torchvision's RandomResizedCrop: area fraction uniform in ``scale``, log aspect ratio uniform
@@ -102,7 +108,9 @@ def crop_params(n: int, scale, ratio, gen, device, tries: int = 10):
     return w, h, cx, cy
 
 
-def random_resized_crop(x, size, scale, ratio, flip_p, gen):
+def random_resized_crop(
+    x: torch.Tensor, size: int, scale: Sequence[float], ratio: Sequence[float], flip_p: float, gen: torch.Generator | None
+) -> torch.Tensor:
     """Crop a random area fraction in ``scale`` with aspect ratio in ``ratio``, resize to ``size``, maybe flip.
 
     Bilinear sampling; when the crop is larger than ``size`` pixels it is supersampled
@@ -124,30 +132,30 @@ def random_resized_crop(x, size, scale, ratio, flip_p, gen):
 
 
 # ----------------------------------------------------------------------------- colour
-def grayscale(x):
+def grayscale(x: torch.Tensor) -> torch.Tensor:
     return LUMA[0] * x[:, 0:1] + LUMA[1] * x[:, 1:2] + LUMA[2] * x[:, 2:3]
 
 
-def _per_sample(f):
+def _per_sample(f: torch.Tensor) -> torch.Tensor:
     return f.view(-1, 1, 1, 1)
 
 
-def adjust_brightness(x, f):
+def adjust_brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return (x * _per_sample(f)).clamp_(0, 1)
 
 
-def adjust_contrast(x, f):
+def adjust_contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     f = _per_sample(f)
     m = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
     return (x * f + m * (1 - f)).clamp_(0, 1)
 
 
-def adjust_saturation(x, f):
+def adjust_saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     f = _per_sample(f)
     return (x * f + grayscale(x) * (1 - f)).clamp_(0, 1)
 
 
-def adjust_hue(x, f):
+def adjust_hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """Shift the HSV hue by ``f`` (a fraction of the colour circle, in [-0.5, 0.5]), as torchvision's adjust_hue.
 
     With v = max(r, g, b), c = v - min(r, g, b) and the hue h (in sixths of the circle), channel n of
@@ -169,7 +177,9 @@ _HUE_OFFSETS = torch.tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
 COLOR_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
-def jitter_params(n, brightness, contrast, saturation, hue, gen, device):
+def jitter_params(
+    n: int, brightness: float, contrast: float, saturation: float, hue: float, gen: torch.Generator | None, device: torch.device
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Per-sample factors (as torchvision's ColorJitter: [max(0, 1-s), 1+s], hue in [-h, h]) and op order."""
     factors = [_uniform(n, max(0.0, 1 - s), 1 + s, gen, device) for s in (brightness, contrast, saturation)]
     factors.append(_uniform(n, -hue, hue, gen, device))
@@ -177,7 +187,9 @@ def jitter_params(n, brightness, contrast, saturation, hue, gen, device):
     return factors, order
 
 
-def color_jitter(x, brightness, contrast, saturation, hue, p, gen):
+def color_jitter(
+    x: torch.Tensor, brightness: float, contrast: float, saturation: float, hue: float, p: float, gen: torch.Generator | None
+) -> torch.Tensor:
     """ColorJitter applied to a random ``p`` of the batch: the four ops in a random order per sample."""
     n, device = x.shape[0], x.device
     apply = _coin(n, p, gen, device)
@@ -208,7 +220,7 @@ def color_jitter(x, brightness, contrast, saturation, hue, p, gen):
     return out
 
 
-def random_grayscale(x, p, gen):
+def random_grayscale(x: torch.Tensor, p: float, gen: torch.Generator | None) -> torch.Tensor:
     return _apply(x, _coin(x.shape[0], p, gen, x.device), lambda y: grayscale(y).expand_as(y).contiguous())
 
 
@@ -219,7 +231,7 @@ def gaussian_kernel(sigma: torch.Tensor, k: int) -> torch.Tensor:
     return kern / kern.sum(dim=1, keepdim=True)
 
 
-def blur(x, sigma, k):
+def blur(x: torch.Tensor, sigma: torch.Tensor, k: int) -> torch.Tensor:
     """Separable Gaussian blur with per-sample ``sigma`` and odd kernel size ``k``, reflect padding."""
     n, c, hgt, wid = x.shape
     kern = gaussian_kernel(sigma.to(x.dtype), k).repeat_interleave(c, dim=0)  # [n*c, k]
@@ -234,7 +246,9 @@ def blur_kernel_size(size: int, frac: float = 0.1) -> int:
     return max(3, int(frac * size) // 2 * 2 + 1)
 
 
-def gaussian_blur(x, sigma, p, gen, kernel_frac=0.1):
+def gaussian_blur(
+    x: torch.Tensor, sigma: Sequence[float], p: float, gen: torch.Generator | None, kernel_frac: float = 0.1
+) -> torch.Tensor:
     """Blur a random ``p`` of the batch with a per-sample sigma uniform in ``sigma`` (pixels)."""
     n = x.shape[0]
     apply = _coin(n, p, gen, x.device)
@@ -242,7 +256,7 @@ def gaussian_blur(x, sigma, p, gen, kernel_frac=0.1):
     return _apply(x, apply, lambda y, s: blur(y, s, blur_kernel_size(x.shape[-1], kernel_frac)), s)
 
 
-def solarize(x, p, gen, threshold=0.5):
+def solarize(x: torch.Tensor, p: float, gen: torch.Generator | None, threshold: float = 0.5) -> torch.Tensor:
     apply = _coin(x.shape[0], p, gen, x.device).view(-1, 1, 1, 1)
     return torch.where(apply & (x >= threshold), 1 - x, x)
 
@@ -318,7 +332,7 @@ class MultiCrop:
     local_scale: tuple[float, float] = (0.05, 0.4)
     recipe: str | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.n_global < 1 or self.n_local < 0 or not 0 < self.local_size <= 1:
             raise UserError(f"multi-crop: need n_global >= 1, n_local >= 0 and 0 < local_size <= 1, got {self}")
         for scale in (self.global_scale, self.local_scale):
@@ -337,7 +351,7 @@ class MultiCrop:
 class Augment:
     """Makes augmented, normalised views of a uint8 batch: ``n_views`` of the recipe, or a :class:`MultiCrop`."""
 
-    def __init__(self, recipe: str = "simclr", **options):
+    def __init__(self, recipe: str = "simclr", **options: Any):
         if recipe not in RECIPES:
             raise UserError(f"unknown augmentation recipe '{recipe}'; known: {', '.join(RECIPES)}")
         self.recipe, self.options = recipe, options
@@ -348,7 +362,7 @@ class Augment:
         if local:  # the protocol's options apply to local crops too, except the crop scale (the method's)
             options.pop("scale", None)
         try:
-            return tuple(replace(s, **options) for s in ((LOCAL[recipe],) if local else RECIPES[recipe]))
+            return tuple(replace(s, **options) for s in ((LOCAL[recipe],) if local else RECIPES[recipe]))  # type: ignore[arg-type]
         except TypeError as err:
             raise UserError(f"augment.options: {err}") from None
 
@@ -382,17 +396,18 @@ class Augment:
         recipe = plan.recipe or self.recipe
         specs = self.specs if recipe == self.recipe else self._specs(recipe)
         if plan.global_scale is not None:
-            specs = tuple(replace(s, scale=tuple(plan.global_scale)) for s in specs)
+            low, high = plan.global_scale
+            specs = tuple(replace(s, scale=(low, high)) for s in specs)
         x = to_float(images)
         views = [normalize(specs[i % len(specs)].apply(x, size, gen)) for i in range(plan.n_global)]
         if plan.n_local:
-            local = replace(self._specs(recipe, local=True)[0], scale=tuple(plan.local_scale))
+            local = replace(self._specs(recipe, local=True)[0], scale=(plan.local_scale[0], plan.local_scale[1]))
             crops = local.apply(x.repeat(plan.n_local, 1, 1, 1), plan.local_px(size, multiple), gen)
             views.extend(normalize(crops).chunk(plan.n_local))
         return views
 
 
-def method_views(aug: Augment, method, images: torch.Tensor, size: int, gen: torch.Generator) -> list[torch.Tensor]:
+def method_views(aug: Augment, method: Any, images: torch.Tensor, size: int, gen: torch.Generator) -> list[torch.Tensor]:
     """The views ``method`` trains on: its :class:`MultiCrop` plan (local crops rounded to its backbone's patch
     size) when it declares one, else ``method.n_views`` views of the recipe, all at ``size`` px."""
     plan = getattr(method, "views", None)

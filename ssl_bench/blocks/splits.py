@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ssl_bench.api import Dataset, Experience
+from ssl_bench.api import Dataset, Experience, ImageSet
 from ssl_bench.errors import UserError
 
 FORMAT = "ssl-bench-stream"
@@ -53,7 +53,7 @@ def read(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _names(kind: str, wanted, names: list[str], alt: list[str] | None, where: str) -> list[int]:
+def _names(kind: str, wanted: Any, names: list[str], alt: list[str] | None, where: str) -> list[int]:
     if not isinstance(wanted, list) or not wanted:
         raise UserError(f"{where}: '{kind}' must be a non-empty list of names")
     lookup = {n: i for i, n in enumerate(alt or [])}
@@ -64,7 +64,7 @@ def _names(kind: str, wanted, names: list[str], alt: list[str] | None, where: st
     return [lookup[w] for w in wanted]
 
 
-def _select(split, classes, domains) -> np.ndarray:
+def _select(split: ImageSet, classes: list[int] | None, domains: list[int] | None) -> np.ndarray:
     """Indices of the samples of ``split`` whose class is in ``classes`` and domain in ``domains`` (None: any)."""
     keep = np.ones(len(split), dtype=bool)
     if classes is not None:
@@ -74,7 +74,7 @@ def _select(split, classes, domains) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-def _samples(kind: str, wanted, ids: list[str] | None, n: int, where: str) -> np.ndarray:
+def _samples(kind: str, wanted: Any, ids: list[str] | None, n: int, where: str) -> np.ndarray:
     if not isinstance(wanted, list) or not wanted:
         raise UserError(f"{where}: '{kind}' must be a non-empty list of sample ids or indices")
     if all(isinstance(w, int) for w in wanted):
@@ -115,15 +115,15 @@ def experiences(dataset: Dataset, data: dict[str, Any], where: str = "manifest")
             classes = sorted(set(dataset.train.labels[tr].tolist()))
             domains = sorted(set(dataset.train.domains[tr].tolist()))
         elif "classes" in entry or "domains" in entry:
-            classes = (
+            chosen_classes = (
                 _names("classes", entry["classes"], dataset.classes, dataset.class_names, at) if "classes" in entry else None
             )
-            domains = _names("domains", entry["domains"], dataset.domains, None, at) if "domains" in entry else None
-            tr, te = _select(dataset.train, classes, domains), _select(dataset.test, classes, domains)
+            chosen_domains = _names("domains", entry["domains"], dataset.domains, None, at) if "domains" in entry else None
+            tr, te = _select(dataset.train, chosen_classes, chosen_domains), _select(dataset.test, chosen_classes, chosen_domains)
             if len(tr) == 0 or len(te) == 0:
                 raise UserError(f"{at}: selects no {'training' if len(tr) == 0 else 'held-out'} images")
-            classes = classes if classes is not None else sorted(set(dataset.train.labels[tr].tolist()))
-            domains = domains if domains is not None else sorted(set(dataset.train.domains[tr].tolist()))
+            classes = chosen_classes if chosen_classes is not None else sorted(set(dataset.train.labels[tr].tolist()))
+            domains = chosen_domains if chosen_domains is not None else sorted(set(dataset.train.domains[tr].tolist()))
         else:
             raise UserError(f"{at}: list 'classes', 'domains', or 'train' and 'test' sample ids")
         out.append(
@@ -139,7 +139,7 @@ def experiences(dataset: Dataset, data: dict[str, Any], where: str = "manifest")
     return out
 
 
-def _exact(split, idx: np.ndarray, classes, domains) -> bool:
+def _exact(split: ImageSet, idx: np.ndarray, classes: list[int], domains: list[int]) -> bool:
     keep = np.isin(split.labels.numpy(), classes) & np.isin(split.domains.numpy(), domains)
     return np.array_equal(np.flatnonzero(keep), np.sort(np.asarray(idx)))
 

@@ -111,7 +111,7 @@ def linear_cka(x: Any, y: Any) -> float:
     return float(torch.linalg.norm(y.T @ x) ** 2 / norm) if norm > 0 else float("nan")
 
 
-def _check_pair(result, joint) -> None:
+def _check_pair(result: Any, joint: Any) -> None:
     a, b = result.attrs, joint.attrs
     if a["protocol_hash"] != b["protocol_hash"]:
         raise UserError(
@@ -122,7 +122,7 @@ def _check_pair(result, joint) -> None:
         raise UserError(f"'{joint.path}' is a '{b['strategy']}' run, not a joint one")
 
 
-def gap_to_joint(result, joint) -> dict[str, float]:
+def gap_to_joint(result: Any, joint: Any) -> dict[str, float]:
     """Gaps between a run and the joint run of the same protocol (two :class:`ssl_bench.results.Result`).
 
     ``gap_final_avg_acc`` = joint final_avg_acc - run final_avg_acc (positive: the stream costs
@@ -137,7 +137,7 @@ def gap_to_joint(result, joint) -> dict[str, float]:
     return out
 
 
-def cka_to_joint(result, joint) -> float | None:
+def cka_to_joint(result: Any, joint: Any) -> float | None:
     """Linear CKA between the final features stored by the ``cka`` evaluator in two result files (None if absent)."""
     key, idx = "metrics/cka/features", "metrics/cka/index"
     if key not in result.arrays or key not in joint.arrays:
