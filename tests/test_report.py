@@ -14,6 +14,7 @@ from ssl_bench import results
 from ssl_bench.cli import main
 from ssl_bench.errors import UserError
 from ssl_bench.results import claims as report
+from ssl_bench.results import continual
 from ssl_bench.results.claims import base
 
 T = 4
@@ -66,12 +67,14 @@ def make(
     ``auc - auc_slope * (row mean - final)`` (``auc_slope`` > 0: a phase that is more accurate is less collapsed).
     ``warmup``: the recipe's warm-up as a share of one phase. ``proto_json``: the stored protocol, if not ``proto``'s."""
     acc, plan = matrix(strategy, final, final + 0.05 if peak is None else peak)
+    stored = protocols.Protocol.model_validate(proto_json) if proto_json else proto  # what the file was made under
+    made = {"method": method, "stream": stream, "strategy": strategy, "seed": seed, "plugins": []}
     arrays = {
         "metrics/acc_matrix": acc,
         "metrics/acc_init": np.full(T, init),
         "phases/experiences": json.dumps(plan),
-        "protocol_json": json.dumps(proto_json or proto.model_dump(mode="json"), sort_keys=True),
-        "config": "{}",
+        "protocol_json": json.dumps(stored.model_dump(mode="json"), sort_keys=True),
+        "config": json.dumps(made | {"protocol": stored.model_dump(mode="json"), "protocol_hash": stored.hash}),
         "recipe": json.dumps({"warmup_epochs": warmup * proto.train.epochs_per_experience}),
     }
     if auc is not None:
@@ -88,9 +91,9 @@ def make(
     for label, value in (downstream or {}).items():  # a label (its linear probe's accuracy) or a whole key
         arrays[f"end/downstream/{label if '/' in label else label + '/acc'}"] = np.float64(value)
     attrs = {
-        "protocol": proto.name,
-        "protocol_version": proto.version,
-        "protocol_hash": proto.hash,
+        "protocol": stored.name,
+        "protocol_version": stored.version,
+        "protocol_hash": stored.hash,
         "method": method,
         "stream": stream,
         "strategy": strategy,
@@ -98,10 +101,14 @@ def make(
         "device": device,
         "seconds": seconds,
         "steps": 100,
+        "ssl_bench_version": "0.1.0",
+        "torch_version": "test",
+        "plugins": {method: "0.1.0"},
     }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / results.result_name(proto.label, method, stream, strategy, seed)
-    return results.write(path, attrs, arrays, {"summary": {"final_avg_acc": 0.99}})  # a lie the report must ignore
+    # a whole, consistent file: the report reads only files that pass results.check, as the leaderboard does
+    return results.write(path, attrs, arrays, {"summary": continual.summarize(arrays)})
 
 
 def auc_of(method, strategy, final):
@@ -585,7 +592,7 @@ def test_claim_7_collapse_against_data_and_width(tmp_path):
             auc = 0.8 if width == 0.5 else auc
             seeded = {"auc": auc + 0.001 * seed, "proto": proto, "proto_json": stored}
             make(tmp_path, "simsiam", "instance", "joint", seed, 0.4 + 0.01 * seed, **seeded)
-            make(tmp_path, "simclr", "instance", "joint", seed, 0.4, auc=0.1, proto=proto)  # contrastive: not judged
+            make(tmp_path, "simclr", "instance", "joint", seed, 0.4, auc=0.1, proto=proto, proto_json=stored)  # not judged
     text = report.render(base.collect(tmp_path))
     [(scope, verdict)] = [(s, x) for (c, s), x in verdicts(text).items() if c == "7"]
     assert verdict == "contradicted"

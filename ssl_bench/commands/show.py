@@ -14,6 +14,12 @@ HELP = "print a readable summary of a result file"
 log = logging.getLogger("ssl_bench")
 
 
+def terminal_text(text: object) -> str:
+    """Text from a result file, safe on a terminal: every character that is not printable (escape sequences,
+    carriage returns, line breaks, bidirectional overrides) shown as its Python escape, e.g. ``\\x1b``."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("result", type=Path)
 
@@ -51,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     for key, value in sorted(summary.items()):
         lines.append(f"  {key:<24} {value:.4f}   {continual.DEFINITIONS.get(key, '')}".rstrip())
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.atleast_1d(r.get("phases/names", []))]
-    lines.append("\n  accuracy matrix (row: after phase, column: evaluated on experience)")
+    lines += ["", "  accuracy matrix (row: after phase, column: evaluated on experience)"]
     lines.append("  " + " " * 22 + "".join(f"{'exp ' + str(j):>8}" for j in range(acc.shape[1])))
     if init is not None and np.shape(init) == (acc.shape[1],) and np.asarray(init).dtype.kind in "fiu":
         lines.append("  " + f"{'init':<22}" + "".join(f"{v:8.3f}" for v in init))
@@ -64,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
     numeric = lambda k: np.asarray(r[k]).dtype.kind in "fiub"  # noqa: E731 - reads only the small datasets asked for
     series = [k for k in others if k.startswith("metrics/") and r.shapes[k] == (len(acc),) and numeric(k)]
     if series:  # one number per phase (collapse AUC, CKA to the previous phase, few-shot accuracy, ...)
-        lines.append("\n  per-phase metrics (column: after phase)")
+        lines += ["", "  per-phase metrics (column: after phase)"]
         lines.append("  " + " " * 30 + "".join(f"{'init':>10}" + "".join(f"{'phase ' + str(i):>10}" for i in range(len(acc)))))
         for k in series:
             init_key = "init/" + k.split("/", 1)[1]
@@ -73,8 +79,8 @@ def main(args: argparse.Namespace) -> int:
     for k in [k for k in others if k.startswith("end/") and r.shapes[k] == () and numeric(k)]:
         lines.append(f"  {k:<40} {float(r[k]):.4f}")
     if others:
-        lines.append("\n  stored metrics: " + ", ".join(f"{k} {r.shapes[k]}" for k in others))
+        lines += ["", "  stored metrics: " + ", ".join(f"{k} {r.shapes[k]}" for k in others)]
     if problem:
-        log.warning("this file would be refused by submit and skipped by the leaderboard: %s", problem)
-    print("\n".join(lines))
+        log.warning("this file would be refused by submit and skipped by the leaderboard: %s", terminal_text(problem))
+    print("\n".join(map(terminal_text, lines)))  # every line escaped: add lines, never line breaks inside one
     return 0

@@ -1,16 +1,13 @@
 """What a result file must be to count: whole, unedited, consistent (:func:`check`), and readable without
-killing the reader (:func:`crashing`). ``ssl-bench leaderboard``, ``submit`` and ``report`` apply the same checks.
+killing or hanging the reader (:func:`crashing`, :mod:`ssl_bench.results.guard`). ``ssl-bench leaderboard``,
+``submit``, ``export`` and ``report`` apply the same checks.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -18,6 +15,7 @@ import numpy as np
 from ssl_bench.errors import UserError
 from ssl_bench.names import NAME_PATTERN
 from ssl_bench.results.file import HASH_ATTR, IDENTITY, REQUIRED_ATTRS, TOLERANCE, Result, content_hash
+from ssl_bench.results.guard import crashing  # noqa: F401 - re-exported: the guarded read of many files
 
 
 def check(r: Result) -> dict[str, float]:
@@ -139,41 +137,3 @@ def _check_summary(r: Result) -> dict[str, float]:
                 "the number was edited, or the file is damaged"
             )
     return recomputed
-
-
-_PROBE = """
-import sys
-from ssl_bench import results
-print("ready", flush=True)
-for path in sys.argv[1:]:
-    try:
-        results.check(results.Result(path))
-    except Exception:
-        pass
-    print(path, flush=True)
-"""
-
-
-def crashing(paths: list[Path]) -> dict[Path, str]:
-    """The files among ``paths`` that kill the process reading them, with why (the others map to nothing).
-
-    The HDF5 library can crash on a damaged or crafted file (one flipped byte does it), which
-    no Python code can catch. So every file is read and checked once in a child process,
-    restarted after the file that killed it; tools that read many files skip those it names.
-    """
-    crashed: dict[Path, str] = {}
-    todo = [Path(p) for p in paths]
-    here = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
-    while todo:
-        proc = subprocess.run([sys.executable, "-c", _PROBE, *map(str, todo)], capture_output=True, text=True, env=env)
-        lines = proc.stdout.splitlines()
-        if proc.returncode == 0:
-            break
-        if not lines or lines[0] != "ready":
-            raise RuntimeError(f"could not start a process to read result files: {proc.stderr.strip()[-500:]}")
-        bad = todo[len(lines) - 1]
-        how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
-        crashed[bad] = f"'{bad}' kills the process that reads it ({how}, in the HDF5 library): it is damaged or was crafted"
-        todo = todo[len(lines) :]
-    return crashed

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ssl_bench.errors import UserError  # noqa: E402
-from ssl_bench.results import Result  # noqa: E402
+from ssl_bench.results import Result, check, crashing  # noqa: E402
 from ssl_bench.results.continual import linear_cka  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,16 @@ def plot(paths: list[str | Path], out: str | Path) -> list[Path]:
     """Write the figures for the result files ``paths`` into ``out``; return the files written."""
     if not paths:
         raise UserError("plot: give at least one result file")
-    runs = [Result(p) for p in paths]
+    crashed = crashing(paths)  # one child process reads them all first: a file that crashes HDF5 is refused here
+    runs = []
+    for p in paths:
+        if Path(p) in crashed:
+            raise UserError(crashed[Path(p)])
+        runs.append(Result(p))
+        try:
+            check(runs[-1])
+        except UserError as err:
+            log.warning("this file would be refused by submit and skipped by the leaderboard: %s", err)
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)

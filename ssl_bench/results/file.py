@@ -57,6 +57,7 @@ import h5py
 import numpy as np
 
 from ssl_bench.errors import UserError
+from ssl_bench.results import guard
 
 SCHEMA_VERSION = 1
 MAX_DATASET_BYTES = 64 * 2**20
@@ -104,6 +105,7 @@ def write(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    guard.trust(path, buffer.getbuffer())
     return path
 
 
@@ -176,7 +178,8 @@ class Result:
     """A result file: attributes and config up front, every dataset read only when asked for.
 
     Opening checks the schema version and the layout limits (see the module docstring) from
-    metadata alone. ``r["metrics/acc_matrix"]``, ``r.get(name)`` and the ``r.arrays`` mapping
+    metadata alone, after a child process has read the whole file without crashing or hanging
+    (:mod:`ssl_bench.results.guard`). ``r["metrics/acc_matrix"]``, ``r.get(name)`` and the ``r.arrays`` mapping
     read one dataset each; ``r.shapes`` gives every dataset's declared shape without reading.
     ``r.summary`` is recomputed from the arrays (:func:`ssl_bench.results.continual.summarize`);
     what the file stores is ``r.stored_summary``. Any problem is a :class:`UserError` naming the file.
@@ -187,6 +190,7 @@ class Result:
         self.where = f"'{path}'"
         if not self.path.is_file():
             raise UserError(f"result file '{path}' does not exist")
+        guard.require(self.path)  # read first by a child process: a file that crashes or hangs HDF5 is refused
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.group_attrs: dict[str, dict[str, Any]] = {}
         self._cache: dict[str, Any] = {}
@@ -212,7 +216,7 @@ class Result:
                 f"{self.where} has schema version {version}, older than this ssl-bench reads ({SCHEMA_VERSION}); re-run it"
             )
         self._scan(f)
-        self.attrs = {k: _decode(v) for k, v in f.attrs.items()}
+        self.attrs = {_decode(k): _decode(v) for k, v in f.attrs.items()}
 
     def _guard(self, action):
         """Run a read of the file; h5py's errors on a damaged file become one line naming it."""
@@ -242,7 +246,7 @@ class Result:
             else:
                 self._check_links(obj)
                 if obj.attrs:
-                    self.group_attrs[name] = {k: _decode(v) for k, v in obj.attrs.items()}
+                    self.group_attrs[name] = {_decode(k): _decode(v) for k, v in obj.attrs.items()}
 
         self._check_links(f)
         f.visititems(visit)
@@ -363,8 +367,8 @@ class _Arrays(Mapping):
 
 
 def _decode(value):
-    if isinstance(value, bytes):
-        value = value.decode()
+    if isinstance(value, bytes):  # a name or text that is not UTF-8 (a damaged file) is kept, escaped, as text
+        value = value.decode("utf-8", "backslashreplace")
     if isinstance(value, np.generic):
         value = value.item()
     return value

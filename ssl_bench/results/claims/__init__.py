@@ -52,6 +52,7 @@ from ssl_bench.results.claims.base import (
     collect,
     table,
 )
+from ssl_bench.results.tables import md_text
 
 
 def claim_modules() -> list[ModuleType]:
@@ -88,7 +89,7 @@ def _compute(runs: list[RunFile]) -> str:
     if not runs:
         return "no runs"
     unique = {r.rel: r for r in runs}.values()
-    devices = sorted({r.device for r in unique})
+    devices = sorted({md_text(r.device) for r in unique})  # text from the files: escaped for markdown
     known = [r.minutes for r in unique if r.minutes is not None]
     text = f"{len(unique)} runs on {', '.join(devices)}, {sum(known):.1f} min"
     unknown = len(unique) - len(known)
@@ -103,7 +104,7 @@ def _budget(ix: Index, f: Finding) -> str:
     if scope not in ix.scopes or not minutes:
         return f" To test it: about {f.to_run} more runs."
     per = float(np.median(minutes))
-    devices = ", ".join(sorted({r.device for r in ix.runs if r.scope == scope}))
+    devices = ", ".join(sorted({md_text(r.device) for r in ix.runs if r.scope == scope}))
     return (
         f" To test it: about {f.to_run} more runs, about {f.to_run * per:.0f} min at this protocol's median "
         f"{per:.1f} min per run ({devices})."
@@ -163,9 +164,9 @@ def render(runs: list[RunFile], figures: Figures | None = None) -> str:
         ["protocol", "method", "stream", "strategy", "seeds", "device", "minutes"],
         [
             [
-                *key,
+                *map(md_text, key),
                 ", ".join(str(r.seed) for r in group),
-                ", ".join(sorted({r.device for r in group})),
+                ", ".join(sorted({md_text(r.device) for r in group})),
                 f"{sum(r.minutes or 0.0 for r in group):.1f}",
             ]
             for key, group in sorted(ix.groups.items())

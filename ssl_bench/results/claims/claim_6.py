@@ -30,6 +30,7 @@ from ssl_bench.results.claims.base import (
     pm_end,
     table,
 )
+from ssl_bench.results.tables import md_text
 
 HIGHER_CKA = 0.0  #: claim 6a: SSL - supervised CKA, seed by seed, has its interval above 0
 FLATTER = 0.0  #: claim 6b: supervised - SSL probe top eigenvalue, seed by seed, has its interval above 0
@@ -121,7 +122,7 @@ def claim6(ix: Index, scope: str) -> list[Finding]:
             if saddles:
                 b.why.append(
                     f"{method}/{stream}: {len(saddles)} run(s) with a probe top eigenvalue at or below 0 (a saddle or a "
-                    f"failed power iteration, never flat) left out: {', '.join(r.rel for r in saddles)}"
+                    f"failed power iteration, never flat) left out: {', '.join(md_text(r.rel) for r in saddles)}"
                 )
             kept = {r.seed: r.end(SHARPNESS) or 0.0 for r in ended if r not in saddles}
             if len(kept) >= MIN_SEEDS:
