@@ -50,6 +50,13 @@ def in_process(*args) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def one_error_line(stderr: str) -> str:
+    """The one error line of a command that failed cleanly (warnings logged before it aside)."""
+    lines = [line for line in stderr.strip().splitlines() if line.startswith("ssl-bench: error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr and stderr.strip().endswith(lines[0]), stderr
+    return lines[0]
+
+
 @contextlib.contextmanager
 def within(seconds: int):
     """Fail (instead of hanging) when the block takes longer than ``seconds``."""
@@ -221,3 +228,73 @@ def test_show_escapes_control_characters_from_a_file(good):
     assert code == 0 and err == ""
     assert not any(c in out for c in "\x1b\x07\r\u202e")
     assert "\\x1b[31mred\\x1b]0;title\\x07\\r\\u202eevil" in out and "abc\\x1b[2J" in out and "exp\\x1b[1A 0" in out
+
+
+# ------------------------------------------------------------------ items 5-6: nothing resumes into a different run
+CRASH = textwrap.dedent("""
+    import os
+    from ssl_bench import hookimpl
+
+    @hookimpl
+    def ssl_bench_phase_start(run, phase):
+        if os.environ.get("CRASH_AT") == phase.name:
+            raise RuntimeError("simulated crash")
+""")
+
+
+def interrupt(args: list, monkeypatch) -> Path:
+    """Run ``ssl-bench ARGS`` (with the crash plugin among them) until its second phase; its checkpoint."""
+    monkeypatch.setenv("CRASH_AT", "experience 1")
+    code, _, err = in_process(*args)
+    monkeypatch.delenv("CRASH_AT")
+    assert code == 1 and "simulated crash" in err, err
+    out = Path(args[args.index("--out") + 1])
+    [ckpt] = out.glob(".*.ckpt")
+    return ckpt
+
+
+@pytest.fixture
+def tiny_run(tiny_protocol, tmp_path):
+    """``ssl-bench run`` of the tiny protocol with a plugin that can stop it before a phase."""
+    plugin = tmp_path / "crash_plugin.py"
+    plugin.write_text(CRASH)
+    return ["-q", "run", "--plugin", plugin, "--protocol", tiny_protocol, "--out", tmp_path / "runs"]
+
+
+def test_a_checkpoint_whose_weights_rotted_is_refused_with_one_line_naming_restart(tiny_run, monkeypatch):
+    """One float of a conv weight with its exponent's top bit flipped (x 2^128 or / 2^128): it resumed before."""
+    from ssl_bench.engine import checkpoint
+
+    ckpt = interrupt(tiny_run, monkeypatch)
+    state = checkpoint.unpack(checkpoint.read(ckpt))
+    weight = next(v for k, v in state["method"].items() if "conv" in k and v.ndim == 4 and v.dtype.is_floating_point)
+    data = bytearray(ckpt.read_bytes())
+    at = data.index(weight.numpy().tobytes()) + 4 * 5 + 3  # the fifth float's sign-and-exponent byte
+    data[at] ^= 0x40
+    ckpt.write_bytes(bytes(data))
+    code, out, err = in_process(*tiny_run)
+    assert code == 2 and out == "", err
+    line = one_error_line(err)
+    assert line.startswith("ssl-bench: error: ") and f"'{ckpt}'" in line and "checksum" in line and "--restart" in line
+    code, out, err = in_process(*tiny_run, "--restart")
+    assert code == 0 and not ckpt.exists()
+
+
+def test_a_checkpoint_written_before_the_checksum_is_never_unpickled(tiny_run, monkeypatch, tmp_path):
+    """A torch.save zip without the header (ssl-bench before 0.2, or a planted pickle): the run starts over."""
+    import torch
+
+    from ssl_bench.engine import checkpoint
+
+    ckpt = interrupt(tiny_run, monkeypatch)
+    marker = tmp_path / "PWNED"
+    monkeypatch.setenv("MARKER", str(marker))
+    torch.save({"fingerprint": "x", "payload": Evil()}, ckpt)
+    assert checkpoint.legacy(ckpt)
+    code, out, err = in_process(*tiny_run)
+    assert code == 0 and "written by an older ssl-bench (no checksum); starting over" in err and not marker.exists()
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['MARKER']}",))

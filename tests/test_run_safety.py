@@ -53,7 +53,7 @@ def test_malicious_checkpoint_runs_no_code(tiny_protocol, tmp_path, monkeypatch)
     out.mkdir()
     monkeypatch.setenv("MARKER", str(marker))
     ckpt = checkpoint.path_for(config_of(tiny_protocol, out))
-    torch.save({"fingerprint": "x", "payload": Evil()}, ckpt)
+    checkpoint.write({"fingerprint": "x", "payload": Evil()}, ckpt, "")  # with a valid checksum: only weights_only stops it
     code, _, stderr = cli("-q", "run", "--protocol", tiny_protocol, "--out", out)
     assert code == 2 and not marker.exists()
     line = one_error_line(stderr)

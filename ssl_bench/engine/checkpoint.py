@@ -3,7 +3,8 @@
 The checkpoint (``.<result file name>.ckpt`` next to the result, written atomically) holds the
 method, optimiser and strategy state, the step, the losses and metrics so far, the features
 of the last phase and the random states (the CPU's, the run's generator and, on a GPU, its default
-generator). It is used only by a run of the same configuration
+generator), and what the run cost so far (:mod:`ssl_bench.engine.cost`, so that a resumed run's costs and
+``seconds`` cover all its processes). It is used only by a run of the same configuration
 (:func:`fingerprint`), and removed once the result is written.
 
 A checkpoint is data, never code: it is read with ``torch.load(weights_only=True)``, which
@@ -12,6 +13,12 @@ beyond that (numpy arrays and scalars, :class:`~ssl_bench.api.Features`) is stor
 forms of those (:func:`pack`, :func:`unpack`); anything else is refused when saving, naming
 where it is. The fingerprint is checked before anything of the run is touched, and a
 checkpoint that cannot be read is one line naming it and suggesting ``--restart``.
+
+A checkpoint is checksummed: the file is one header line, ``ssl-bench checkpoint sha256 <hex>``, then what
+``torch.save`` wrote; the sha256 of that payload is checked before any of it is unpickled, so a bit that rotted
+on disk (a float's exponent flipped) or an edit is one line naming the file and ``--restart``, never a resume
+into other weights. A checkpoint without the header (``torch.save``'s zip, written by ssl-bench before the
+checksum) is not read at all: the run starts over, as for another checkpoint format.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
@@ -42,6 +50,11 @@ log = logging.getLogger(__name__)
 
 #: version of the checkpoint layout; another version is not resumed (the run starts over)
 FORMAT = 2
+#: the first line of a checkpoint file, followed by the sha256 (hex) of the rest and a newline
+MAGIC = b"ssl-bench checkpoint sha256 "
+HEADER = len(MAGIC) + 64 + 1
+#: how ``torch.save``'s zip starts: a checkpoint written before the checksum
+_ZIP = b"PK\x03\x04"
 TAG = "__ssl_bench__"
 _FEATURES = ("train", "train_labels", "test", "test_labels")
 _KEYS = ("fingerprint", "next_phase", "step", "images_processed", "losses", "metrics", "init_metrics")
@@ -139,16 +152,23 @@ def save(run: Run, path: Path, fingerprint: str, next_phase: int, previous: Feat
         "torch_rng": torch.get_rng_state(),
         # the GPU's default generator (MAE's masks, drop-path): without it a resumed run draws other numbers there
         "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
+        "cost": run.cost.state_dict(),  # what the run cost so far (ssl_bench.engine.cost), its seconds up to now
     }
-    write(pack(state), path, "the previous checkpoint is kept; free some space and rerun the command to resume")
+    kept = (
+        "the previous checkpoint is kept; free some space and rerun the command to resume"
+        if path.exists()
+        else "no checkpoint was written yet; free some space and rerun the command (the run starts over)"
+    )
+    write(pack(state), path, kept)
 
 
 def write(obj: Any, path: Path, kept: str) -> None:
-    """``torch.save(obj)`` to ``path`` atomically; a failed write removes its temporary file and is one line
-    (a :class:`UserError` ending with ``kept``)."""
+    """``torch.save(obj)`` to ``path`` atomically, after a header with the payload's sha256 (see the module
+    docstring); a failed write removes its temporary file and is one line (a :class:`UserError` ending with ``kept``)."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as fh:
+            fh.write(MAGIC + b"0" * 64 + b"\n")  # the real checksum once the payload is written
             sink = _Sink(fh)
             try:
                 torch.save(obj, sink)  # type: ignore[arg-type]
@@ -156,6 +176,8 @@ def write(obj: Any, path: Path, kept: str) -> None:
                 if sink.error is not None:
                     raise sink.error from None
                 raise
+            fh.seek(0)
+            fh.write(MAGIC + sink.digest.hexdigest().encode() + b"\n")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -173,12 +195,13 @@ def write_error(err: OSError, path: Path, kept: str) -> str:
 
 
 class _Sink:
-    """A file for ``torch.save`` that remembers the OSError of a failed write."""
+    """A file for ``torch.save`` that hashes what it writes and remembers the OSError of a failed write."""
 
     def __init__(self, fh: Any):
-        self.fh, self.error = fh, None
+        self.fh, self.error, self.digest = fh, None, hashlib.sha256()
 
     def write(self, data: Any) -> int:
+        self.digest.update(data)
         try:
             return self.fh.write(data)
         except OSError as err:
@@ -190,9 +213,24 @@ class _Sink:
 
 
 def read(path: Path) -> dict[str, Any]:
-    """The checkpoint at ``path``, read as data only (``weights_only=True``, on the CPU), still packed."""
+    """The checkpoint at ``path``, its checksum checked, read as data only (``weights_only=True``, on the CPU),
+    still packed."""
+    restart = "rerun with --restart to start the run over"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise UserError(f"cannot read checkpoint '{path}': {err.strerror or err}; {restart}") from None
+    if not data.startswith(MAGIC) or len(data) < HEADER or data[HEADER - 1 : HEADER] != b"\n":
+        why = "written by an older ssl-bench, without a checksum" if data.startswith(_ZIP) else "no checkpoint header"
+        raise UserError(f"checkpoint '{path}' is damaged or not an ssl-bench checkpoint ({why}); {restart}")
+    payload = memoryview(data)[HEADER:]
+    if hashlib.sha256(payload).hexdigest().encode() != data[len(MAGIC) : HEADER - 1]:
+        raise UserError(
+            f"checkpoint '{path}' is damaged: its contents do not match the checksum written with it (a bit that "
+            f"changed on disk, or an edit); {restart}"
+        )
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - whatever a damaged or hostile file makes the unpickler raise
         lines = [line for line in str(err).splitlines() if line.strip()]
         if lines and lines[0].startswith("Weights only load failed") and len(lines) > 1:  # code or objects, never run
@@ -217,6 +255,9 @@ def resume(run: Run, path: Path, fingerprint: str) -> tuple[int, Features | None
     """Restore ``run`` from the checkpoint at ``path`` if it is this configuration's: (phase to start at, last features)."""
     if not path.exists():
         return 0, None
+    if legacy(path):
+        log.warning("ignoring checkpoint %s: it was written by an older ssl-bench (no checksum); starting over", path)
+        return 0, None
     state = read(path)
     if state.get("fingerprint") != fingerprint or state.get("format") != FORMAT:
         log.warning("ignoring checkpoint %s: it belongs to a different configuration or ssl-bench version", path)
@@ -233,6 +274,15 @@ def resume(run: Run, path: Path, fingerprint: str) -> tuple[int, Features | None
     return start_phase, state["previous"]
 
 
+def legacy(path: Path) -> bool:
+    """Whether ``path`` is a checkpoint written before the checksum (``torch.save``'s zip, never read now)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(_ZIP)) == _ZIP
+    except OSError:
+        return False
+
+
 def _restore(run: Run, state: dict[str, Any]) -> int:
     missing = [k for k in (*_KEYS, "method", "optimizer", "strategy", "previous", "generator", "torch_rng") if k not in state]
     if missing:
@@ -246,6 +296,8 @@ def _restore(run: Run, state: dict[str, Any]) -> int:
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") is not None and run.device.type == "cuda":  # (absent from checkpoints before it was kept)
         torch.cuda.set_rng_state(state["cuda_rng"], run.device)
+    if state.get("cost") is not None:  # (absent from checkpoints before costs were kept: those phases' costs stay NaN)
+        run.cost.load_state_dict(state["cost"])
     return state["next_phase"]
 
 
