@@ -38,7 +38,7 @@ from ssl_bench.errors import UserError, did_you_mean
 #: keys that describe a protocol but do not change its results, so they are not hashed. ``recipe`` is the
 #: fallback for methods that ship no recipe for the protocol's family: the effective recipe is part of each
 #: run's own identity (:func:`ssl_bench.recipe.run_identity`), not of what the protocol compares.
-UNHASHED = ("description", "defaults", "recipe")
+UNHASHED = ("description", "defaults", "recipe", "ranked")
 
 #: keys added after the first protocols were hashed, with the default at which they are left out of the hash
 #: (a path of keys -> default): a protocol that does not set them keeps the hash it had before they existed
@@ -153,6 +153,9 @@ class Protocol(_Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     #: the recipe of methods that ship none for ``family`` (validated by :func:`ssl_bench.recipe.validate`)
     recipe: dict[str, Any] = Field(default_factory=dict)
+    #: whether the leaderboard ranks methods under this protocol (``false``: smoke, forgetting: checks that a
+    #: method works, whose tables have no rank column); not hashed, it changes no result
+    ranked: bool = True
     #: the shipped protocol whose ``domain``-stream runs stand for this protocol's domain-incremental stream
     #: in the claims (see the module docstring); None: a transform-domain twin, if one exists
     domain_protocol: str | None = None

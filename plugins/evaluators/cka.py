@@ -1,4 +1,4 @@
-"""Representation similarity (linear CKA) of the backbone across phases and to the joint model.
+"""Representation similarity (linear CKA) of the backbone across phases (and, from the files, to the joint model).
 
 On a fixed subset of the held-out samples (``n_samples`` of them, chosen from the pooled
 test indices with a fixed seed, so every run of the same protocol and stream uses the same
@@ -8,14 +8,13 @@ ones), after every phase:
   (the first phase is compared with the random-init backbone);
 - ``features`` (float16, [n, D]) and ``index`` (their test indices): stored per phase, so
   that CKA between any two phases, or with another run, can be computed from the files
-  (``ssl-bench plot`` draws the phase x phase matrix; ``ssl_bench.results.continual.cka_to_joint``).
+  (``ssl-bench plot`` draws the phase x phase matrix; ``ssl-bench report`` and
+  ``ssl_bench.results.continual.cka_to_joint`` compare a run's final backbone with its joint run's).
 
-At the end of the run, if the joint run of the same protocol, method, stream and seed is
-already in ``--out``, ``end/cka/joint`` is the CKA between the two final backbones.
+A result depends only on its configuration: CKA to the joint run is computed from both files by the tools
+that read them, never stored by the run (0.1.0 stored ``end/cka/joint`` when the joint run's file happened
+to be in ``--out`` already; 0.2.0 stores nothing at the end).
 """
-
-import dataclasses
-import logging
 
 import numpy as np
 import torch
@@ -24,14 +23,11 @@ from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
 from ssl_bench.blocks.probes import held_out
 from ssl_bench.errors import UserError
-from ssl_bench.results import Result
 from ssl_bench.results.continual import linear_cka
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __license__ = "Apache-2.0"
 __paper__ = "Kornblith et al., Similarity of Neural Network Representations Revisited, ICML 2019"
-
-log = logging.getLogger(__name__)
 
 
 class CKA(Evaluator):
@@ -56,29 +52,6 @@ class CKA(Evaluator):
         if previous is not None:
             out["prev"] = linear_cka(x, self.subset(run, previous)[1])
         return out
-
-    def finish(self, run, features):
-        cfg = run.config
-        if cfg.strategy == "joint":
-            return {}
-        path = dataclasses.replace(cfg, strategy="joint").result_path
-        if not path.is_file():
-            log.info("cka: no joint run %s in %s; CKA to joint is left to `ssl-bench plot`", path.name, cfg.out)
-            return {}
-        try:
-            joint = Result(path)
-        except UserError as err:  # another schema version, or not a result file: the run itself is fine
-            log.warning("cka: %s; not compared", err)
-            return {}
-        if joint.attrs.get("protocol_hash") != cfg.protocol.hash or "metrics/cka/features" not in joint.arrays:
-            log.warning("cka: %s has another protocol or no stored CKA features; not compared", path)
-            return {}
-        joint_x, joint_idx = joint["metrics/cka/features"][-1], joint["metrics/cka/index"][-1]
-        idx, x = self.subset(run, features)
-        if not np.array_equal(idx, joint_idx):
-            log.warning("cka: %s stored features of other samples; not compared", path)
-            return {}
-        return {"joint": linear_cka(x.half(), joint_x)}  # both sides as stored (float16)
 
 
 @hookimpl
