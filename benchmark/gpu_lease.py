@@ -27,6 +27,7 @@ import argparse
 import inspect
 import json
 import math
+import signal
 import subprocess
 import sys
 import textwrap
@@ -271,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="simclr,byol:mas,dino,mae", help="sync: method or method:strategy, comma-separated")
     p.add_argument("--cpu", action="store_true", help="the dry run: tiny sizes on the CPU")
     args = p.parse_args(argv)
+    # the step's hard timeout (gpu_lease.sh) sends SIGTERM: unwind, so that a sweep's process group is killed too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.work.mkdir(parents=True, exist_ok=True)
     results = Results(args.results, args.step)
     deadline = time.time() + args.timeout - 5  # a measurement is not started within 5 s of the timeout

@@ -16,12 +16,12 @@
 #   step     plan  floor  what
 #   env        20      5  GPU, driver, python, torch, CUDA, git commit
 #   wheels     10      5  .whl/*.whl -> /tmp/site (PYTHONPATH): pydantic and its dependencies
-#   build     180     60  pip install --no-build-isolation --no-deps -e . with the CUDA kernels (sm_90), image's torch
+#   build     150     60  pip install --no-build-isolation --no-deps -e . with the CUDA kernels (sm_90), image's torch
 #   ops        60     20  the CUDA kernel tests: tests/test_ops_*.py -k cuda
-#   sync       90     30  train_phase of simclr, byol:mas, dino, mae: phase 1 under set_sync_debug_mode("error")
-#   speed      90     30  train_phase vs the old loop and a bare bf16 loop, 32 and 64 px; bf16 peak share; cross-rank
-#   packing    60     25  sweep --per-gpu K, K = 1, 4, 8 (smoke): runs/hour
-#   sweep      80     30  forgetting protocol: simclr, byol x sequential, joint, replay, mas x 2 seeds, --per-gpu 8
+#   sync       80     30  train_phase of simclr, byol:mas, dino, mae: phase 1 under set_sync_debug_mode("error")
+#   speed      80     30  train_phase vs the old loop and a bare bf16 loop, 32 and 64 px; bf16 peak share; cross-rank
+#   packing    90     25  sweep --per-gpu K, K = 1, 4, 8 (smoke): runs/hour
+#   sweep     100     30  forgetting protocol: simclr, byol x sequential, joint, replay, mas x 2 seeds, --per-gpu 8
 #   compile     -     60  --compile at 32 px, with whatever is left
 #   pack       10      -  logs.tar.gz (step logs, sweep result files)
 #   total     600
@@ -51,8 +51,8 @@ fi
 export DRY PY CPUFLAG RESULTS WORK PYTHONUNBUFFERED=1
 
 left() { echo $((BUDGET - ($(date +%s) - T0) - PACK)); }
-plan() { case "$1" in env) echo 20 ;; wheels) echo 10 ;; build) echo 180 ;; ops) echo 60 ;; sync) echo 90 ;;
-  speed) echo 90 ;; packing) echo 60 ;; sweep) echo 80 ;; compile) echo 600 ;; esac; }
+plan() { case "$1" in env) echo 20 ;; wheels) echo 10 ;; build) echo 150 ;; ops) echo 60 ;; sync) echo 80 ;;
+  speed) echo 80 ;; packing) echo 90 ;; sweep) echo 100 ;; compile) echo 600 ;; esac; }
 floor() { case "$1" in env) echo 5 ;; wheels) echo 5 ;; build) echo 60 ;; ops) echo 20 ;; sync) echo 30 ;;
   speed) echo 30 ;; packing) echo 25 ;; sweep) echo 30 ;; compile) echo 60 ;; esac; }
 record() { # step status seconds timeout note

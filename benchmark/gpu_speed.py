@@ -203,11 +203,11 @@ def throughput(out: Path, res: int, steps: int, batch: int = 256, width: float =
 
 def run_group(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
     """``subprocess.run`` in a process group of its own, all of which (a sweep's pool workers too) is killed at the
-    timeout (then ``TimeoutExpired`` is raised)."""
+    timeout (then ``TimeoutExpired`` is raised) or when this process is stopped."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
     try:
         out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except BaseException:  # the timeout, or this process told to stop (gpu_lease.py turns SIGTERM into SystemExit)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         raise

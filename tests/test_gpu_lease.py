@@ -87,3 +87,23 @@ def test_dry_run_on_cpu_runs_every_step_within_its_budget(tmp_path):
 @pytest.mark.parametrize("name", ["gpu_check.sh", "gpu_perf.sh", "gpu_sweep.sh", "gpu_zoo.sh", "gpu_env.sh"])
 def test_the_scattered_gpu_scripts_are_folded_into_the_lease(name):
     assert not (SCRIPT.parent / name).exists()
+
+
+def test_a_step_past_its_timeout_takes_its_whole_process_group_along(tmp_path):
+    """A sweep's pool workers are grandchildren: killed with the step, they cannot outlive its timeout."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import gpu_speed
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    pidfile = tmp_path / "pid"
+    cmd = ["bash", "-c", f"sleep 60 & echo $! > {pidfile}; wait"]
+    t = time.time()
+    with pytest.raises(subprocess.TimeoutExpired):
+        gpu_speed.run_group(cmd, timeout=2)
+    assert time.time() - t < 20
+    pid = int(pidfile.read_text())
+    time.sleep(0.5)
+    status = Path(f"/proc/{pid}/status")
+    state = status.read_text().split("State:")[1].split()[0] if status.exists() else "gone"
+    assert state in ("gone", "Z"), f"the grandchild is still running (state {state})"  # Z: dead, not yet reaped
