@@ -38,7 +38,13 @@ def main(args: argparse.Namespace) -> int:
 
     fmt = tables.format_for(args.output, args.format)
     skipped: list = []
-    text = tables.render(tables.build(tables.collect(args.results, skipped)), fmt)
+    found = tables.collect(args.results, skipped)
+    registry = None
+    if fmt in ("html", "json") and found:  # each method's plugin source and paper (the page shows them per row)
+        from ssl_bench.registry import Registry
+
+        registry = Registry.discover()
+    text = tables.render(tables.build(found, registry), fmt)
     if args.output is None:
         print(text, end="")
     else:
