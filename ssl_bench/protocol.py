@@ -29,7 +29,7 @@ import json
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -49,6 +49,13 @@ HASHED_WHEN_SET: dict[tuple[str, ...], Any] = {
     ("eval", "precision"): "fp32",
 }
 
+#: image sides a protocol may ask for (1 px trained on nothing; 100,000 px failed in the allocator)
+MIN_RESOLUTION, MAX_RESOLUTION = 8, 1024
+#: epochs per experience a protocol may ask for (1e9 started a run that would never end; inf failed deep inside)
+MAX_EPOCHS = 10_000
+#: a seed is a 32-bit unsigned integer (what numpy and torch take)
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+
 #: folder (inside ``protocols/``) of the kept older versions of shipped protocols, ``<name>@<version>.toml``
 VERSIONS = "versions"
 
@@ -59,7 +66,7 @@ class _Strict(BaseModel):
 
 class DatasetSpec(_Strict):
     name: str
-    resolution: int = Field(gt=0, description="side of the square images, in pixels")
+    resolution: int = Field(ge=MIN_RESOLUTION, le=MAX_RESOLUTION, description="side of the square images, in pixels")
     seed: int = Field(0, description="seed of generated data (fixed, so all runs see the same images)")
     root: str | None = Field(None, description="default data folder; --data-root overrides it")
     options: dict[str, Any] = Field(default_factory=dict)
@@ -84,14 +91,14 @@ class AugmentSpec(_Strict):
 class Stage(_Strict):
     """One stage of the S3L resolution schedule: train at ``resolution`` for ``fraction`` of the steps."""
 
-    resolution: int = Field(gt=0)
+    resolution: int = Field(ge=MIN_RESOLUTION, le=MAX_RESOLUTION)
     fraction: float = Field(gt=0, le=1)
 
 
 class TrainSpec(_Strict):
     """The training budget. How a method is optimised is its recipe (:mod:`ssl_bench.recipe`), not the protocol's."""
 
-    epochs_per_experience: float = Field(gt=0)
+    epochs_per_experience: float = Field(gt=0, le=MAX_EPOCHS)
     batch_size: int = Field(gt=1)
     #: "phase": warm-up, learning-rate decay and EMA-momentum schedules restart with every training phase,
     #: as CaSSLe's code trains each experience like a run of its own (this project's choice: Hu et al., which
@@ -149,7 +156,7 @@ class Protocol(_Strict):
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     train: TrainSpec
     eval: EvalSpec = Field(default_factory=EvalSpec)
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Seed] = Field(min_length=1)
     defaults: Defaults = Field(default_factory=Defaults)
     #: the recipe of methods that ship none for ``family`` (validated by :func:`ssl_bench.recipe.validate`)
     recipe: dict[str, Any] = Field(default_factory=dict)

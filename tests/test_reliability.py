@@ -8,21 +8,26 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
+import re
 import shutil
 import signal
 import struct
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 from ssl_bench import protocol as protocols
 from ssl_bench.cli import main
+from ssl_bench.errors import UserError
 from ssl_bench.results import guard
 from tests.test_leaderboard import make_result, rehash
 
@@ -298,3 +303,178 @@ def test_a_checkpoint_written_before_the_checksum_is_never_unpickled(tiny_run, m
 class Evil:
     def __reduce__(self):
         return (os.system, (f"touch {os.environ['MARKER']}",))
+
+
+# ------------------------------------------------------------------ item 8: every bad input is one line and exit 2
+def test_a_device_torch_does_not_know_is_one_line(tiny_run):
+    code, out, err = in_process(*tiny_run, "--device", "gpu")
+    assert code == 2 and "--device 'gpu' is not a device: give auto, cpu, cuda or cuda:N" in one_error_line(err)  # exit 1
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("epochs_per_experience = 1", "epochs_per_experience = inf", "'train.epochs_per_experience': Input should be less"),
+        ("epochs_per_experience = 1", "epochs_per_experience = 1e9", "'train.epochs_per_experience': Input should be less"),
+        ("seeds = [0, 1]", "seeds = [-1]", "'seeds.0': Input should be greater than or equal to 0"),
+        ("seeds = [0, 1]", "seeds = [0, 99999999999]", "'seeds.1': Input should be less than 4294967296"),
+        ("resolution = 16", "resolution = 100000", "'dataset.resolution': Input should be less than or equal to 1024"),
+        ("resolution = 16", "resolution = 1", "'dataset.resolution': Input should be greater than or equal to 8"),
+    ],
+)
+def test_a_protocol_out_of_range_names_its_key(old, new, message):
+    from tests.conftest import TINY
+
+    assert old in TINY
+    with pytest.raises(UserError, match=re.escape(message)):
+        protocols.parse(TINY.replace(old, new), "tiny.toml")
+
+
+@pytest.mark.parametrize("width", [-1.0, 0.0, float("nan"), 1e6, True])
+def test_a_resnet_width_out_of_range_is_refused(width):
+    from ssl_bench_plugins.backbones.resnet import resnet18
+
+    with pytest.raises(UserError, match=r"resnet: width must be a number in \(0, 16\]"):
+        resnet18(width=width)  # -1.0 became 8 channels
+
+
+@pytest.mark.parametrize("jobs", ["0", "-3"])
+def test_sweep_needs_one_job_at_least(jobs, tiny_protocol, tmp_path):
+    code, out, err = in_process("-q", "sweep", "--protocol", tiny_protocol, "--out", tmp_path, "--jobs", jobs, "--dry-run")
+    assert code == 2 and f"--jobs is how many runs go at the same time: give 1 or more, got {jobs}" in one_error_line(err)
+
+
+def test_a_strategy_named_twice_is_one_line(tiny_run):
+    code, out, err = in_process(*tiny_run, "--strategy", "replay+replay")
+    assert code == 2 and "names replay twice" in one_error_line(err)
+
+
+MANIFESTS = {  # manifest text -> the one line it gives (each raised a Python error, or was taken, before)
+    '{"experiences": [{"classes": [["circle"]]}]}': "'classes' must list names (strings), got ['circle']",
+    '{"experiences": [{"train": [1000000000000000000000000000000], "test": [0]}]}': "'train' index out of range 0..159",
+    '{"experiences": [{"train": [true, false], "test": [0]}]}': "'train' must list sample ids (strings) or indices",
+    '{"experiences": [{"train": [0, 1, 0], "test": [0]}]}': "'train' lists 0 twice",
+    '{"experiences": [{"train": ["train/star3/photo/0", "train/star3/photo/0"], "test": [0]}]}': "lists 'train/star3/photo/0'",
+    '{"experiences": [{"classes": ["circle", "circle"]}]}': "'classes' lists 'circle' twice",
+    '{"version": "1", "experiences": [{"classes": ["circle"]}]}': "\"version\" must be the integer 1, got '1'",
+    '{"experiences": [{"classes": ["circle"], "x": ' + "[" * 100_000 + "]" * 100_000 + "}]}": "nests lists or tables too deeply",
+}
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    """20 classes, 4 domains, 8 px: 160 training and 80 held-out images (sample ids train/<class>/<domain>/<i>)."""
+    from ssl_bench_plugins.datasets.synthetic import synthetic
+
+    return synthetic(resolution=8, seed=0, train_per_class_domain=2, test_per_class_domain=1, n_domains=4)
+
+
+@pytest.mark.parametrize("text", MANIFESTS, ids=range(len(MANIFESTS)))
+def test_a_bad_manifest_is_one_line(text, shapes, tmp_path):
+    from ssl_bench_plugins.streams.manifest import manifest_stream
+
+    path = tmp_path / "split.json"
+    path.write_text(text)
+    with pytest.raises(UserError, match=re.escape(MANIFESTS[text])):
+        manifest_stream(shapes, n_experiences=1, seed=0, path=str(path))
+
+
+def test_a_manifest_too_large_is_refused_before_it_is_parsed(shapes, tmp_path, monkeypatch):
+    """170 MB of indices took 2.3 GB to parse; the limit is checked on the file's size."""
+    from ssl_bench.blocks import splits
+
+    monkeypatch.setattr(splits, "MAX_BYTES", 1000)
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({"experiences": [{"train": list(range(160)) * 3, "test": [0]}]}))
+    with pytest.raises(UserError, match=r"split.json is 0 MiB, more than a manifest may be \(0 MiB; 1.28M sample ids"):
+        splits.read(path)
+
+
+def test_a_text_file_as_checkpoint_is_not_called_code(tmp_path):
+    from ssl_bench.engine import checkpoint
+
+    path = tmp_path / ".x.h5.ckpt"
+    path.write_text("hello\n")
+    with pytest.raises(UserError, match=r"damaged or not an ssl-bench checkpoint \(no checkpoint header\); rerun with --restart"):
+        checkpoint.read(path)  # "it holds more than data, refused without running it" before
+
+
+def _limited(size: int):
+    """A file-size limit for a child process (ulimit -f); Python ignores SIGXFSZ, so a write fails with EFBIG."""
+
+    def limit():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
+def _run_limited(args, size):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "ssl_bench.cli", *map(str, args)]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, preexec_fn=_limited(size), timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_a_file_size_limit_at_the_first_checkpoint_says_none_was_kept(tiny_protocol, tmp_path):
+    code, out, err = _run_limited(["-q", "run", "--protocol", tiny_protocol, "--out", tmp_path / "runs"], 20_000)
+    line = one_error_line(err)
+    assert code == 2 and "no checkpoint was written yet" in line and "previous checkpoint is kept" not in line
+    assert not list((tmp_path / "runs").glob(".*.tmp")) and not list((tmp_path / "runs").glob(".*.lock"))
+
+
+def test_a_file_size_limit_of_zero_is_one_line_before_any_plugin_loads(tiny_protocol, tmp_path):
+    code, out, err = _run_limited(["-q", "run", "--protocol", tiny_protocol, "--out", tmp_path / "runs"], 0)
+    assert code == 2 and err.count("\n") == 1, err  # "plugin 'resnet' is broken" and an unknown backbone before
+    assert "a file-size limit stops every write" in one_error_line(err)
+
+
+# ------------------------------------------------------------------ item 10: a data folder cannot run code
+def test_a_cifar_folder_with_a_planted_pickle_runs_no_code(tmp_path, monkeypatch):
+    import pickle
+
+    from ssl_bench_plugins.datasets.cifar import cifar10
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 3], "batch_label": b"x"}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}, protocol=2))
+    assert len(cifar10(tmp_path).train) == 20  # numpy arrays, lists, strings and bytes: what CIFAR holds
+    marker = tmp_path / "PWNED"
+    monkeypatch.setenv("MARKER", str(marker))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": Evil()}))
+    with pytest.raises(UserError, match=r"batches.meta: it names posix.system, which CIFAR's files never hold"):
+        cifar10(tmp_path)
+    assert not marker.exists()  # torchvision's loader, and this one before, ran the command
+
+
+# ------------------------------------------------------------------ item 11: SIGTERM leaves no lock behind
+SLOW = textwrap.dedent("""
+    import time
+    from ssl_bench import hookimpl
+
+    @hookimpl
+    def ssl_bench_phase_start(run, phase):
+        time.sleep(600)
+""")
+
+
+def test_sigterm_removes_the_lock_and_says_how_to_resume(tiny_protocol, tmp_path):
+    plugin = tmp_path / "slow.py"
+    plugin.write_text(SLOW)
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "ssl_bench.cli", "-q", "run", "--plugin", plugin, "--protocol", tiny_protocol, "--out", out]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(list(map(str, command)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    with within(120):
+        while not list(out.glob(".*.lock")):
+            time.sleep(0.1)
+        time.sleep(1.0)  # inside the phase's sleep
+        proc.terminate()
+        _, err = proc.communicate()
+    assert proc.returncode == 130 and "interrupted; run the same command again to resume" in err
+    assert not list(out.glob(".*.lock")) and not list(out.glob(".*.tmp"))

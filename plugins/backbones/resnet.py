@@ -9,14 +9,20 @@ stage (S3L's conv5-removed variant), so the features are those of conv4.
 Registered with :func:`ssl_bench.blocks.backbones.register_backbone`.
 """
 
+import math
+
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ssl_bench.blocks.backbones import register_backbone
+from ssl_bench.errors import UserError
 
 __version__ = "0.1.0"
 __license__ = "Apache-2.0"
 __paper__ = "He et al., Deep Residual Learning for Image Recognition, CVPR 2016"
+
+#: the widest multiplier (x16: 8,192 channels in conv5, about 2.8 billion parameters for ResNet-18)
+MAX_WIDTH = 16.0
 
 
 class ResNet(nn.Module):
@@ -24,6 +30,8 @@ class ResNet(nn.Module):
 
     def __init__(self, block, layers, width=1.0, small_stem=True, drop_conv5=False):
         super().__init__()
+        if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= MAX_WIDTH or math.isnan(width):
+            raise UserError(f"resnet: width must be a number in (0, {MAX_WIDTH:g}] (S3L uses 0.25, 0.5, 1), got {width!r}")
         widths = [max(8, int(round(w * width))) for w in (64, 128, 256, 512)]
         if drop_conv5:
             widths, layers = widths[:3], layers[:3]

@@ -6,8 +6,15 @@ makes): ``cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}`` or
 without a data root they go to ``$SSL_BENCH_CACHE/datasets``. Images are resized in memory
 to the protocol's resolution when it is not 32. CIFAR-100's 20 super-classes become the
 dataset's hierarchy (used by the ``distant`` stream).
+
+What is trusted. CIFAR's files are Python pickles, and unpickling runs whatever a pickle names. These are read
+with an unpickler that builds only what CIFAR's files hold (dicts, lists, numbers, strings, bytes and numpy
+arrays): a file that names anything else (a planted ``batches.meta`` that would run a command) is refused with
+one line, without running it. torchvision's own loader (``--download`` goes through it) unpickles freely; the
+folder it downloads into is then read here like any other. The images' content is not checked.
 """
 
+import codecs
 import pickle
 from pathlib import Path
 
@@ -47,12 +54,44 @@ VARIANTS = {
 }
 
 
+def _latin1(obj, encoding="utf-8", errors="strict"):
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes, for the one encoding they use."""
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"it encodes text as {encoding!r}, which CIFAR's files never do")
+    return codecs.encode(obj, "latin1", errors)
+
+
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]  # numpy's array constructor for pickles, wherever numpy keeps it
+
+#: everything a CIFAR pickle may name (numpy arrays, as numpy 1 and 2 write them, and protocol 2's bytes)
+ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1,
+}
+
+
+class _DataOnly(pickle.Unpickler):
+    """An unpickler that builds only data (see the module docstring): any other class or function is refused."""
+
+    def find_class(self, module: str, name: str):
+        found = ALLOWED.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which CIFAR's files never hold; refused without running it")
+        return found
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as err:
+            data = _DataOnly(f, encoding="latin1").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as err:
         raise UserError(f"cannot read {path}: {err}; delete the folder and download it again") from None
+    if not isinstance(data, dict):
+        raise UserError(f"cannot read {path}: it holds a {type(data).__name__}, not CIFAR's dict; download it again")
+    return data
 
 
 def _download(name: str, v: dict, root: Path) -> None:

@@ -32,6 +32,9 @@ from ssl_bench.errors import UserError
 
 FORMAT = "ssl-bench-stream"
 VERSION = 1
+#: a larger manifest is refused before it is parsed: 1.28M ImageNet sample ids take about 56 MB; beyond that,
+#: list classes or domains (a manifest's numbers would take gigabytes of memory to parse)
+MAX_BYTES = 64 * 2**20
 
 
 def read(path: str | Path) -> dict[str, Any]:
@@ -39,14 +42,25 @@ def read(path: str | Path) -> dict[str, Any]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"manifest {path} does not exist")
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise UserError(
+            f"manifest {path} is {size / 2**20:.0f} MiB, more than a manifest may be ({MAX_BYTES / 2**20:.0f} MiB; "
+            "1.28M sample ids take about 56): list classes or domains instead of sample ids"
+        )
     try:
         data = tomllib.loads(path.read_text()) if path.suffix.lower() == ".toml" else json.loads(path.read_text())
     except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"manifest {path} cannot be parsed: {err}") from None
+    except RecursionError:
+        raise UserError(f"manifest {path} nests lists or tables too deeply to be a manifest") from None
     if not isinstance(data, dict) or data.get("format", FORMAT) != FORMAT:
         raise UserError(f'manifest {path}: not an ssl-bench stream manifest (expected "format": "{FORMAT}")')
-    if data.get("version", VERSION) != VERSION:
-        raise UserError(f"manifest {path}: version {data.get('version')} is not supported (this ssl-bench reads {VERSION})")
+    version = data.get("version", VERSION)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UserError(f'manifest {path}: "version" must be the integer {VERSION}, got {version!r}')
+    if version != VERSION:
+        raise UserError(f"manifest {path}: version {version} is not supported (this ssl-bench reads version {VERSION})")
     exps = data.get("experiences")
     if not isinstance(exps, list) or not exps or not all(isinstance(e, dict) for e in exps):
         raise UserError(f"manifest {path}: 'experiences' must be a non-empty list of tables")
@@ -56,6 +70,10 @@ def read(path: str | Path) -> dict[str, Any]:
 def _names(kind: str, wanted: Any, names: list[str], alt: list[str] | None, where: str) -> list[int]:
     if not isinstance(wanted, list) or not wanted:
         raise UserError(f"{where}: '{kind}' must be a non-empty list of names")
+    odd = next((w for w in wanted if not isinstance(w, str)), None)
+    if odd is not None:
+        raise UserError(f"{where}: '{kind}' must list names (strings), got {repr(odd)[:80]}")
+    _no_repeats(kind, wanted, where)
     lookup = {n: i for i, n in enumerate(alt or [])}
     lookup.update({n: i for i, n in enumerate(names)})
     missing = [w for w in wanted if w not in lookup]
@@ -77,11 +95,16 @@ def _select(split: ImageSet, classes: list[int] | None, domains: list[int] | Non
 def _samples(kind: str, wanted: Any, ids: list[str] | None, n: int, where: str) -> np.ndarray:
     if not isinstance(wanted, list) or not wanted:
         raise UserError(f"{where}: '{kind}' must be a non-empty list of sample ids or indices")
+    odd = next((w for w in wanted if isinstance(w, bool) or not isinstance(w, (int, str))), None)
+    if odd is not None:
+        raise UserError(f"{where}: '{kind}' must list sample ids (strings) or indices (integers), got {repr(odd)[:80]}")
+    _no_repeats(kind, wanted, where)
     if all(isinstance(w, int) for w in wanted):
-        idx = np.asarray(wanted, dtype=np.int64)
-        if idx.min() < 0 or idx.max() >= n:
+        if min(wanted) < 0 or max(wanted) >= n:  # Python integers: a huge one is out of range, not an overflow
             raise UserError(f"{where}: '{kind}' index out of range 0..{n - 1}")
-        return np.unique(idx)
+        return np.unique(np.asarray(wanted, dtype=np.int64))
+    if not all(isinstance(w, str) for w in wanted):
+        raise UserError(f"{where}: '{kind}' mixes sample ids and indices; list one kind")
     if ids is None:
         raise UserError(f"{where}: the dataset has no sample ids; list '{kind}' as integer indices")
     lookup = {s: i for i, s in enumerate(ids)}
@@ -89,6 +112,15 @@ def _samples(kind: str, wanted: Any, ids: list[str] | None, n: int, where: str) 
     if missing:
         raise UserError(f"{where}: unknown {kind} sample id '{missing[0]}' ({len(missing)} unknown)")
     return np.unique(np.asarray([lookup[w] for w in wanted], dtype=np.int64))
+
+
+def _no_repeats(kind: str, wanted: list, where: str) -> None:
+    """A list that names a class, domain or sample twice is a mistake (a copy-paste, a merged split)."""
+    seen: set = set()
+    for w in wanted:
+        if w in seen:
+            raise UserError(f"{where}: '{kind}' lists {repr(w)[:80]} twice")
+        seen.add(w)
 
 
 def experiences(dataset: Dataset, data: dict[str, Any], where: str = "manifest") -> list[Experience]:

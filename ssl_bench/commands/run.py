@@ -22,7 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", help="method name (default: the --plugin's only method, else the protocol's default)")
     p.add_argument("--stream", help="stream name (default: the protocol's default)")
     p.add_argument("--strategy", help="strategy name, or several joined by '+' (default: the protocol's default)")
-    p.add_argument("--seed", type=int, help="seed (default: the protocol's first seed)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="seed (default: the protocol's first seed); any seed from 0 to 2**32-1 runs (e.g. more seeds for an "
+        "inconclusive claim), but the leaderboard takes only the protocol's seeds",
+    )
     p.add_argument(
         "--restart",
         action="store_true",
@@ -60,7 +65,7 @@ def finished(config, registry) -> Path | None:
 
 def main(args: argparse.Namespace) -> int:
     from ssl_bench import protocol
-    from ssl_bench.engine import execute
+    from ssl_bench.engine import execute, record
     from ssl_bench.engine.launch import cores
     from ssl_bench.registry import Registry
 
@@ -69,6 +74,7 @@ def main(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(cores())
     proto = protocol.load(args.protocol)
+    record.check_writable(args.out)  # before the plugins: a file-size limit of 0 breaks their imports, not one line
     registry = Registry.discover(args.plugin)
     config = _common.run_config(
         args, registry, proto, method=args.method, stream=args.stream, strategy=args.strategy, seed=args.seed

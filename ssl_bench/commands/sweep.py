@@ -26,7 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "protocol other than --protocol) instead",
     )
     p.add_argument("--dry-run", action="store_true", help="list the runs that have no result file yet; run nothing")
-    p.add_argument("--seeds", default="all", help="'all' (the protocol's seeds, default) or e.g. 0,1,2")
+    p.add_argument(
+        "--seeds",
+        default="all",
+        help="'all' (the protocol's seeds, default) or e.g. 0,1,2; seeds outside the protocol's run too (e.g. more "
+        "seeds for an inconclusive claim), but the leaderboard takes only the protocol's seeds",
+    )
     p.add_argument("--jobs", type=int, default=1, help="runs at the same time (default: 1)")
     p.add_argument(
         "--per-gpu",
@@ -57,6 +62,11 @@ def main(args: argparse.Namespace) -> int:
     from ssl_bench.registry import Registry
 
     proto = protocol.load(args.protocol)
+    if args.jobs < 1 or (args.per_gpu is not None and args.per_gpu < 1):
+        flag, value = ("--jobs", args.jobs) if args.jobs < 1 else ("--per-gpu", args.per_gpu)
+        raise UserError(f"{flag} is how many runs go at the same time: give 1 or more, got {value}")
+    if not args.dry_run:
+        check_writable(args.out)  # before the plugins: a file-size limit of 0 breaks their imports, not one line
     registry = Registry.discover(args.plugin)
     split = lambda text: [x for x in (text or "").split(",") if x]  # noqa: E731
     base = _common.run_config(args, registry, proto)
@@ -75,10 +85,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"{len(todo)} of {len(configs)} runs to do ({len(configs) - len(todo)} have result files)")
         return 0
     launch.check_streams([c for c in configs if not c.result_path.exists()], registry)
-    check_writable(args.out)
-    paths, failures = launch.run(
-        configs, jobs=max(1, args.jobs), launcher=args.launcher, slurm=dict(args.slurm), per_gpu=args.per_gpu
-    )
+    paths, failures = launch.run(configs, jobs=args.jobs, launcher=args.launcher, slurm=dict(args.slurm), per_gpu=args.per_gpu)
     for path in paths:
         print(path)
     for failure in failures:

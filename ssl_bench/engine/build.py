@@ -145,6 +145,10 @@ def _pick_device(name: str) -> str:
     """``auto`` -> cuda when torch sees a GPU, else cpu; asking for cuda without one is a one-line error."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device '{name}' is not a device: give auto, cpu, cuda or cuda:N (or mps, xpu)") from None
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name} asked for, but this torch sees no CUDA device; use --device cpu")
     return name

@@ -3,8 +3,7 @@
 The checkpoint (``.<result file name>.ckpt`` next to the result, written atomically) holds the
 method, optimiser and strategy state, the step, the losses and metrics so far, the features
 of the last phase and the random states (the CPU's, the run's generator and, on a GPU, its default
-generator), and what the run cost so far (:mod:`ssl_bench.engine.cost`, so that a resumed run's costs and
-``seconds`` cover all its processes). It is used only by a run of the same configuration
+generator). It is used only by a run of the same configuration
 (:func:`fingerprint`), and removed once the result is written.
 
 A checkpoint is data, never code: it is read with ``torch.load(weights_only=True)``, which
@@ -30,6 +29,8 @@ import io
 import json
 import logging
 import os
+import signal
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -152,7 +153,6 @@ def save(run: Run, path: Path, fingerprint: str, next_phase: int, previous: Feat
         "torch_rng": torch.get_rng_state(),
         # the GPU's default generator (MAE's masks, drop-path): without it a resumed run draws other numbers there
         "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
-        "cost": run.cost.state_dict(),  # what the run cost so far (ssl_bench.engine.cost), its seconds up to now
     }
     kept = (
         "the previous checkpoint is kept; free some space and rerun the command to resume"
@@ -296,8 +296,6 @@ def _restore(run: Run, state: dict[str, Any]) -> int:
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") is not None and run.device.type == "cuda":  # (absent from checkpoints before it was kept)
         torch.cuda.set_rng_state(state["cuda_rng"], run.device)
-    if state.get("cost") is not None:  # (absent from checkpoints before costs were kept: those phases' costs stay NaN)
-        run.cost.load_state_dict(state["cost"])
     return state["next_phase"]
 
 
@@ -313,7 +311,9 @@ def lock(config: RunConfig, wait: bool = False) -> Iterator[None]:
     A second process of the same configuration on the same ``--out`` gets a one-line UserError
     naming the holder's pid, or, with ``wait``, blocks until the first is done (and then resumes
     its checkpoint or, if the result is there, runs again as asked). The lock file is removed by
-    its holder; a process that locked a file that was removed meanwhile tries again.
+    its holder, also when it is stopped by SIGTERM (turned into an interrupt while the lock is held, so the
+    temporary files go too); a process that locked a file that was removed meanwhile tries again. A lock file
+    left by a process killed outright (SIGKILL) is harmless: nobody holds its lock, and the next run takes it.
     """
     path = lock_path(config)
     while True:
@@ -341,13 +341,35 @@ def lock(config: RunConfig, wait: bool = False) -> Iterator[None]:
             break
         os.close(fd)  # the holder removed the file we locked: lock the new one
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as err:  # a full disk, a file-size limit of 0
+            raise UserError(write_error(err, path, "nothing was run; free some space and rerun")) from None
         clean_stale(config)
-        yield
+        with _sigterm_interrupts():
+            yield
     finally:
         path.unlink(missing_ok=True)
         os.close(fd)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While the block runs, SIGTERM (``kill``, a scheduler's stop) raises KeyboardInterrupt as Ctrl-C does, so the
+    lock file and temporary files are removed on the way out; only the main thread can set a handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def clean_stale(config: RunConfig) -> None:

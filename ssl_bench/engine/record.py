@@ -9,6 +9,7 @@ to :func:`ssl_bench.results.write` (atomic).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -36,9 +37,16 @@ def check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".ssl-bench-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        try:
+            probe.write_bytes(b"x")  # one byte: a file-size limit of 0 (ulimit -f 0) lets an empty file through
+        finally:
+            probe.unlink(missing_ok=True)
     except OSError as err:
+        if err.errno == errno.EFBIG:
+            raise UserError(
+                f"cannot write results to --out '{out}': a file-size limit stops every write ({err.strerror}); "
+                "raise it (ulimit -f) and rerun"
+            ) from None
         raise UserError(f"cannot write results to --out '{out}': {err.strerror or err}; choose a writable folder") from None
 
 
