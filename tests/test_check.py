@@ -44,10 +44,75 @@ def test_example_plugin_passes_and_writes_the_pull_request_block(tiny_protocol, 
     ):
         assert f"| ✓ | {row} |" in block, row
     assert "✗" not in out
-    [path] = (tmp_path / "runs").rglob("*.h5")
-    r = Result(path)
-    assert r.attrs["method"] == "align-uniform"
-    results.check(r)  # what the engine stores passes the leaderboard's checks: summary recomputed, content hash
+    paths = sorted((tmp_path / "runs").glob("*.h5"))  # every seed of the protocol, where sweep writes them
+    assert [Result(p).attrs["seed"] for p in paths] == [0, 1]
+    for path in paths:
+        r = Result(path)
+        assert r.attrs["method"] == "align-uniform"
+        results.check(r)  # what the engine stores passes the leaderboard's checks: summary recomputed, content hash
+    gains = [Result(p).summary["final_avg_acc"] - Result(p).summary["init_avg_acc"] for p in paths]
+    [row] = [line for line in block.splitlines() if "learns (gain over random init)" in line]
+    assert f"align-uniform {100 * sum(gains) / 2:+.1f} [" in row and "(2 seeds)" in row and "Verdict:" in row
+    assert "**Does it learn?**" in block and "\nverdict: " in out
+    # the sweep finds the check's runs finished
+    assert (
+        main(
+            [
+                "-q",
+                "sweep",
+                "--plugin",
+                str(ROOT / "examples" / "my_method.py"),
+                "--protocol",
+                str(tiny_protocol),
+                "--out",
+                str(tmp_path / "runs"),
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
+    assert "0 of 2 runs to do" in capsys.readouterr().out
+    # and check itself does not train a finished configuration again
+    before = {p: p.stat().st_mtime_ns for p in paths}
+    report = check.run_checks(str(ROOT / "examples" / "my_method.py"), protocol=str(tiny_protocol), out=tmp_path / "runs")
+    assert report.passed and {p: p.stat().st_mtime_ns for p in paths} == before
+
+
+def test_learning_verdict_beside_simclr(tiny_protocol, tmp_path):
+    """The verdict follows the report's rule (a gain of at least 2 points, its 95% interval above 0); SimCLR's gain
+    under the same protocol comes from the reference folder, paired by seed."""
+    from ssl_bench import protocol
+    from tests.test_leaderboard import make_result
+
+    proto = protocol.load(str(tiny_protocol))
+    chosen = {"method": "mine", "stream": "instance", "strategy": "sequential"}
+    ref = tmp_path / "board"
+    for seed in proto.seeds:  # simclr: final 0.30, init 0.250 or 0.251: gains of 5.0 and 4.9 points
+        make_result(
+            ref / proto.label / "simclr",
+            "simclr",
+            "instance",
+            "sequential",
+            seed,
+            proto=proto,
+            acc=[[0.3, 0.3]] * 2,
+            init=[0.25 + 0.001 * seed] * 2,
+        )
+    cases = [
+        ({0: 0.100, 1: 0.101}, True, "learns under tiny-v1", "better than simclr"),
+        ({0: 0.01, 1: 0.04}, None, "not shown to learn under tiny-v1", "indistinguishable from simclr"),
+        ({0: -0.100, 1: -0.101}, False, "worse than its random-init backbone", "worse than simclr"),
+    ]
+    for gains, ok, verdict, versus in cases:
+        report = check.Report("mine", proto.label)
+        check._check_learning(report, "mine", proto, chosen, gains, ref)
+        [row] = report.rows
+        assert row.ok is ok and verdict in row.detail and versus in row.detail, row.detail
+        assert "simclr +4.9 [+4.3, +5.6] (2 seeds, " in row.detail  # gains 5.0 and 4.9
+    report = check.Report("mine", proto.label)
+    check._check_learning(report, "mine", proto, chosen, {0: 0.1}, tmp_path / "empty")
+    assert report.rows[0].ok is None and "one seed gives no spread" in report.rows[0].detail
+    assert "no runs of tiny-v1 (instance / sequential)" in report.rows[0].detail
 
 
 def _plugin(tmp_path, name, body):

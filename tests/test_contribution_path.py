@@ -85,10 +85,15 @@ def test_packaged_plugin_walks_contributing_path_through_the_workflow_script(tmp
     sh([*pip, "install", "--no-deps", "--target", str(dev_site), *map(str, wheels.glob("*.whl"))], tmp_path, env)
     dev = {**env, "PYTHONPATH": f"{dev_site}{os.pathsep}{overlay}"}
 
-    # 3-4. every seed of the protocol
-    ssl_bench("sweep", "--protocol", "tiny-ci", "--methods", "mymethod", "--seeds", "all", "--out", "runs", env=dev)
+    # 3-4. the pre-flight trains every seed and keeps the runs, so the sweep finds them finished
+    checked = ssl_bench("check", "--plugin", "mymethod", "--protocol", "tiny-ci", "--out", "runs", env=dev).stdout
+    assert "✓ runs: method mymethod" in checked and "\nverdict: " in checked and "learns (gain over random init)" in checked
     made = sorted(str(p.relative_to(checkout)) for p in (checkout / "runs").glob("tiny-ci-v1__mymethod__*.h5"))
     assert len(made) == 2
+    before = [(checkout / p).stat().st_mtime_ns for p in made]
+    swept = ssl_bench("sweep", "--protocol", "tiny-ci", "--methods", "mymethod", "--seeds", "all", "--out", "runs", env=dev)
+    assert sorted(swept.stdout.split()) == [str(Path("runs") / Path(p).name) for p in made]
+    assert [(checkout / p).stat().st_mtime_ns for p in made] == before  # nothing trained again
 
     # 5. submit refuses what CI could not load, naming the fix; pinned, it copies into this checkout
     refused = ssl_bench("submit", *made, expect=2, env=dev)

@@ -50,6 +50,7 @@ def make_result(
     identity: str | None = None,
     knn: np.ndarray | None = None,
     seconds: float | None = None,
+    init: np.ndarray | None = None,
 ) -> Path:
     """A result file written the way the engine writes one (summary from continual.summarize), without training."""
     proto = proto or protocols.load("smoke")
@@ -61,7 +62,7 @@ def make_result(
     n_phases, n_exp = acc.shape
     arrays = {
         "metrics/acc_matrix": acc,
-        "metrics/acc_init": rng.uniform(0.1, 0.2, size=n_exp),
+        "metrics/acc_init": rng.uniform(0.1, 0.2, size=n_exp) if init is None else np.asarray(init, dtype=float),
         "phases/experiences": json.dumps([list(range(n_exp))] if joint else [[i] for i in range(n_phases)]),
         "phases/names": np.array(["joint"] if joint else [f"experience {i}" for i in range(n_phases)], dtype="S"),
         "protocol_json": json.dumps(proto.model_dump(mode="json"), sort_keys=True),
