@@ -3,8 +3,12 @@
 For each experience j, the memory bank is the L2-normalised features of j's labelled
 probe-training samples; a held-out sample's k nearest neighbours by cosine similarity s
 vote for their class with weight ``exp(s / T)``; the class with the largest summed weight
-wins. ``k`` larger than the bank uses the whole bank. Returns ``acc_k<k>`` per experience
-for every k, and ``acc`` = the first k's, so ``knn`` can be a protocol's primary evaluator.
+wins. ``k`` larger than the bank uses the whole bank. Returns ``acc`` per experience for the
+first k (so ``knn`` can be a protocol's primary evaluator; the leaderboard's kNN column), and
+``acc_k<k>`` for every other k (k = 20, 200 by default: ``acc`` is k = 20, ``acc_k200``).
+
+0.2.0 stores each accuracy once: 0.1.0 also stored the first k's as ``acc_k<k>``, a copy of ``acc``
+(the numbers are the same).
 """
 
 import numpy as np
@@ -15,7 +19,7 @@ from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
 from ssl_bench.errors import UserError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __license__ = "Apache-2.0"
 __paper__ = "Wu et al., Unsupervised Feature Learning via Non-Parametric Instance Discrimination, CVPR 2018"
 
@@ -50,13 +54,12 @@ class KNN(Evaluator):
 
     def evaluate(self, run, features, previous):
         out = {}
-        for k in self.ks:
+        for i, k in enumerate(self.ks):
             acc = [
                 (knn_predict(tr, tr_y, te, k, self.temperature) == te_y).double().mean().item()
                 for tr, tr_y, te, te_y in zip(features.train, features.train_labels, features.test, features.test_labels)
             ]
-            out[f"acc_k{k}"] = np.array(acc)
-        out["acc"] = out[f"acc_k{self.ks[0]}"]
+            out["acc" if i == 0 else f"acc_k{k}"] = np.array(acc)
         return out
 
 
