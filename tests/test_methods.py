@@ -251,3 +251,30 @@ def test_moco_resumes_exactly(tiny_protocol, tmp_path, monkeypatch, capsys):
     assert main(base + ["--out", str(tmp_path / "parts")]) == 0
     b = results.Result(capsys.readouterr().out.strip())
     np.testing.assert_allclose(a["train/loss"], b["train/loss"], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name", ["simclr", "moco", "byol", "simsiam", "barlow", "vicreg", "supervised", "dino", "swav", "mocov3", "nnclr"]
+)
+def test_every_method_trains_a_step_under_bf16_autocast(name, one_thread):
+    """Under autocast over the whole step (``--precision bf16`` on a GPU) a method's heads may give bfloat16 outputs
+    while its buffers (MoCo's queue) stay float32; the fused contrastive op once refused that mix ("queue needs the
+    dtype of q"). Every ResNet method's loss is finite under bf16 autocast, and backward runs."""
+    from ssl_bench.registry import Registry
+
+    reg = Registry.discover()
+    backbone = reg.get("backbone", "resnet18").factory(width=0.125, small_stem=True)
+    recipe = getattr(reg.get("method", name).factory, "recipes", {}).get("smoke", {})
+    options = {k: v for k, v in recipe.get("options", {}).items() if k != "n_classes"}
+    kwargs = {"n_classes": 4} if name == "supervised" else {}
+    method = reg.get("method", name).factory(backbone, **options, **kwargs)
+    gen = torch.Generator().manual_seed(0)
+    from ssl_bench.blocks import augment
+
+    images = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8, generator=gen)
+    views = augment.method_views(augment.Augment("simclr"), method, images, 16, gen)
+    labels = torch.arange(16) % 4 if method.uses_labels else None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = method(views, labels)
+    assert torch.isfinite(loss.float())
+    loss.float().backward()

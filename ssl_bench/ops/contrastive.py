@@ -20,6 +20,7 @@ passes bf16 tensors gets that path.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -169,7 +170,15 @@ def moco_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tempera
 
 
 def contrastive(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor | None, temperature: float, mode: int) -> torch.Tensor:
-    """The fused op on already L2-normalised inputs; returns the mean loss (differentiable in q, k, queue)."""
+    """The fused op on already L2-normalised inputs; returns the mean loss (differentiable in q, k, queue).
+
+    The op takes one dtype: under autocast the queries and keys may come out of the heads in bfloat16 while a
+    queue buffer stays float32, so inputs of mixed dtypes are all promoted to the widest of them."""
+    dtypes = {t.dtype for t in (q, k, queue) if t is not None}
+    if len(dtypes) > 1:
+        wide = functools.reduce(torch.promote_types, sorted(dtypes, key=str))
+        q, k = q.to(wide), k.to(wide)
+        queue = queue.to(wide) if queue is not None else None
     return torch.ops.ssl_bench.contrastive(q, k, queue, 1.0 / temperature, mode)[0]
 
 
