@@ -31,7 +31,13 @@ def test_list_options_shows_types_and_defaults(capsys):
     assert "method simclr (plugin simclr, builtin)" in out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith("  ") and len(line.split()) == 3}
     assert rows["temperature"] == ["float", "0.5"] and rows["proj_dim"] == ["int", "128"]
-    assert "recipe 'cpu' sets:" in out and "temperature=0.2" in out
+    # the recipe's optimiser and learning rate (as shipped, its base resolved), not only the options it sets
+    from ssl_bench import recipe
+    from ssl_bench.registry import Registry
+
+    cpu = recipe.validate(recipe.shipped(Registry.discover().get("method", "simclr").factory, "cpu"), "cpu")
+    assert f"  recipe 'cpu': {cpu.optimizer} lr {cpu.lr:g} x batch/256; weight decay {cpu.weight_decay:g}; " in out
+    assert "temperature=0.2" in out
     assert main(["list", "--options", "replay"]) == 0
     assert "policy" in capsys.readouterr().out
     assert main(["list", "--options", "simclrr"]) == 2

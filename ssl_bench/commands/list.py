@@ -1,5 +1,5 @@
 """``ssl-bench list``: every discovered plugin (kind, name, plugin, source, version) and the shipped protocols;
-``--options NAME``: a plugin's options and the recipes it ships."""
+``--options NAME``: a plugin's options and the recipes it ships (optimiser, learning rate, schedule, options)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,22 @@ def list_options(registry, name: str) -> int:
             print("  no options")
         if described.open:
             print("  also takes other options (**kwargs), not checked")
-        for family, recipe in sorted((getattr(entry.factory, "recipes", None) or {}).items()):
-            shipped = ", ".join(f"{k}={v!r}" for k, v in sorted(recipe.get("options", {}).items()))
-            print(f"  recipe '{family}' sets: {shipped or 'no options'}")
+        for family in sorted(getattr(entry.factory, "recipes", None) or {}):
+            print(f"  recipe '{family}': {describe_recipe(entry.factory, family)}")
     return 0
+
+
+def describe_recipe(factory, family: str) -> str:
+    """One line: how the method is optimised under the protocol family ``family`` (its shipped recipe, ``extends``
+    resolved, the defaults filled in) and the options the recipe sets."""
+    from ssl_bench import recipe as recipes
+
+    r = recipes.validate(recipes.shipped(factory, family) or {}, f"recipe '{family}'")
+    scaled = {"linear": " x batch/256", "sqrt": " x sqrt(batch/256)", "none": ""}[r.lr_scaling]
+    parts = [f"{r.optimizer} lr {r.lr:g}{scaled}", f"weight decay {r.weight_decay:g}", f"{r.schedule} schedule"]
+    if r.warmup_epochs:
+        parts.append(f"warm-up {r.warmup_epochs:g} epochs")
+    if r.optimizer == "lars":
+        parts.append(f"LARS eta {r.lars_eta:g}{', clipped' if r.lars_clip else ''}")
+    options = ", ".join(f"{k}={v!r}" for k, v in sorted(r.options.items()))
+    return "; ".join(parts) + f"; sets {options or 'no options'}"

@@ -56,6 +56,66 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def timings(configs, folders: list[Path]) -> dict[tuple[str, ...], list[float]]:
+    """Seconds of the finished runs in ``folders`` (``--out``, the leaderboard) under the configs' protocols (same
+    hash), keyed by (protocol hash, method, stream, strategy), (hash, method, strategy), (hash, method) and (hash,)."""
+    from ssl_bench import results
+    from ssl_bench.errors import UserError
+
+    hashes = {c.protocol.label: c.protocol.hash for c in configs}
+    found: dict[tuple[str, ...], list[float]] = {}
+    seen: set[Path] = set()
+    for folder in folders:
+        for label in hashes:
+            for path in [*folder.glob(f"{label}__*.h5"), *folder.glob(f"{label}/*/{label}__*.h5")]:
+                if path.resolve() in seen:
+                    continue
+                seen.add(path.resolve())
+                try:
+                    a = results.Result(path).attrs
+                except UserError:
+                    continue
+                seconds = a.get("seconds")
+                if a.get("protocol_hash") != hashes[label] or not isinstance(seconds, (int, float)):
+                    continue
+                h, m, st, sg = str(a["protocol_hash"]), str(a["method"]), str(a["stream"]), str(a["strategy"])
+                for key in ((h, m, st, sg), (h, m, sg), (h, m), (h,)):
+                    found.setdefault(key, []).append(float(seconds))
+    return found
+
+
+def estimate(todo, folders: list[Path], jobs: int) -> str:
+    """One line: about how long the runs ``todo`` take, from the median time of the most alike finished runs of the
+    same protocol (same method, stream and strategy; else method and strategy; else method; else any)."""
+    import statistics
+
+    from ssl_bench.engine import launch
+
+    found = timings(todo, folders)
+    total, guessed, unknown = 0.0, 0, []
+    for c in todo:
+        h = c.protocol.hash
+        keys = ((h, c.method, c.stream, c.strategy), (h, c.method, c.strategy), (h, c.method), (h,))
+        times = next((found[k] for k in keys if k in found), None)
+        if times is None:
+            unknown.append(launch.describe(c))
+            continue
+        total += statistics.median(times)
+        guessed += 1
+    where = " and ".join(str(f) for f in folders)
+    if not guessed:
+        return f"time: no estimate (no finished run of these protocols in {where} to time them by)"
+    line = (
+        f"time: about {total / 60:.0f} min of runs for {guessed} of them (each the median of the most alike finished runs "
+        f"of its protocol in {where})"
+    )
+    if jobs > 1:
+        line += f", about {total / 60 / jobs:.0f} min with {jobs} at a time if they share the machine as those did"
+    if unknown:
+        line += f"; no estimate for {len(unknown)} ({', '.join(unknown[:3])}{', ...' if len(unknown) > 3 else ''})"
+    return line
+
+
 def main(args: argparse.Namespace) -> int:
     from ssl_bench import protocol
     from ssl_bench.engine import check_writable, launch
@@ -83,6 +143,8 @@ def main(args: argparse.Namespace) -> int:
         for c in todo:
             print(f"{launch.describe(c)}  {c.result_path}")
         print(f"{len(todo)} of {len(configs)} runs to do ({len(configs) - len(todo)} have result files)")
+        if todo:
+            print(estimate(todo, [args.out, Path("leaderboard") / "results"], args.per_gpu or args.jobs))
         return 0
     launch.check_streams([c for c in configs if not c.result_path.exists()], registry)
     paths, failures = launch.run(configs, jobs=args.jobs, launcher=args.launcher, slurm=dict(args.slurm), per_gpu=args.per_gpu)

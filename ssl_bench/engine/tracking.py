@@ -1,15 +1,17 @@
 """Experiment tracking: TensorBoard and Weights & Biases observers of a run (``--log tensorboard[=DIR]``, ``--log wandb``).
 
 Each tracker is an observer plugin (the run-observer hooks of :mod:`ssl_bench.hookspecs`) that the
-engine registers for one run. It logs, against the global step: the loss and the learning rate
-after every step (``train/loss``, ``train/lr``), and after every phase what the evaluators
+engine registers for one run. It logs, against the global step: what the evaluators measured on the
+random-init backbone, at step 0 (so every curve starts where training starts), the loss and the
+learning rate after every step (``train/loss``, ``train/lr``), and after every phase what the evaluators
 measured (``linear/acc/mean`` and ``linear/acc/exp0``... for a per-experience metric,
 ``collapse/auc`` for a number; larger arrays such as spectra are left to the result file).
 Neither library is a dependency: a missing one is a one-line error before any data is loaded
 (``pip install 'ssl-bench[tensorboard]'`` or ``'ssl-bench[wandb]'``).
 
 TensorBoard writes to ``DIR/<result name>`` (default ``DIR``: ``<--out>/tensorboard``), one
-folder per run; W&B logs to its configured project (``WANDB_PROJECT``, default ``ssl-bench``),
+folder per run, and says where when the run starts and ends; W&B logs to its configured project
+(``WANDB_PROJECT``, default ``ssl-bench``),
 one W&B run per ssl-bench run, named after the result file, with the run's configuration.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +32,8 @@ from ssl_bench.errors import UserError, did_you_mean
 if TYPE_CHECKING:  # pragma: no cover
     from ssl_bench.api import Phase, RunContext
     from ssl_bench.plan import RunConfig
+
+log = logging.getLogger(__name__)
 
 #: tracker -> (module that must import, extra that installs it)
 NEEDS = {"tensorboard": ("torch.utils.tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}
@@ -79,12 +84,21 @@ class Tracker:
     def __init__(self, config: RunConfig):
         self.config = config
         self.step = 0
+        self.init_logged = False
 
     def log(self, values: dict[str, float], step: int) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
         """Flush and close (the engine calls it when the run ends, however it ends)."""
+
+    @hookimpl
+    def ssl_bench_phase_start(self, run: RunContext, phase: Phase) -> None:
+        """Before the first step: the random-init evaluation, at step 0 (not again when a run resumes later on)."""
+        init = getattr(run, "init_metrics", None)
+        if not self.init_logged and init and run.step == 0:
+            self.log(scalars(init, len(run.experiences)), 0)
+        self.init_logged = True
 
     @hookimpl
     def ssl_bench_step_end(self, run: RunContext, step: int, loss: float) -> None:
@@ -102,7 +116,9 @@ class TensorBoard(Tracker):
         from torch.utils.tensorboard import SummaryWriter
 
         root = Path(folder) if folder else config.out / "tensorboard"
-        self.writer = SummaryWriter(log_dir=str(root / config.result_path.stem))
+        self.folder = root / config.result_path.stem
+        self.writer = SummaryWriter(log_dir=str(self.folder))
+        log.info("tensorboard: logging to %s (tensorboard --logdir %s)", self.folder, root)
         self.writer.add_text("config", "```\n" + json.dumps(config.to_json(), indent=1, sort_keys=True, default=str) + "\n```")
 
     def log(self, values: dict[str, float], step: int) -> None:
@@ -111,6 +127,7 @@ class TensorBoard(Tracker):
 
     def close(self) -> None:
         self.writer.close()
+        log.info("tensorboard: wrote %s", self.folder)
 
 
 class WandB(Tracker):

@@ -42,7 +42,7 @@ def path_for(result: Path) -> Path:
 
 def save(run: Run, result: Path) -> Path:
     """Write the run's backbone next to its (already written) result file; return the weights' path."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save as to_bytes
 
     cfg, protocol = run.config, run.protocol
     stored_config = results.Result(result)["config"]
@@ -64,8 +64,8 @@ def save(run: Run, result: Path) -> Path:
     state = {k: v.detach().cpu().clone().contiguous() for k, v in run.method.backbone.state_dict().items()}
     path = path_for(result)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(state, str(tmp), metadata=meta)
+    try:  # plain file I/O, as the result file is written: the same permissions (safetensors' own writer makes 0600)
+        tmp.write_bytes(to_bytes(state, metadata=meta))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 import ssl_bench_mymethod.plugin as plugin
 import torch
 
+from ssl_bench import recipe
 from ssl_bench.registry import Registry
 
 
@@ -10,6 +11,11 @@ def test_registry_finds_the_method():
     registry = Registry.discover([plugin.__name__])
     entry = registry.get("method", "mymethod")
     assert entry.plugin.version == plugin.__version__
+
+
+def test_recipes_are_valid():
+    for family in plugin.MyMethod.recipes:  # one line naming the key if a value is wrong
+        recipe.validate(recipe.shipped(plugin.MyMethod, family), f"recipe '{family}'")
 
 
 def test_loss_is_finite_and_trains():

@@ -4,8 +4,8 @@ Replace the loss below with yours. Everything ssl-bench needs is in this file: t
 (``__version__``, ``__license__``, ``__paper__``), a :class:`ssl_bench.api.Method` subclass,
 and one hook returning it by the name users type after ``--method``.
 
-Import only from ssl-bench's public modules: ``ssl_bench`` (``hookimpl``), ``ssl_bench.api``,
-``ssl_bench.errors``, ``ssl_bench.ops`` and ``ssl_bench.blocks.augment``.
+Import only ssl-bench's public modules: the one list is CONTRIBUTING.md#public-modules (this file needs
+``ssl_bench`` for ``hookimpl`` and ``ssl_bench.api`` for ``Method``).
 """
 
 import torch
@@ -28,6 +28,18 @@ class MyMethod(Method):
     Every option must have a default (taken from the paper); users change them with
     ``--method-opt name=value``.
     """
+
+    #: How the method is optimised under each protocol family it serves (the keys are ssl_bench.recipe.Recipe's;
+    #: "options" would be this factory's keyword arguments). These are VICReg's small-image setting in solo-learn
+    #: (LARS at lr 0.3 for a batch of 256, weight decay 1e-4, clipped; a 0.4-epoch warm-up, then cosine decay on
+    #: the CPU protocols' 4-epoch phases; a constant lr on smoke's 2-epoch phases), which ssl-bench's own VICReg
+    #: uses: replace them with your paper's, say where they come from, and check that the method learns under
+    #: each family (`ssl-bench check --plugin mymethod --protocol P` gives the verdict). A family left out falls
+    #: back to the protocol's [recipe] table, with a warning.
+    recipes = {
+        "smoke": {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-4, "lars_clip": True, "schedule": "constant"},
+        "cpu": {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-4, "lars_clip": True, "warmup_epochs": 0.4},
+    }
 
     def __init__(self, backbone, proj_dim: int = 128, gamma: float = 1.0, variance_weight: float = 1.0):
         super().__init__(backbone)
