@@ -7,7 +7,10 @@ Layout (schema version 1), the contract that tools and later versions rely on:
   ``device``, ``git_commit``, ``created``, ``plugins`` (JSON: plugin -> version),
   ``content_hash`` (sha256 of everything else in the file, see :func:`content_hash`), ``images_processed``
   (training samples through the method), ``recipe_source``, ``run_identity`` (hash of the effective
-  recipe, strategy and stream options), ``variant`` (true when anything was given on top of the defaults);
+  recipe, strategy and stream options, and the precision when it is not the protocol's), ``variant`` (true when
+  anything was given on top of the defaults), ``seconds`` (the run's wall-clock seconds over all its processes),
+  ``precision`` (``bf16`` or ``fp32``: the training step's), ``precision_tag`` (that precision when ``--precision``
+  made it other than the protocol's on the device, the file name's ``__bf16``/``__fp32``; empty otherwise);
   what a bit-identical re-run needs: ``threads`` (torch's intra-op threads), ``ops_backend``
   (:func:`ssl_bench.ops.backend`), ``numpy_version``, ``h5py_version``, ``cuda_version`` and
   ``cudnn_version`` (empty without CUDA), ``plugin_hashes`` (JSON: plugin -> sha256 of its source);
@@ -21,7 +24,17 @@ Layout (schema version 1), the contract that tools and later versions rely on:
   ``init/<evaluator>/<key>``: the same at initialisation; ``end/<evaluator>/<key>``: end-of-run evaluators;
 - ``stream/``: per experience ``train_idx``, ``test_idx``, ``classes``, ``domains``, and the
   class and domain names; ``phases/``: names, experiences and steps of every phase;
-- ``train/loss``: the loss after every step; ``strategy/``: what the strategy recorded;
+- ``train/loss``: the loss after every step (float32); ``strategy/``: what the strategy recorded;
+- ``cost/`` (files written since issue 34; older files have only ``seconds``): what the run cost
+  (:mod:`ssl_bench.engine.cost`; read with :func:`ssl_bench.results.continual.cost_summary`), per phase [P]:
+  ``train_seconds`` (wall-clock seconds of its training steps), ``train_cpu_seconds`` (the process's CPU seconds
+  over them), ``train_images``, ``images_per_second``, ``train_flops`` (measured FLOPs of all its steps) and
+  ``peak_memory_bytes`` (CPU: the process's peak RSS up to the phase's end; CUDA: max allocated in the phase);
+  ``resolutions`` [R] (the S3L stages' sides), ``step_flops`` [P, R] (FLOPs of one training step, counted by
+  ``torch.utils.flop_counter`` on the phase's first step at each resolution; NaN where not counted) and
+  ``steps_at_resolution`` [P, R]; ``eval_seconds/<part>`` [P + 1] (row 0 at init, row i + 1 after phase i;
+  ``<part>`` is ``features`` or an evaluator) and ``end_seconds/<evaluator>`` (the end-of-run evaluation,
+  a per-phase evaluator's ``finish`` included). Every number covers the whole run across resumes;
 - ``summary`` attributes: headline numbers derived from the arrays above by
   :func:`ssl_bench.results.continual.summarize`; ``summary_definitions`` attributes: what each one is.
 
@@ -63,6 +76,8 @@ SCHEMA_VERSION = 1
 MAX_DATASET_BYTES = 64 * 2**20
 MAX_TOTAL_BYTES = 256 * 2**20
 HASH_ATTR = "content_hash"
+#: arrays of at least this many bytes are stored gzip-compressed (:func:`write`)
+COMPRESS_FROM = 4096
 #: the attributes that say which run a file is; each must agree with the stored ``config``
 IDENTITY = ("protocol", "protocol_version", "protocol_hash", "method", "stream", "strategy", "seed")
 REQUIRED_ATTRS = (*IDENTITY, "ssl_bench_version", "torch_version", "device", "plugins")
@@ -91,7 +106,12 @@ def write(
             if isinstance(value, str):
                 f.create_dataset(name, data=value, dtype=h5py.string_dtype("utf-8"))
             else:
-                f.create_dataset(name, data=np.asarray(value))
+                array = np.asarray(value)
+                # larger arrays (stream indices, CKA features) gzip-compressed: result files are committed to the
+                # repository (leaderboard/results), whose working tree must stay small enough to travel; the values,
+                # and so the content hash, do not depend on how they are stored
+                packed = {"compression": "gzip", "compression_opts": 6, "shuffle": True} if array.nbytes >= COMPRESS_FROM else {}
+                f.create_dataset(name, data=array, **packed)
         for group, values in (group_attrs or {}).items():
             g = f.require_group(group)
             for key, value in values.items():
@@ -369,6 +389,11 @@ class _Arrays(Mapping):
 def _decode(value):
     if isinstance(value, bytes):  # a name or text that is not UTF-8 (a damaged file) is kept, escaped, as text
         value = value.decode("utf-8", "backslashreplace")
+    if isinstance(value, str) and not value.isascii():  # h5py keeps bytes that are not UTF-8 as lone surrogates
+        try:
+            value = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, np.generic):
         value = value.item()
     return value
