@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from ssl_bench import cli, results
+from ssl_bench import protocol as protocols
+from ssl_bench.results import continual
 from ssl_bench.results import figures as plot
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -32,16 +34,21 @@ def fake_result(path, strategy="sequential", seed=0, T=3, evaluators=("collapse"
         feats = np.stack([base + 0.3 * i * rng.normal(size=base.shape) for i in range(P + 1)]).astype(np.float16)
         arrays["init/cka/features"], arrays["metrics/cka/features"] = feats[0], feats[1:]
         arrays["metrics/cka/index"] = np.tile(np.arange(40), (P, 1))
+    proto = protocols.load("smoke").model_dump(mode="json")
+    made = {"method": "simclr", "stream": "instance", "strategy": strategy, "seed": seed, "plugins": []}
+    arrays["protocol_json"] = json.dumps(proto, sort_keys=True)
+    arrays["config"] = json.dumps(made | {"protocol": proto, "protocol_hash": protocols.load("smoke").hash})
     attrs = {
-        "protocol": "tiny",
-        "protocol_version": 1,
-        "protocol_hash": "abc",
-        "method": "simclr",
-        "stream": "instance",
-        "strategy": strategy,
-        "seed": seed,
+        "protocol": "smoke",
+        "protocol_version": proto["version"],
+        "protocol_hash": protocols.load("smoke").hash,
+        **{k: v for k, v in made.items() if k != "plugins"},
+        "ssl_bench_version": "0.1.0",
+        "torch_version": "test",
+        "device": "cpu",
+        "plugins": {"simclr": "0.1.0"},
     }
-    return results.write(path, attrs, arrays)
+    return results.write(path, attrs, arrays, {"summary": continual.summarize(arrays)})  # a whole file: plot checks it
 
 
 def check_pngs(paths, expected):

@@ -56,7 +56,9 @@ def main(args: argparse.Namespace) -> int:
     ]
     for key, value in sorted(summary.items()):
         lines.append(f"  {key:<24} {value:.4f}   {continual.DEFINITIONS.get(key, '')}".rstrip())
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.atleast_1d(r.get("phases/names", []))]
+    names = [
+        n.decode(errors="backslashreplace") if isinstance(n, bytes) else str(n) for n in np.atleast_1d(r.get("phases/names", []))
+    ]
     lines += ["", "  accuracy matrix (row: after phase, column: evaluated on experience)"]
     lines.append("  " + " " * 22 + "".join(f"{'exp ' + str(j):>8}" for j in range(acc.shape[1])))
     if init is not None and np.shape(init) == (acc.shape[1],) and np.asarray(init).dtype.kind in "fiu":

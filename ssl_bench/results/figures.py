@@ -10,7 +10,9 @@
   evaluator's stored features), one panel per run, and between the final backbones of the
   runs when several share the same evaluation samples.
 
-A figure whose data no given file has is not written; the command says so.
+A figure whose data no given file has is not written; the command says so. Every file is read through the guarded
+read and must pass :func:`ssl_bench.results.check` (whole, unedited, consistent), as ``submit`` requires; a file
+that does not is one line naming it and why (``ssl-bench show`` shows what such a file holds).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def labels(runs: list[Result]) -> list[str]:
 
 
 def _phase_names(r: Result) -> list[str]:
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in r.get("phases/names", [])]
+    names = [n.decode(errors="backslashreplace") if isinstance(n, bytes) else str(n) for n in r.get("phases/names", [])]
     names = [n.replace("experience ", "exp ") for n in names]
     return names or [str(i) for i in range(r.acc_matrix.shape[0])]
 
@@ -189,10 +191,7 @@ def plot(paths: list[str | Path], out: str | Path) -> list[Path]:
         if Path(p) in crashed:
             raise UserError(crashed[Path(p)])
         runs.append(Result(p))
-        try:
-            check(runs[-1])
-        except UserError as err:
-            log.warning("this file would be refused by submit and skipped by the leaderboard: %s", err)
+        check(runs[-1])  # a damaged or edited file is refused, as by submit and the leaderboard (show shows it)
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
