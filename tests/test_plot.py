@@ -87,3 +87,76 @@ def test_plot_bad_input_is_a_user_error(tmp_path):
     assert cli.main(["plot", str(tmp_path / "missing.h5"), "--out", str(tmp_path)]) == 2
     with pytest.raises(SystemExit):
         cli.main(["plot"])
+
+
+def _captured(monkeypatch):
+    """The figures plot would write, kept open by name (instead of saved and closed)."""
+    figures = {}
+    monkeypatch.setattr(plot, "_save", lambda fig, out, name: figures.setdefault(name, fig) and out / name)
+    return figures
+
+
+def _with_loss(path, steps=40, seed=0):
+    """A whole result file as fake_result makes it, plus a loss curve."""
+    import h5py
+
+    from tests.test_leaderboard import rehash
+
+    with h5py.File(path, "r+") as f:
+        f["train/loss"] = (np.linspace(5.0, 4.0, steps) + 0.05 * np.random.default_rng(seed).normal(size=steps)).astype(
+            np.float32
+        )
+    rehash(path)
+    return path
+
+
+def test_seeds_are_one_curve_with_a_band_on_one_y_axis_with_init_chance_and_training_marks(tmp_path, monkeypatch):
+    paths = [_with_loss(fake_result(tmp_path / f"s{s}.h5", seed=s), seed=s) for s in (0, 1, 2)]
+    paths += [_with_loss(fake_result(tmp_path / f"j{s}.h5", strategy="joint", seed=s), seed=s) for s in (0, 1, 2)]
+    runs = [results.Result(p) for p in paths]
+    assert [label for label, _ in plot.configurations(runs, plot.labels(runs))] == ["sequential (3 seeds)", "joint (3 seeds)"]
+    figures = _captured(monkeypatch)
+    written = plot.plot(paths, tmp_path / "fig")
+    assert [p.name for p in written] == ["acc_matrix.png", "acc_curves.png", "loss.png", "spectra.png", "cka.png"]
+
+    curves = figures["acc_curves.png"]
+    panels = [ax for ax in curves.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["experience 0", "experience 1", "experience 2", "mean over experiences"]
+    assert len({ax.get_ylim() for ax in panels}) == 1  # one y-axis for every panel
+    assert len(curves.axes) == len(panels)  # no empty slot (T + 1 = 4 panels in one row)
+    for ax in panels:
+        mean_lines = [line for line in ax.get_lines() if line.get_label() in ("sequential (3 seeds)", "joint (3 seeds)")]
+        assert len(mean_lines) == 2 and len(ax.collections) >= 2  # a mean line and a ± sd band per configuration
+    seq = np.stack([r.acc_matrix[:, 0] for r in runs[:3]])
+    line = next(line for line in panels[0].get_lines() if line.get_label() == "sequential (3 seeds)")
+    np.testing.assert_allclose(line.get_ydata()[1:], seq.mean(0))  # after init: the mean over the seeds
+    init = np.mean([r["metrics/acc_init"][0] for r in runs])
+    dashed = [line for line in panels[0].get_lines() if line.get_linestyle() == "--"]
+    assert dashed and np.allclose(dashed[0].get_ydata(), init)  # the random-init line
+    legend = curves.legends[0] if curves.legends else next(ax.get_legend() for ax in curves.axes if ax.get_legend())
+    assert {"random init", "sequential (3 seeds)", "joint (3 seeds)"} <= {t.get_text() for t in legend.get_texts()}
+    # where experience 1 was trained: a bar over the second of the sequential run's three phases
+    bars = [p for p in panels[1].patches if p.get_height() < 0.1]
+    assert len(bars) == 1 and np.isclose(bars[0].get_x(), 1 / 3) and np.isclose(bars[0].get_width(), 1 / 3)
+
+    loss = figures["loss.png"].axes[0]
+    assert {line.get_label() for line in loss.get_lines()} >= {"sequential (3 seeds)", "joint (3 seeds)"}
+    assert "train" in loss.get_ylabel() or "loss" in loss.get_ylabel()
+
+
+def test_a_near_zero_singular_value_does_not_set_the_spectra_scale(tmp_path, monkeypatch):
+    import h5py
+
+    from tests.test_leaderboard import rehash
+
+    path = fake_result(tmp_path / "a.h5")
+    with h5py.File(path, "r+") as f:
+        spectra = f["metrics/collapse/spectrum"][...]
+        spectra[:, -1] = 1e-18 * spectra[:, 0]  # one singular value numerically zero
+        f["metrics/collapse/spectrum"][...] = spectra
+    rehash(path)
+    figures = _captured(monkeypatch)
+    plot.plot([path], tmp_path / "fig")
+    ax = figures["spectra.png"].axes[0]
+    top = max(float(np.max(line.get_ydata())) for line in ax.get_lines())
+    assert ax.get_ylim()[0] == pytest.approx(top * plot.SPECTRUM_FLOOR)

@@ -247,13 +247,41 @@ def scatter_figure(figures: Figures, scope: str, points: list[RunFile]) -> str:
 
     found = {r.attrs["stream"] for r in points}  # one panel each: accuracies differ by task
     streams = [s for s in STREAMS if s in found] + sorted(found - set(STREAMS))
+    from matplotlib.lines import Line2D
+
     fig, axes = plt.subplots(1, len(streams), figsize=(4.2 * len(streams), 3.8), layout="constrained", squeeze=False)
+    methods = sorted({r.attrs["method"] for r in points})
+    strategies = sorted({r.attrs["strategy"] for r in points}, key=lambda s: (s != "sequential", s != "joint", s))
+    colour = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}  # every method in every panel: same colours
+    marker = {s: "osD^vP*Xhp"[i % 10] for i, s in enumerate(strategies)}  # and each strategy its own marker
     for ax, stream in zip(axes[0], streams, strict=True):
-        for method in sorted({r.attrs["method"] for r in points}):  # every method in every panel: same colours
-            mine = [p for r in points if r.attrs["method"] == method and r.attrs["stream"] == stream for p in phase_points(r)]
-            ax.scatter([x for x, _ in mine], [100 * y for _, y in mine], label=method if mine else None, s=10)
+        for method in methods:
+            for strategy in strategies:
+                mine = [
+                    p
+                    for r in points
+                    if (r.attrs["method"], r.attrs["strategy"], r.attrs["stream"]) == (method, strategy, stream)
+                    for p in phase_points(r)
+                ]
+                filled = strategy == "sequential"
+                ax.scatter(
+                    [x for x, _ in mine],
+                    [100 * y for _, y in mine],
+                    s=14 if filled else 30,  # hollow markers larger, so that their shape reads at this size
+                    marker=marker[strategy],
+                    facecolors=colour[method] if filled else "none",
+                    edgecolors=colour[method],
+                    linewidths=0.9,
+                )
         ax.set_title(f"{stream} stream", fontsize=9)
-        ax.legend(fontsize=8)
+    handles = [Line2D([], [], color=colour[m], marker="o", linestyle="", label=m) for m in methods]
+    handles += [
+        Line2D(
+            [], [], color="0.3", marker=marker[s], markerfacecolor="0.3" if s == "sequential" else "none", linestyle="", label=s
+        )
+        for s in strategies
+    ]
+    axes[0][-1].legend(handles=handles, fontsize=7, title="colour: method, marker: strategy", title_fontsize=7, loc="best")
     axes[0][0].set_ylabel("mean accuracy over experiences %")
     fig.supxlabel("collapse AUC after each phase (higher = more collapsed); one point per run and phase", fontsize=9)
     fig.suptitle(f"Collapse vs accuracy, {scope}", fontsize=9)
