@@ -381,6 +381,8 @@ def test_html_page_sorts_filters_and_draws_heat_map_in_chromium(board, tmp_path)
         browser.get(page.as_uri())
         sections = browser.find_elements(By.CSS_SELECTOR, "section.protocol")
         assert len(sections) == 3
+        legend = browser.find_element(By.ID, "legend").text
+        assert "random init" in legend and "*" not in legend  # the markdown legend, without its emphasis marks
         section = next(s for s in sections if s.get_attribute("data-hash") == SMOKE_HASH)
         ranked = next(s for s in sections if s.get_attribute("data-ranked") == "true")
         assert ranked.find_elements(By.CSS_SELECTOR, "th[data-key='rank']")  # a ranking protocol has ranks
@@ -422,9 +424,9 @@ def test_html_page_sorts_filters_and_draws_heat_map_in_chromium(board, tmp_path)
         expected = np.mean([made[("simclr", "sequential", s)].acc_matrix for s in (0, 1)], axis=0)
         shown = np.array([float(c.get_attribute("data-value")) for c in cells[T:]]).reshape(T, T)
         np.testing.assert_allclose(shown, expected, atol=1e-4)
-        # the colour scale is the table's own, from its lowest accuracy (white) to its highest (dark blue)
+        # the colour scale is the stream's own in this table, from its lowest accuracy (white) to its highest (dark blue)
         [table] = leaderboard.build(leaderboard.collect(folder / "a"))
-        lo, hi = table["scale"]["min"], table["scale"]["max"]
+        lo, hi = table["scale"]["instance"]["min"], table["scale"]["instance"]["max"]
         assert 0 < lo < hi < 1 and (lo, hi) != (0.0, 1.0)
         for c in cells:
             t = (float(c.get_attribute("data-value")) - lo) / (hi - lo)

@@ -15,7 +15,8 @@ false``: smoke, forgetting) gets no rank; the others are ranked within each stre
 Runs that changed the method's default recipe or the strategy/stream options (``variant`` files, see
 :mod:`ssl_bench.recipe`) get rows of their own, labelled ``method (variant <identity>)``.
 :func:`build` makes the tables as plain data; :func:`render` writes them as markdown, a self-contained HTML
-page (per row also the plugin's version, source and paper, and the date the runs were made), CSV or JSON.
+page (per row also the plugin's version, source and paper, and the date the runs were made; each stream's
+accuracy heat maps on that stream's own colour scale), CSV or JSON.
 
 The numbers are never the ones a file stores: :func:`collect` keeps only files that pass
 :func:`ssl_bench.results.check` (the checks ``ssl-bench submit`` makes of a file on its own,
@@ -370,8 +371,12 @@ def build(results: list[Result], registry: Any = None) -> list[dict[str, Any]]:
         ranked = _ranked_protocol(group[0])
         ordered = _ranked(list(rows.values()), ranked)
         init = [_init_row(stream, [r for r in group if r.attrs["stream"] == stream]) for stream in streams]
-        cells_seen = [v for row in ordered for m in (row["acc_matrix"] or []) for v in m]
-        cells_seen += [v for row in ordered + init for v in (row["acc_init"] or [])]
+        scale = {}  # the heat map's colour scale per stream (a stream sets the probes' task, so its accuracy range)
+        for stream in streams:
+            rows_of = [row for row in ordered + init if row["stream"] == stream]
+            seen = [v for row in rows_of for m in (row["acc_matrix"] or []) for v in m]
+            seen += [v for row in rows_of for v in (row["acc_init"] or [])]
+            scale[stream] = {"min": min(seen), "max": max(seen)} if seen else {"min": 0.0, "max": 1.0}
         tables.append(
             {
                 "protocol": name,
@@ -384,7 +389,7 @@ def build(results: list[Result], registry: Any = None) -> list[dict[str, Any]]:
                 "init": init,
                 "missing": {stream: missing[stream] for stream in streams if missing[stream]},
                 "not_run": not_run,
-                "scale": {"min": min(cells_seen), "max": max(cells_seen)} if cells_seen else {"min": 0.0, "max": 1.0},
+                "scale": scale,
             }
         )
     return tables
