@@ -20,6 +20,53 @@ def terminal_text(text: object) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
+def run_lines(r) -> list[str]:
+    """How the run was made and how it trained: its recipe (and where it came from), the versions of the plugins
+    its names come from, and its loss curve in numbers (first, last, and per phase the mean of its last tenth)."""
+    import json
+
+    lines = []
+    try:
+        recipe = json.loads(r["recipe"]) if "recipe" in r.shapes else None
+    except (UserError, ValueError, TypeError):
+        recipe = None
+    if isinstance(recipe, dict):
+        keys = ("optimizer", "lr", "lr_scaling", "weight_decay", "schedule", "warmup_epochs")
+        text = ", ".join(f"{k}={recipe[k]}" for k in keys if k in recipe)
+        options = recipe.get("options") if isinstance(recipe.get("options"), dict) else {}
+        text += "; options " + (", ".join(f"{k}={v!r}" for k, v in sorted(options.items())) or "none")
+        source = r.attrs.get("recipe_source")
+        lines.append(f"  recipe     {text}" + (f" (from {source})" if source else ""))
+    raw = r.attrs.get("plugins")
+    try:
+        plugins = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+    except (ValueError, TypeError):
+        plugins = {}
+    if isinstance(plugins, dict) and plugins:
+        a = r.attrs
+        named = [str(a.get("method")), str(a.get("stream")), *str(a.get("strategy")).split("+"), str(a.get("dataset"))]
+        own = [f"{n} {plugins[n]}" for n in dict.fromkeys(named) if n in plugins]
+        others = len(plugins) - len(own)
+        lines.append(f"  plugins    {', '.join(own) or 'none by the run names'} (and {others} other plugins loaded)")
+    try:
+        loss = np.asarray(r.get("train/loss", []), dtype=float).reshape(-1) if "train/loss" in r.shapes else np.array([])
+        steps = np.asarray(r.get("phases/steps", [loss.size]), dtype=int).reshape(-1)
+    except (UserError, ValueError, TypeError):  # a damaged file: the rest of show still prints
+        loss, steps = np.array([]), np.array([], dtype=int)
+    if loss.size:
+        ends = np.cumsum(steps)
+        tails = []
+        for i, end in enumerate(ends):
+            if end <= loss.size and steps[i] > 0:
+                tail = loss[end - max(1, steps[i] // 10) : end]
+                tails.append(f"{np.mean(tail):.3f}")
+        lines.append(
+            f"  loss       {loss[0]:.3f} at the first step, {loss[-1]:.3f} at the last ({loss.size} steps); "
+            f"at the end of each phase (mean of its last tenth): {', '.join(tails)}"
+        )
+    return lines
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("result", type=Path)
 
@@ -54,6 +101,7 @@ def main(args: argparse.Namespace) -> int:
         f"  made with  ssl-bench {a['ssl_bench_version']}, torch {a['torch_version']}, {a['device']}, "
         f"commit {a.get('git_commit') or 'unknown'}, {a.get('seconds', '?')} s, {a.get('steps', '?')} steps",
     ]
+    lines += run_lines(r)
     for key, value in sorted(summary.items()):
         lines.append(f"  {key:<24} {value:.4f}   {continual.DEFINITIONS.get(key, '')}".rstrip())
     names = [
