@@ -1,10 +1,11 @@
 """Fuzz every reader of result files, and the checkpoint reader: one byte flipped at a time (issue 31).
 
     python benchmark/fuzz_results.py                  # every offset of the result file, 5000 of the checkpoint
-    python benchmark/fuzz_results.py --offsets 300    # a seeded sample of 300 offsets (921, 955, 977 always in it)
+    python benchmark/fuzz_results.py --offsets 300    # a seeded sample of 300 offsets (see NAMED, structural)
 
 The result file is written the way the engine writes one (``tests/test_leaderboard.make_result``: the smoke
-protocol, simclr / instance / sequential, seed 0, about 11 KB). Each copy with one byte XORed with 0xFF goes
+protocol, simclr / instance / sequential, seed 0, with a stream's indices and CKA features, the latter stored
+gzip-compressed; about 25 KB). Each copy with one byte XORed with 0xFF goes
 through every reader, in this process, through ``ssl_bench.cli.main``: ``show``, ``submit --check``, ``plot`` and
 ``verify`` on the copy; ``leaderboard --strict``, ``export`` and ``report`` on a folder of all the copies. That is
 safe because of the guarded read (:mod:`ssl_bench.results.guard`): no copy reaches the HDF5 library here before a
@@ -21,9 +22,9 @@ The checkpoint is one the engine writes (:func:`ssl_bench.engine.checkpoint.writ
 SGD state and numpy arrays); each flipped copy must be refused by :func:`ssl_bench.engine.checkpoint.read` with one
 line naming ``--restart`` (its checksum is checked before anything is unpickled).
 
-``tests/test_fuzz.py`` runs 200 offsets of each in CI. Byte 921 of the result file makes HDF5 2.0 segfault and byte
-955 (the issue's 977: byte 3 of the length of the first string attribute, in its file's layout) makes it allocate
-4 GiB; both are in every sample.
+``tests/test_fuzz.py`` runs 200 offsets of each in CI. Every sample holds bytes 921 and 977 (the issue's) and the
+two bytes that are what those were in the issue's file (:func:`structural`): one makes HDF5 2.0 segfault, the other
+makes it allocate 4 GiB.
 """
 
 from __future__ import annotations
@@ -42,16 +43,37 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMED = (921, 955, 977)  #: the offsets that crashed or hung the readers (issue 31), in every sample
+NAMED = (921, 977)  #: the offsets of the issue's smoke file that segfaulted or hung the readers, in every sample
 LIMIT = 30  #: seconds a command may take on one copy (or on the folder of all copies)
 
 
 def result_file(folder: Path) -> Path:
-    """The result file that is fuzzed (see the module docstring)."""
+    """The result file that is fuzzed (see the module docstring), with two arrays large enough to be stored
+    gzip-compressed as the engine stores them (a stream's indices, CKA features)."""
     sys.path.insert(0, str(ROOT))
+    from ssl_bench import results
     from tests.test_leaderboard import make_result
 
-    return make_result(folder, "simclr", "instance", "sequential", 0)
+    path = make_result(folder, "simclr", "instance", "sequential", 0)
+    r = results.Result(path)
+    arrays = {name: r[name] for name in r.shapes}
+    rng = np.random.default_rng(0)
+    arrays["stream/0/train_idx"] = np.sort(rng.choice(1600, 800, replace=False)).astype(np.int64)
+    arrays["metrics/cka/features"] = rng.normal(size=(4, 32, 16)).astype(np.float16)
+    arrays["metrics/cka/index"] = np.tile(np.arange(32), (4, 1))
+    attrs = {k: v for k, v in r.attrs.items() if k not in ("schema_version", results.HASH_ATTR)}
+    return results.write(path, attrs, arrays, r.group_attrs)
+
+
+def structural(path: Path) -> tuple[int, int]:
+    """The offsets in ``path`` of the issue's two bytes, found by what they are: 31 bytes before the length of the
+    first variable-length string (inside its attribute's description; HDF5 2.0 segfaults), and byte 3 of that
+    length (HDF5 allocates and fills 4 GiB). In the issue's file they were bytes 921 and 977."""
+    import struct
+
+    data = path.read_bytes()
+    length = data.index(struct.pack("<Q", data.index(b"GCOL"))) - 4  # a string's length, then its heap's address
+    return length - 31, length + 3
 
 
 def checkpoint_file(folder: Path) -> Path:
@@ -255,7 +277,7 @@ def main() -> int:
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     source = result_file(args.work / "source")
-    chosen = offsets(source.stat().st_size, args.offsets, args.seed)
+    chosen = offsets(source.stat().st_size, args.offsets, args.seed, NAMED + structural(source))
     print(f"result file: {source.stat().st_size} bytes, {len(chosen)} offsets")
     problems, seconds, counts = fuzz_results(source, chosen, args.work / "results", progress=True)
     for name, s in seconds.items():

@@ -478,3 +478,28 @@ def test_sigterm_removes_the_lock_and_says_how_to_resume(tiny_protocol, tmp_path
         _, err = proc.communicate()
     assert proc.returncode == 130 and "interrupted; run the same command again to resume" in err
     assert not list(out.glob(".*.lock")) and not list(out.glob(".*.tmp"))
+
+
+# ------------------------------------------------------------------ what the fuzz test found
+def test_text_that_is_not_utf8_is_shown_escaped_not_a_traceback(good, tmp_path):
+    """A device attribute and a phase name with a byte that is not UTF-8 (h5py hands the first back with a lone
+    surrogate): show and plot ended with exit 1 and a UnicodeError."""
+    with h5py.File(good, "r+") as f:
+        f.attrs.create("device", b"cpu\xff x", dtype=h5py.string_dtype("utf-8"))
+        f["phases/names"][0] = b"exp\xff 0"
+    rehash(good)
+    code, out, err = in_process("show", good)
+    assert code == 0 and err == "" and "cpu\\xff x" in out and "exp\\xff 0" in out
+    code, out, err = in_process("plot", good, "--out", tmp_path / "plots")
+    assert code == 0 and "Traceback" not in err
+
+
+def test_plot_leaves_out_cka_when_a_file_has_features_but_no_index(tmp_path):
+    from tests.test_plot import fake_result
+
+    path = fake_result(tmp_path / "a.h5", evaluators=("cka",))
+    with h5py.File(path, "r+") as f:
+        del f["metrics/cka/index"]
+    rehash(path)  # a consistent file no engine writes: it passes the checks
+    code, out, err = in_process("plot", path, "--out", tmp_path / "plots")
+    assert code == 0 and "no cka plot" in err and not (tmp_path / "plots" / "cka.png").exists()  # KeyError before

@@ -311,7 +311,7 @@ def _cka_features(r: Result):
 
 
 def cka(runs, names, out: Path) -> Path | None:
-    have = [(r, n) for r, n in zip(runs, names) if "metrics/cka/features" in r.arrays]
+    have = [(r, n) for r, n in zip(runs, names) if "metrics/cka/features" in r.arrays and "metrics/cka/index" in r.arrays]
     if not have:
         return None
     groups = {}  # runs whose final features are of the same samples can be compared

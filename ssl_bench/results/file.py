@@ -181,8 +181,8 @@ def _canonical(value) -> bytes:
         return b"e" + str(value.dtype).encode()
     if isinstance(value, (bytes, np.bytes_)):
         return b"s" + bytes(value)
-    if isinstance(value, str):
-        return b"s" + value.encode()
+    if isinstance(value, str):  # bytes that are not UTF-8 come back from h5py as lone surrogates: hashed as stored
+        return b"s" + value.encode("utf-8", "surrogateescape")
     arr = np.asarray(value)
     if arr.dtype.kind in "OSU":
         parts = [_canonical(x) for x in arr.reshape(-1)]
