@@ -39,12 +39,13 @@ Layout (schema version 1), the contract that tools and later versions rely on:
   :func:`ssl_bench.results.continual.summarize`; ``summary_definitions`` attributes: what each one is.
 
 Evaluator datasets (under ``metrics/`` per phase, first axis = phase; ``init/`` without it):
-``linear/acc`` [T]; ``knn/acc``, ``knn/acc_k<k>`` [T]; ``fewshot/acc_<k>shot``,
-``fewshot/ci95_<k>shot``; ``collapse/auc``, ``auc_sq``, ``rankme``, ``std_normalized``,
+``linear/acc`` [T]; ``knn/acc`` (the first k), ``knn/acc_k<k>`` (the other k; knn 0.1.0 stored the first too) [T];
+``fewshot/acc_<k>shot``, ``fewshot/ci95_<k>shot``; ``collapse/auc``, ``auc_sq``, ``rankme``, ``std_normalized``,
 ``spectrum`` [min(n, D)] (float32 singular values); ``cka/prev`` (not at init),
 ``cka/features`` [n, D] float16 and ``cka/index`` [n] (test indices of the fixed subset).
 Under ``end/``: ``sharpness/{loss,top_eigenvalue,hessian_trace,eps_sharpness}``,
-``downstream/<label>/acc``, ``cka/joint`` (when the joint run's file was in ``--out``).
+``downstream/<label>/acc``; files of cka 0.1.0 may hold ``cka/joint`` (CKA to a joint run's file that happened to
+be in ``--out``; 0.2.0 stores none: ``report`` and ``plot`` compute it from both files).
 
 Limits: a result file holds numbers, not data. No dataset may declare more than
 :data:`MAX_DATASET_BYTES` (the largest real one, a 1.28M-image stream's ``train_idx``, is
