@@ -49,7 +49,8 @@ class RunConfig:
     data_root: str | None = None
     download: bool = False
     device: str = "auto"
-    #: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``bf16`` or ``fp32`` (the loss is always float32)
+    #: ``auto`` (the protocol's ``train.precision``; under its ``auto``, bf16 autocast on CUDA and fp32 elsewhere),
+    #: ``bf16`` or ``fp32`` (:func:`precisions`; the loss is always float32)
     precision: str = "auto"
     #: torch.compile the method's step (forward and loss; backward through AOTAutograd)
     compile: bool = False
@@ -76,20 +77,57 @@ class RunConfig:
     @property
     def variant(self) -> bool:
         """Whether the run changes anything on top of the defaults: recipe, method, strategy or stream options."""
-        return bool(self.recipe_overrides or self.method_options or self.strategy_options or self.stream_options)
+        return bool(
+            self.recipe_overrides or self.method_options or self.strategy_options or self.stream_options or self.precision_tag
+        )
+
+    @property
+    def precision_tag(self) -> str | None:
+        """The run's precision when ``--precision`` made it other than its protocol's on its device, else None.
+
+        Such a run is a variant: its identity hash covers the precision and its file name ends in ``__bf16`` or
+        ``__fp32`` (after its ``__v<identity>``), so a bf16 run on the CPU never takes the fp32 run's name."""
+        effective, default = precisions(self.precision, self.protocol.train.precision, self.device)
+        return effective if effective != default else None
 
     @property
     def identity(self) -> str:
-        """Hash of the effective recipe (method options included) and the strategy and stream options."""
+        """Hash of the effective recipe (method options included), the strategy and stream options, and the precision
+        when it is not the protocol's (:attr:`precision_tag`)."""
         if self.recipe is None:
             raise RuntimeError("the run's recipe is not resolved yet: build its plan first (ssl_bench.plan.make_plan)")
-        return recipes.run_identity(recipes.Recipe.model_validate(self.recipe), self.strategy_options, self.stream_options)
+        recipe = recipes.Recipe.model_validate(self.recipe)
+        return recipes.run_identity(recipe, self.strategy_options, self.stream_options, self.precision_tag)
 
     @property
     def result_path(self) -> Path:
-        """Same run, same name (so a crashed run resumes); a variant's name carries its :attr:`identity`."""
+        """Same run, same name (so a crashed run resumes); a variant's name carries its :attr:`identity` (and its
+        :attr:`precision_tag`)."""
         variant = self.identity if self.variant else None
-        return self.out / result_name(self.protocol.label, self.method, self.stream, self.strategy, self.seed, variant)
+        p = self.protocol
+        return self.out / result_name(p.label, self.method, self.stream, self.strategy, self.seed, variant, self.precision_tag)
+
+
+#: the precisions a run may ask for (``--precision``) and a protocol may fix (``train.precision``)
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def precisions(requested: str, protocol: str, device: str) -> tuple[str, str]:
+    """``(effective, default)`` precision of a run: ``default`` is the protocol's ``train.precision`` on the
+    run's device (``auto``: bf16 on CUDA, fp32 elsewhere); ``effective`` is ``requested`` unless it is ``auto``,
+    then the default. ``device`` as the user gave it (``auto``: CUDA when torch sees a GPU)."""
+    if requested not in PRECISIONS:
+        raise UserError(f"--precision {requested}: use bf16, fp32 or auto")
+    if protocol == "auto":
+        cuda = device.startswith("cuda") or (device == "auto" and _cuda_available())
+        protocol = "bf16" if cuda else "fp32"
+    return (protocol if requested == "auto" else requested), protocol
+
+
+def _cuda_available() -> bool:
+    import torch  # here: tools that only read configurations start without torch
+
+    return torch.cuda.is_available()
 
 
 @dataclass(frozen=True)

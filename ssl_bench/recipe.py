@@ -209,7 +209,13 @@ def canonical_hash(data: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def run_identity(recipe: Recipe, strategy_options: dict[str, Any], stream_options: dict[str, Any]) -> str:
+def run_identity(
+    recipe: Recipe, strategy_options: dict[str, Any], stream_options: dict[str, Any], precision: str | None = None
+) -> str:
     """The hash that, with protocol, method, stream, strategy and seed, names a run: the effective recipe
-    (method options included) and the strategy and stream options given on top of the protocol."""
-    return canonical_hash({"recipe": recipe.to_json(), "strategy_options": strategy_options, "stream_options": stream_options})
+    (method options included) and the strategy and stream options given on top of the protocol, and the
+    precision when the run's is not its protocol's (None otherwise, which leaves every earlier hash as it was)."""
+    content: dict[str, Any] = {"recipe": recipe.to_json(), "strategy_options": strategy_options, "stream_options": stream_options}
+    if precision is not None:
+        content["precision"] = precision
+    return canonical_hash(content)

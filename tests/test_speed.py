@@ -45,21 +45,28 @@ def test_precision_is_recorded_and_fp32_on_cpu_by_default(tiny_protocol, tmp_pat
     assert results.Result(path).attrs["precision"] == "fp32"
 
 
-def test_bf16_on_cpu_trains_with_a_float32_loss(tiny_protocol, tmp_path, one_thread):
+def test_bf16_on_cpu_trains_with_a_float32_loss(tiny_protocol, tmp_path, one_thread, monkeypatch):
+    """On the CPU bf16 autocast covers the encoders (channels_last), not the heads and the loss (issue 34)."""
+    monkeypatch.delenv(build_mod.CHANNELS_LAST_ENV, raising=False)
     run = Run(make_plan(tiny_config(tiny_protocol, tmp_path, precision="bf16"), Registry.discover([])))
-    assert run.precision == "bf16" and not run.channels_last and run.device_data is None and not run.prefetch
-    seen = []
-    real = run.model.forward
+    assert run.precision == "bf16" and run.channels_last and run.device_data is None and not run.prefetch
+    inside, outside = [], []
+    real_backbone, real_loss = run.method.backbone.forward, run.method.loss
 
-    def forward(*a, **k):
-        out = real(*a, **k)
-        seen.append(torch.is_autocast_enabled("cpu"))
+    def backbone(*a, **k):
+        inside.append(torch.is_autocast_enabled("cpu"))
+        return real_backbone(*a, **k)
+
+    def loss(*a, **k):
+        out = real_loss(*a, **k)
+        outside.append((torch.is_autocast_enabled("cpu"), out.dtype))
         return out
 
-    run.model.forward = forward
+    run.method.backbone.forward, run.method.loss = backbone, loss
     run.phase_index = 0
     loop.train_phase(run, run.phases[0], types.SimpleNamespace(update=lambda n: None, set_postfix=lambda **k: None))
-    assert seen and all(seen) and len(run.losses) == run.phases[0].steps
+    assert inside and all(inside) and len(run.losses) == run.phases[0].steps
+    assert outside and all(o == (False, torch.float32) for o in outside)
     assert all(torch.isfinite(torch.tensor(run.losses)))
 
 

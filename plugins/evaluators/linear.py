@@ -17,7 +17,7 @@ import numpy as np
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
-from ssl_bench.blocks.probes import fit_predict, select_l2
+from ssl_bench.blocks.probes import SOLVERS, fit_predict, select_l2
 from ssl_bench.errors import UserError
 
 __version__ = "0.2.0"
@@ -36,20 +36,24 @@ class LinearProbe(Evaluator):
         val_fraction: float = 0.2,
         max_iter: int = 200,
         seed: int = 0,
+        solver: str = "lbfgs64",
     ):
         if l2 is None and (not l2_grid or any(v < 0 for v in l2_grid)):
             raise UserError(f"linear: l2_grid must list non-negative L2 strengths, got {l2_grid!r}")
         if not 0 < val_fraction < 1:
             raise UserError(f"linear: val_fraction must lie in (0, 1), got {val_fraction!r}")
+        if solver not in SOLVERS:
+            raise UserError(f"linear: solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
         self.l2, self.l2_grid, self.val_fraction, self.max_iter, self.seed = l2, list(l2_grid), val_fraction, max_iter, seed
+        self.solver = solver
 
     def evaluate(self, run, features, previous):
         acc, chosen = [], []
         for tr, tr_y, te, te_y in zip(features.train, features.train_labels, features.test, features.test_labels):
             l2 = self.l2
             if l2 is None:
-                l2, _ = select_l2(tr, tr_y, self.l2_grid, self.val_fraction, self.seed, self.max_iter)
-            pred = fit_predict(tr, tr_y, te, l2, self.max_iter)
+                l2, _ = select_l2(tr, tr_y, self.l2_grid, self.val_fraction, self.seed, self.max_iter, self.solver)
+            pred = fit_predict(tr, tr_y, te, l2, self.max_iter, self.solver)
             acc.append((pred == te_y).double().mean().item())
             chosen.append(l2)
         return {"acc": np.array(acc), "l2": np.array(chosen)}

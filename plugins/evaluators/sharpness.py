@@ -11,9 +11,9 @@ method; across methods they are unlike things (VICReg's loss is about 21, BYOL's
 
 - ``top_eigenvalue``: the largest (most positive) Hessian eigenvalue (since 0.2.0; 0.1.0 stored the
   largest-*magnitude* one, so a saddle with a large negative eigenvalue read as flat);
-  ``dominant_eigenvalue``: the largest-magnitude one, signed (0.1.0's ``top_eigenvalue``). Block power
-  iteration on Hessian-vector products, ``iters`` iterations, and as many again on ``H - dominant I`` when
-  the dominant one is negative (:func:`ssl_bench.ops.sharpness.top_positive_eigenvalue`);
+  ``dominant_eigenvalue``: the largest-magnitude one, signed (0.1.0's ``top_eigenvalue``). Both from one
+  Krylov (Lanczos) space of ``iters`` Hessian-vector products (:func:`ssl_bench.ops.sharpness.top_positive_eigenvalue`;
+  0.1.0 ran block power iteration with 4 vectors, about 4x the HVPs);
 - ``hessian_trace``: Hutchinson's estimate of tr(H) with ``n_probes`` Rademacher probes;
 - ``eps_sharpness``: the largest loss increase found in the box ``|delta_i| <= eps (|w_i| + 1)``
   (Keskar et al. 2017) by ``steps`` steps of projected gradient ascent;

@@ -14,6 +14,20 @@ Public, for built-in and outside evaluator plugins alike::
 :func:`fit_predict` is the probe of the ``linear`` evaluator (and of ``fewshot``'s ``logreg``
 and ``downstream``): full-batch L-BFGS on standardised features, deterministic, no learning
 rate to tune, an L2 penalty; :func:`select_l2` chooses its strength as Kornblith et al. do.
+
+Two solvers minimise the same objective with the same L-BFGS (history 20, strong-Wolfe line search,
+``max_iter`` iterations at most, stopped when the gradient's largest entry is under 1e-7 or a step changes
+the loss or the weights by less than 1e-10), and differ only in arithmetic (``solver=``):
+
+- ``"lbfgs64"`` (the default of these functions, and the probe of ``linear`` up to 0.2.0): float64,
+  the gradient by autograd;
+- ``"lbfgs32"``: float32, the loss and its gradient written out (one matrix product each way, the bias
+  as a last input column, no autograd graph), about half the time per iteration; and since float32 cannot
+  resolve changes below about 1e-7 of the loss, fits that have converged stop sooner (on Tiny ImageNet
+  features, the strongly regularised ones after about 60-120 iterations instead of 110-200). Fits that have
+  not converged after ``max_iter`` iterations (weak L2 on separable features, where the loss keeps falling)
+  end at a slightly different point, so accuracies can differ by a few test samples
+  (benchmark/RESULTS.md, "Evaluation cost", has the comparison on saved backbones).
 :func:`episodes` and :func:`prototype_predict` are few-shot classification (``fewshot`` and ``downstream``).
 """
 
@@ -45,8 +59,17 @@ def _threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+#: the probe solvers (see the module docstring): name -> dtype of the standardised features and weights
+SOLVERS = {"lbfgs64": torch.float64, "lbfgs32": torch.float32}
+
+
 def fit_predict(
-    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, l2: float = 1e-4, max_iter: int = 200
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    l2: float = 1e-4,
+    max_iter: int = 200,
+    solver: str = "lbfgs64",
 ) -> torch.Tensor:
     """Fit logistic regression on (train_x, train_y) and return predicted labels of test_x.
 
@@ -54,10 +77,11 @@ def fit_predict(
     L-BFGS evaluations of small matrix products are latency-bound, and on a busy 2-core machine
     a 400 x 128 probe took 15 s with 2 threads and 0.4 s with one.
     """
+    dtype = _dtype(solver)
     with _small_on_one_thread(train_x):
         classes, y = torch.unique(train_y, return_inverse=True)
-        x, (xt,) = _standardise(train_x, [test_x])
-        w, b = _fit(x, y, len(classes), l2, max_iter)
+        x, (xt,) = _standardise(train_x, [test_x], dtype)
+        w, b = _fit_with(solver, x, y, len(classes), l2, max_iter)
         return classes[(xt @ w + b).argmax(1)]
 
 
@@ -94,6 +118,7 @@ def select_l2(
     val_fraction: float = 0.2,
     seed: int = 0,
     max_iter: int = 200,
+    solver: str = "lbfgs64",
 ) -> tuple[float, list[float]]:
     """The L2 strength of ``grid`` whose probe is most accurate on a held-out part of the training split.
 
@@ -102,16 +127,17 @@ def select_l2(
     (strongest first, each started from the previous solution), and the value with the best held-out
     accuracy wins (the stronger one on ties). Returns (chosen value, held-out accuracy per grid value).
     """
+    dtype = _dtype(solver)
     n = len(train_y)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val = max(1, round(n * val_fraction))
     val, fit = order[:n_val], order[n_val:]
     with _small_on_one_thread(train_x):
         classes, y = torch.unique(train_y, return_inverse=True)
-        x, (xv,) = _standardise(train_x[fit], [train_x[val]])
+        x, (xv,) = _standardise(train_x[fit], [train_x[val]], dtype)
         init, accs = None, {}
         for l2 in sorted(grid, reverse=True):
-            init = _fit(x, y[fit], len(classes), l2, max_iter, init)
+            init = _fit_with(solver, x, y[fit], len(classes), l2, max_iter, init)
             w, b = init
             accs[l2] = float(((xv @ w + b).argmax(1) == y[val]).double().mean())
     best = max(sorted(grid, reverse=True), key=lambda v: accs[v])  # max keeps the first (strongest) of equals
@@ -127,10 +153,31 @@ def _small_on_one_thread(x: torch.Tensor) -> Iterator[None]:
         yield
 
 
-def _standardise(train_x: torch.Tensor, others: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Features standardised with the training part's mean and std, in float64."""
+def _dtype(solver: str) -> torch.dtype:
+    if solver not in SOLVERS:
+        raise UserError(f"probe solver '{solver}' is not one of {', '.join(SOLVERS)}")
+    return SOLVERS[solver]
+
+
+def _standardise(
+    train_x: torch.Tensor, others: list[torch.Tensor], dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Features standardised with the training part's mean and std (computed in the features' own precision),
+    in ``dtype``."""
     mean, std = train_x.mean(0, keepdim=True), train_x.std(0, keepdim=True) + 1e-6
-    return ((train_x - mean) / std).double(), [((o - mean) / std).double() for o in others]
+    return ((train_x - mean) / std).to(dtype), [((o - mean) / std).to(dtype) for o in others]
+
+
+def _fit_with(
+    solver: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    l2: float,
+    max_iter: int,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return (_fit if solver == "lbfgs64" else _fit32)(x, y, n_classes, l2, max_iter, init)
 
 
 def _fit(
@@ -166,6 +213,55 @@ def _fit(
 
     opt.step(closure)
     return w.detach(), b.detach()
+
+
+def _fit32(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    l2: float,
+    max_iter: int,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_fit`'s objective and L-BFGS in float32, with the loss and gradient written out.
+
+    The weights and bias are one [D + 1, C] matrix ``W`` on inputs with a last column of ones, so a step's
+    work is ``z = [x, 1] W`` and ``[x, 1]^T (softmax(z) - onehot(y)) / n`` (+ ``2 l2 w``, the bias unpenalised).
+    """
+    n, d = x.shape
+    xa = torch.cat([x.float(), x.new_ones(n, 1, dtype=torch.float32)], 1)
+    target = y.view(-1, 1)
+    onehot = torch.zeros(n, n_classes, dtype=torch.float32, device=x.device).scatter_(1, target, 1.0)
+    decay = torch.ones(d + 1, 1, dtype=torch.float32, device=x.device)
+    decay[-1] = 0  # the bias is not penalised
+    if init is None:
+        W = torch.zeros(d + 1, n_classes, dtype=torch.float32, device=x.device)
+    else:
+        W = torch.cat([init[0], init[1].view(1, -1)]).float()
+    W.grad = torch.zeros_like(W)
+    opt = torch.optim.LBFGS(
+        [W],
+        lr=1,
+        max_iter=max_iter,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-7,
+        tolerance_change=1e-10,
+    )
+
+    def closure() -> torch.Tensor:
+        z = xa @ W
+        top = z.amax(1, keepdim=True)
+        e = (z - top).exp_()
+        total = e.sum(1, keepdim=True)
+        decayed = W * decay
+        loss = ((total.log() + top).sum() - z.gather(1, target).sum()) / n + l2 * (decayed * W).sum()
+        residual = e.div_(total).sub_(onehot).div_(n)  # softmax(z) - onehot(y), over n
+        torch.addmm(decayed, xa.T, residual, beta=2 * l2, out=W.grad)
+        return loss
+
+    opt.step(closure)
+    return W[:-1].clone(), W[-1].clone()
 
 
 def held_out(run: RunContext, features: Features) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:

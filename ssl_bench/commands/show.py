@@ -20,6 +20,33 @@ def terminal_text(text: object) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
+def cost_lines(r, cost: dict) -> list[str]:
+    """What the run cost (:func:`ssl_bench.results.continual.cost_summary`): totals, then one row per phase."""
+    if cost["train_minutes"] is None:
+        total = f"{cost['total_minutes']:.1f} min" if cost["total_minutes"] is not None else "unknown"
+        return [f"  cost       {total} in all; per-phase costs not recorded (written before runs kept them)"]
+    parts = ", ".join(f"{name} {minutes:.2f}" for name, minutes in cost["eval_minutes_by"].items())
+    flops = f", {cost['train_flops']:.3g} FLOPs" if cost["train_flops"] else ""
+    memory = f"{cost['peak_memory_bytes'] / 2**20:.0f} MiB" if cost["peak_memory_bytes"] else "?"
+    lines = [
+        f"  cost       {cost['total_minutes']:.2f} min in all: training {cost['train_minutes']:.2f} min "
+        f"({cost['images_per_second'] or 0:.0f} images/s{flops}), evaluation {cost['eval_minutes']:.2f} min ({parts}); "
+        f"peak memory {memory}",
+        "  " + " " * 22 + "".join(f"{h:>12}" for h in ("train s", "CPU s", "images/s", "GFLOP/step", "peak MiB", "eval s")),
+    ]
+    keys = ("cost/train_seconds", "cost/train_cpu_seconds", "cost/images_per_second")
+    per_phase = [np.asarray(r[k], dtype=float) for k in keys]
+    step = np.asarray(r["cost/step_flops"], dtype=float)
+    peak = np.asarray(r["cost/peak_memory_bytes"], dtype=float)
+    evals = [np.asarray(r[k], dtype=float) for k in r.shapes if k.startswith("cost/eval_seconds/")]
+    for i in range(len(per_phase[0])):
+        gflop = "/".join(f"{v / 1e9:.2f}" for v in step[i] if np.isfinite(v)) if step.ndim == 2 else ""
+        eval_s = sum(float(e[i + 1]) for e in evals if e.shape[0] > i + 1 and np.isfinite(e[i + 1]))
+        cells = [f"{v[i]:12.1f}" for v in per_phase] + [f"{gflop:>12}", f"{peak[i] / 2**20:12.0f}", f"{eval_s:12.1f}"]
+        lines.append("  " + f"{'phase ' + str(i):<22}" + "".join(cells))
+    return lines
+
+
 def run_lines(r) -> list[str]:
     """How the run was made and how it trained: its recipe (and where it came from), the versions of the plugins
     its names come from, and its loss curve in numbers (first, last, and per phase the mean of its last tenth)."""
@@ -102,6 +129,7 @@ def main(args: argparse.Namespace) -> int:
         f"commit {a.get('git_commit') or 'unknown'}, {a.get('seconds', '?')} s, {a.get('steps', '?')} steps",
     ]
     lines += run_lines(r)
+    lines += cost_lines(r, continual.cost_summary(r))
     for key, value in sorted(summary.items()):
         lines.append(f"  {key:<24} {value:.4f}   {continual.DEFINITIONS.get(key, '')}".rstrip())
     names = [

@@ -21,11 +21,12 @@ import torch
 
 from ssl_bench.api import Batch, Dataset, Evaluator, Experience, Method, Phase, Strategy
 from ssl_bench.blocks import augment
-from ssl_bench.engine import distributed, evaluation
+from ssl_bench.engine import distributed, evaluation, precision
 from ssl_bench.engine.composite import Composite
+from ssl_bench.engine.cost import Cost
 from ssl_bench.engine.optim import make_optimizer
 from ssl_bench.errors import UserError
-from ssl_bench.plan import Plan, RunConfig
+from ssl_bench.plan import Plan, RunConfig, precisions
 from ssl_bench.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -64,13 +65,10 @@ def _make_strategy(plan: Plan) -> Strategy:
 DEVICE_DATA_FRACTION = 0.25
 
 
-def _precision(name: str, device: torch.device) -> str:
-    """``auto`` -> bf16 on CUDA, fp32 elsewhere; ``bf16`` and ``fp32`` as given."""
-    if name == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if name not in ("bf16", "fp32"):
-        raise UserError(f"--precision {name}: use bf16, fp32 or auto")
-    return name
+def _precision(name: str, device: torch.device, protocol: str = "auto") -> str:
+    """The run's precision: ``name`` (``--precision``) unless ``auto``, then the protocol's ``train.precision``,
+    whose ``auto`` is bf16 on CUDA and fp32 elsewhere (:func:`ssl_bench.plan.precisions`)."""
+    return precisions(name, protocol, device.type)[0]
 
 
 def set_tf32(device: torch.device, precision: str) -> bool:
@@ -92,12 +90,15 @@ CHANNELS_LAST_ENV = "SSL_BENCH_CHANNELS_LAST"
 
 
 def channels_last_for(device: torch.device, precision: str) -> bool:
-    """Whether convolutional backbones train in channels_last: on CUDA (tensor cores), unless
-    ``$SSL_BENCH_CHANNELS_LAST`` says ``0``; elsewhere only when it says ``1``."""
+    """Whether convolutional backbones train in channels_last, unless ``$SSL_BENCH_CHANNELS_LAST`` says ``0``
+    or ``1``: on CUDA (tensor cores); on the CPU under bf16 (oneDNN's bf16 convolutions are fastest in NHWC: a
+    SimCLR step of the CPU protocol's model, 256 images, one thread, 181 -> 130 ms at 16 px and 510 -> 360 ms at
+    32 px). CPU fp32 stays in NCHW although NHWC is faster there too (297 -> 192 ms): NHWC rounds differently,
+    and fp32 CPU runs of the existing protocols must keep their numbers."""
     forced = os.environ.get(CHANNELS_LAST_ENV)
     if forced in ("0", "1"):
         return forced == "1"
-    return device.type == "cuda"
+    return device.type == "cuda" or precision == "bf16"
 
 
 #: set by ``ssl-bench sweep --per-gpu K`` in its workers: the number of runs that share each GPU
@@ -190,7 +191,9 @@ class Run:
                     f"set --method-opt n_classes={len(self.dataset.classes)} or leave it out"
                 )
         self.method: Method = plan.method.build(backbone, **options).to(self.device)
-        self.precision = _precision(config.precision, self.device)  #: "bf16" (autocast) or "fp32"
+        self.precision = _precision(config.precision, self.device, protocol.train.precision)  #: "bf16" or "fp32"
+        if self.precision == "bf16" and self.device.type == "cpu":
+            precision.install(self.method)  # bf16 autocast around the encoders only (ssl_bench.engine.precision)
         self.tf32 = set_tf32(self.device, self.precision)  #: whether float32 products may round to TF32 (recorded)
         #: convolutions in NHWC on CUDA (faster with tensor cores); weights here, the views in the loop
         self.channels_last = channels_last_for(self.device, self.precision) and any(
@@ -221,6 +224,8 @@ class Run:
         self.phase_index = -1
         self.losses: list[float] = []
         self.images_processed = 0  #: training samples that went through the method (all ranks), for compute-matching checks
+        #: what the run cost so far, phase by phase (kept in the checkpoint, written under cost/ in the result)
+        self.cost = Cost(len(self.phases), [s.resolution for s in tr.stages] or [self.dataset.resolution])
         self.metrics: dict[str, list] = {}
         self.init_metrics: dict[str, Any] = {}
         self.end_metrics: dict[str, Any] = {}
@@ -243,8 +248,13 @@ class Run:
             ev.setup(self)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """The training step's autocast: bf16 under ``precision == "bf16"``, a no-op under fp32."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        """The training step's autocast under ``precision == "bf16"``: the whole step on CUDA, the method's encoders
+        on the CPU (:mod:`ssl_bench.engine.precision`: the loss stays float32); a no-op under fp32."""
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        if self.device.type == "cpu":
+            return precision.step(self.config.method, check=True)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def batch_of(self, index: torch.Tensor, host_index: torch.Tensor | None = None) -> Batch:
         """The training samples at ``index`` (indices into dataset.train) as a Batch on the device; ``host_index``:

@@ -3,7 +3,8 @@
 The checkpoint (``.<result file name>.ckpt`` next to the result, written atomically) holds the
 method, optimiser and strategy state, the step, the losses and metrics so far, the features
 of the last phase and the random states (the CPU's, the run's generator and, on a GPU, its default
-generator). It is used only by a run of the same configuration
+generator), and what the run cost so far (:mod:`ssl_bench.engine.cost`, so that a resumed run's costs and
+``seconds`` cover all its processes). It is used only by a run of the same configuration
 (:func:`fingerprint`), and removed once the result is written.
 
 A checkpoint is data, never code: it is read with ``torch.load(weights_only=True)``, which
@@ -153,6 +154,7 @@ def save(run: Run, path: Path, fingerprint: str, next_phase: int, previous: Feat
         "torch_rng": torch.get_rng_state(),
         # the GPU's default generator (MAE's masks, drop-path): without it a resumed run draws other numbers there
         "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
+        "cost": run.cost.state_dict(),  # what the run cost so far (ssl_bench.engine.cost), its seconds up to now
     }
     kept = (
         "the previous checkpoint is kept; free some space and rerun the command to resume"
@@ -296,6 +298,8 @@ def _restore(run: Run, state: dict[str, Any]) -> int:
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") is not None and run.device.type == "cuda":  # (absent from checkpoints before it was kept)
         torch.cuda.set_rng_state(state["cuda_rng"], run.device)
+    if state.get("cost") is not None:  # (absent from checkpoints before costs were kept: those phases' costs stay NaN)
+        run.cost.load_state_dict(state["cost"])
     return state["next_phase"]
 
 

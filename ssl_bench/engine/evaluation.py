@@ -8,6 +8,8 @@ are keyed ``"<evaluator>/<key>"``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,20 +32,33 @@ def probe_indices(protocol: Protocol, experiences: list[Experience], seed: int) 
     ]
 
 
-@torch.no_grad()
 def features(run: Run) -> Features:
-    """Frozen-backbone features of every experience's probe-training and held-out samples."""
+    """Frozen-backbone features of every experience's probe-training and held-out samples (float32).
+
+    Under ``torch.inference_mode``, ``eval.batch_size`` images at a time, the training images first (each once,
+    however many experiences share it). The protocol's ``eval.precision`` says how: ``"fp32"`` (the default, as
+    every protocol before the key existed) in float32 and the backbone's memory format; ``"bf16"`` under bf16
+    autocast with channels_last inputs, 4-5x faster on a CPU with AVX512-BF16/AMX (benchmark/RESULTS.md,
+    "Evaluation cost"), at bf16's rounding of the features (about 3 significant digits).
+    The features returned are ordinary tensors (copied out of inference mode), so evaluators may use them
+    in autograd.
+    """
     backbone = run.method.backbone
     was_training = backbone.training
     backbone.eval()
     bs = run.protocol.eval.batch_size
+    bf16 = run.protocol.eval.precision == "bf16"
 
     def embed(images: torch.Tensor, index: np.ndarray) -> torch.Tensor:
         out = []
-        for s in range(0, len(index), bs):
-            x = images[torch.from_numpy(index[s : s + bs])].to(run.device)
-            out.append(backbone(augment.prepare(x, run.dataset.resolution)).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, run.method.feature_dim)
+        with torch.inference_mode(), torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=bf16):
+            for s in range(0, len(index), bs):
+                x = images[torch.from_numpy(index[s : s + bs])].to(run.device)
+                x = augment.prepare(x, run.dataset.resolution)
+                if bf16 and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                out.append(backbone(x).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, run.method.feature_dim)  # outside inference mode: a normal tensor
 
     train_all = np.unique(np.concatenate(run.probe_index))
     train_feats = embed(run.dataset.train.images, train_all)
@@ -58,16 +73,24 @@ def features(run: Run) -> Features:
     return feats
 
 
-def evaluate(run: Run, when: str, features: Features | None, previous: Features | None) -> dict[str, Any]:
-    """Run the evaluators of ``when`` ("phase" or "end"; at the end also the per-phase ones' ``finish``)."""
+def evaluate(
+    run: Run,
+    when: str,
+    features: Features | None,
+    previous: Features | None,
+    timer: Callable[[str], contextlib.AbstractContextManager] | None = None,
+) -> dict[str, Any]:
+    """Run the evaluators of ``when`` ("phase" or "end"; at the end also the per-phase ones' ``finish``);
+    ``timer(name)``, when given, is entered around each evaluator (:meth:`ssl_bench.engine.cost.Cost.evaluation`)."""
     out = {}
     for ev in run.evaluators:
-        if ev.when == when:
-            measured = ev.evaluate(run, features, previous)
-        elif when == "end":
-            measured = ev.finish(run, features)  # per-phase evaluators' end-of-run extras
-        else:
+        if ev.when != when and when != "end":
             continue
+        with timer(ev.name) if timer is not None else contextlib.nullcontext():
+            if ev.when == when:
+                measured = ev.evaluate(run, features, previous)
+            else:
+                measured = ev.finish(run, features)  # per-phase evaluators' end-of-run extras
         if not isinstance(measured, dict):
             raise TypeError(f"evaluator '{ev.name}' returned {type(measured).__name__}, not a dict")
         out.update({f"{ev.name}/{k}": v for k, v in measured.items()})

@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,7 +77,7 @@ def _execute(run: Run, resume: bool) -> Path | None:
     ckpt_path = checkpoint.path_for(config)
     fingerprint = checkpoint.fingerprint(config)
     start_phase, previous = checkpoint.resume(run, ckpt_path, fingerprint) if resume else (0, None)
-    t0 = time.time()
+    cost, points = run.cost, len(run.phases) + 1  # evaluation points: init and after every phase
     main = distributed.is_main()  # under torchrun, only rank 0 evaluates and writes
     hook.ssl_bench_run_start(run=run)
     log.info(
@@ -93,8 +92,9 @@ def _execute(run: Run, resume: bool) -> Path | None:
         run.total_steps,
     )
     if start_phase == 0 and main:
-        previous = evaluation.features(run)
-        run.init_metrics = evaluation.evaluate(run, "phase", previous, None)
+        with cost.evaluation("features", 0, points):
+            previous = evaluation.features(run)
+        run.init_metrics = evaluation.evaluate(run, "phase", previous, None, lambda n: cost.evaluation(n, 0, points))
     disable = not config.progress or not sys.stderr.isatty() or not main
     with tqdm(total=run.total_steps, initial=run.step, desc="training", unit="step", disable=disable, dynamic_ncols=True) as bar:
         for i in range(start_phase, len(run.phases)):
@@ -104,13 +104,15 @@ def _execute(run: Run, resume: bool) -> Path | None:
             hook.ssl_bench_phase_start(run=run, phase=phase)
             hook.ssl_bench_experience_start(run=run, phase=phase)  # deprecated name, until 0.3
             run.strategy.before_phase(run, phase)
-            train_phase(run, phase, bar)
+            with cost.phase(run, i):
+                train_phase(run, phase, bar)
             run.strategy.after_phase(run, phase)
             if not main:
                 distributed.barrier()  # wait for rank 0's evaluation and checkpoint
                 continue
-            feats = evaluation.features(run)
-            measured = evaluation.evaluate(run, "phase", feats, previous)
+            with cost.evaluation("features", i + 1, points):
+                feats = evaluation.features(run)
+            measured = evaluation.evaluate(run, "phase", feats, previous, lambda n, i=i: cost.evaluation(n, i + 1, points))
             for k, v in measured.items():
                 run.metrics.setdefault(k, []).append(v)
             previous = feats
@@ -123,9 +125,9 @@ def _execute(run: Run, resume: bool) -> Path | None:
             distributed.barrier()
     if not main:
         return None
-    run.end_metrics = evaluation.evaluate(run, "end", previous, None)
+    run.end_metrics = evaluation.evaluate(run, "end", previous, None, lambda n: cost.evaluation(n, -1, points))
     try:
-        path = record.write(run, time.time() - t0)
+        path = record.write(run, cost.elapsed())
     except OSError as err:
         kept = "the run's checkpoint is kept, rerun to write the result"
         raise UserError(checkpoint.write_error(err, config.result_path, kept)) from None
@@ -241,16 +243,18 @@ def train_phase(run: Run, phase: Phase, bar: Any) -> None:
     pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []  # (step, total loss, method's loss if a strategy adds one)
     for k, batch in enumerate(_batches(run, phase, pool)):
         batch = run.strategy.batch(run, batch)
-        views = run.strategy.views(run, run.views(batch.images, resolution_at(run, k, phase.steps)), batch)
+        resolution = resolution_at(run, k, phase.steps)
+        views = run.strategy.views(run, run.views(batch.images, resolution), batch)
         if run.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for v in views]
         set_lr(run.optimizer, lr_at(start + k, total, warmup, run.peak_lr, run.recipe.schedule), run.peak_lr)
-        with run.autocast():
-            loss = run.step_model(views, batch.labels if run.method.uses_labels else None).float()
-            extra = run.strategy.loss(run, views, batch)
-        loss_sum = loss if extra is None else loss + extra.float()
-        run.optimizer.zero_grad(set_to_none=True)
-        loss_sum.backward()
+        with run.cost.count_step(run, resolution):  # FLOPs of the phase's first step at each resolution
+            with run.autocast():
+                loss = run.step_model(views, batch.labels if run.method.uses_labels else None).float()
+                extra = run.strategy.loss(run, views, batch)
+            loss_sum = loss if extra is None else loss + extra.float()
+            run.optimizer.zero_grad(set_to_none=True)
+            loss_sum.backward()
         run.strategy.after_backward(run)
         run.method.after_backward()
         run.optimizer.step()

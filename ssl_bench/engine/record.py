@@ -51,7 +51,8 @@ def check_writable(out: Path) -> None:
 
 
 def write(run: Run, seconds: float) -> Path:
-    """Write the result file of a finished run to ``run.config.result_path``; return its path."""
+    """Write the result file of a finished run to ``run.config.result_path``; return its path. ``seconds``: the
+    run's wall-clock seconds over all its processes (:meth:`ssl_bench.engine.cost.Cost.elapsed`)."""
     cfg, protocol = run.config, run.protocol
     arrays: dict[str, Any] = {
         "config": json.dumps(cfg.to_json(), sort_keys=True, default=str),
@@ -90,6 +91,7 @@ def write(run: Run, seconds: float) -> Path:
     arrays["train/loss"] = np.asarray(run.losses, dtype=np.float32)
     for key, value in run.strategy.record().items():
         arrays[f"strategy/{key}"] = value if isinstance(value, str) else np.asarray(value)
+    arrays.update(run.cost.arrays())
     summary = continual.summarize(arrays)
     attrs = {
         "protocol": protocol.name,
@@ -114,6 +116,7 @@ def write(run: Run, seconds: float) -> Path:
         "dataset": protocol.dataset.name,
         "world_size": run.world_size,
         "precision": run.precision,
+        "precision_tag": cfg.precision_tag or "",
         "tf32": run.tf32,  # float32 products rounded to TF32 on the GPU (never under fp32)
         "plugins": {p.name: p.version for p in run.registry.plugins.values() if not p.error},
         "plugin_hashes": {p.name: source_hash(p.module) for p in run.registry.plugins.values() if not p.error},

@@ -107,40 +107,54 @@ def top_eigenvalue(loss_fn, params, iters: int = 20, generator=None, n_vectors: 
     return float(ritz[ritz.abs().argmax()])
 
 
-def _ritz(h: _Hessian, v0: torch.Tensor, iters: int, shift: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """Block power iteration on ``H - shift I`` from the orthonormal rows ``v0``; the Ritz values *of H* on
-    the final block (ascending): each a lower bound of the eigenvalue it approximates from below."""
-    v = v0
-    for _ in range(iters):
-        v = torch.linalg.qr((h(v) - shift * v).t())[0].t()
-    hv = h(v)
-    return torch.linalg.eigvalsh(0.5 * ((v @ hv.t()) + (hv @ v.t())))
+def _krylov(h: _Hessian, v0: torch.Tensor, steps: int) -> torch.Tensor:
+    """Rayleigh-Ritz on the Krylov space ``span{v0, H v0, ..., H^(m-1) v0}`` (Lanczos with full
+    reorthogonalisation): the Ritz values of H on it, ascending. Its largest is a lower bound of H's largest
+    eigenvalue and its smallest an upper bound of H's smallest, each converging much faster in the number of
+    Hessian-vector products than power iteration. One HVP per step; one host read per step, to stop at an
+    invariant subspace (a residual under 1e-8 of ``|H v|``: the space holds exact eigenvectors)."""
+    steps = min(steps, h.dim)
+    basis = torch.zeros(steps, h.dim, dtype=h.grad.dtype, device=h.grad.device)
+    images = torch.zeros_like(basis)  # H times each basis vector
+    v = v0 / v0.norm()
+    m = 0
+    for j in range(steps):
+        basis[j] = v
+        images[j] = w = h(v.unsqueeze(0))[0]
+        m = j + 1
+        q = basis[:m]
+        w = w - q.t() @ (q @ w)
+        w = w - q.t() @ (q @ w)  # twice: classical Gram-Schmidt keeps the basis orthonormal to rounding
+        norm = w.norm()
+        if j + 1 < steps and float(norm) <= 1e-8 * float(images[j].norm()):
+            break
+        v = w / norm
+    t = basis[:m] @ images[:m].t()  # V^T H V
+    return torch.linalg.eigvalsh(0.5 * (t + t.t()))
 
 
-def top_positive_eigenvalue(loss_fn, params, iters: int = 20, generator=None, n_vectors: int = 4) -> tuple[float, float]:
+def top_positive_eigenvalue(loss_fn, params, iters: int = 20, generator=None) -> tuple[float, float]:
     """``(largest, dominant)``: the largest (most positive) Hessian eigenvalue, and the largest-magnitude one (signed).
 
     Power iteration finds the largest *magnitude*; at a saddle that is a negative eigenvalue, which says
-    nothing about how sharp the loss is upwards. So: block power iteration on H (as :func:`top_eigenvalue`)
-    gives the dominant Ritz value d; if d >= 0 it is the largest eigenvalue. If d < 0, a second block power
-    iteration on the shifted ``H - d I`` (whose eigenvalues ``mu - d`` are >= 0 up to the error of d, so its
-    dominant one is the top of H's spectrum) from the same start vectors reaches the top, and the largest
-    Ritz value of H on that block is returned. Ritz values are lower bounds, so an unconverged answer is
-    too low, never too high; when every eigenvalue is negative (a local maximum) the largest is negative.
-    ``2 * iters`` iterations at most; one host read between the two passes.
+    nothing about how sharp the loss is upwards. Both come from one Krylov (Lanczos) space of ``iters``
+    Hessian-vector products from a random start (``generator``; :func:`_krylov`): its largest Ritz value
+    approximates the top of the spectrum from below, whatever the sign of the dominant one, and its
+    extreme Ritz values the dominant one. Ritz values are bounds, so an unconverged largest is too low,
+    never too high; when every eigenvalue is negative (a local maximum) the largest is negative.
+
+    Cost: ``iters`` HVPs. (Until issue 34 this was block power iteration with 4 vectors, ``4 (iters + 1)``
+    HVPs and as many again on ``H - d I`` when the dominant d was negative; the Krylov space of ``iters``
+    vectors contains every power-iteration iterate of one start vector, so it finds the extremes at least as
+    well per HVP, and in practice far better: benchmark/RESULTS.md, "Evaluation cost".)
     """
     params = _params(params)
-    if iters < 1 or n_vectors < 1:
-        raise UserError("top_positive_eigenvalue: iters and n_vectors must be >= 1")
+    if iters < 1:
+        raise UserError("top_positive_eigenvalue: iters must be >= 1")
     h = _Hessian(loss_fn, params)
-    k = min(n_vectors, h.dim)
-    v0 = torch.linalg.qr(_randn((h.dim, k), h.grad, generator))[0].t()
-    ritz = _ritz(h, v0, iters)
+    ritz = _krylov(h, _randn((h.dim,), h.grad, generator), iters)
     dominant = ritz[ritz.abs().argmax()]
-    if float(dominant) >= 0:
-        return float(ritz[-1]), float(dominant)
-    shifted = _ritz(h, v0, iters, shift=dominant)
-    return float(shifted[-1]), float(dominant)
+    return float(ritz[-1]), float(dominant)
 
 
 def hessian_trace(loss_fn, params, n_probes: int = 16, generator=None, batch_size: int = 8) -> float:

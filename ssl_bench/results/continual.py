@@ -93,6 +93,70 @@ def summarize(arrays: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+#: what :func:`cost_summary` returns, and what each key is (None where a file has no ``cost/`` datasets)
+COST_DEFINITIONS: dict[str, str] = {
+    "total_minutes": "the run's wall-clock minutes over all its processes (attribute `seconds`; written after the run's data "
+    "were loaded and its plugins built)",
+    "train_minutes": "minutes of the training steps, all phases (cost/train_seconds)",
+    "train_cpu_minutes": "CPU minutes of the process during the training steps (all its threads)",
+    "eval_minutes": "minutes of evaluation: the features and every evaluator, at init, after every phase and at the end",
+    "eval_minutes_by": "eval_minutes per part: 'features' and each evaluator (its per-phase and end-of-run seconds)",
+    "images_per_second": "training images through the method per second of training, over the whole run",
+    "train_flops": "measured FLOPs of all training steps (forward and backward; cost/train_flops summed)",
+    "step_flops": "measured FLOPs of one training step at each resolution ({resolution: FLOPs}, in the first phase "
+    "that trained at it)",
+    "peak_memory_bytes": "peak memory over the phases (CPU: the process's peak RSS; CUDA: max allocated)",
+    "device": "the device the run trained on (attribute `device`)",
+}
+
+
+def cost_summary(result_or_arrays: Any, attrs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What one run cost (see :data:`COST_DEFINITIONS`), from a :class:`ssl_bench.results.Result` or from its
+    arrays (a mapping of dataset paths, ``attrs`` its root attributes). Files written before runs recorded
+    ``cost/`` (every result submitted before it) give ``total_minutes`` (from ``seconds``) and ``device``, and
+    None for the rest. The one function that every reader of costs uses (``show``, ``export``, the leaderboard,
+    the report)."""
+    arrays = getattr(result_or_arrays, "arrays", result_or_arrays)
+    attrs = dict(getattr(result_or_arrays, "attrs", {}) if attrs is None else attrs)
+    seconds = attrs.get("seconds")
+    out: dict[str, Any] = dict.fromkeys(COST_DEFINITIONS)
+    out["total_minutes"] = float(seconds) / 60 if isinstance(seconds, int | float) and not isinstance(seconds, bool) else None
+    out["device"] = str(attrs["device"]) if "device" in attrs else None
+    if "cost/train_seconds" not in arrays:
+        return out
+
+    def total(key: str) -> float:
+        values = np.asarray(arrays[key], dtype=float)
+        return float(np.nansum(values)) if values.size else 0.0
+
+    train = total("cost/train_seconds")
+    out["train_minutes"] = train / 60
+    out["train_cpu_minutes"] = total("cost/train_cpu_seconds") / 60 if "cost/train_cpu_seconds" in arrays else None
+    by: dict[str, float] = {}
+    for key in arrays:
+        for prefix in ("cost/eval_seconds/", "cost/end_seconds/"):
+            if key.startswith(prefix):
+                name = key[len(prefix) :]
+                by[name] = by.get(name, 0.0) + total(key) / 60
+    out["eval_minutes"] = sum(by.values())
+    out["eval_minutes_by"] = dict(sorted(by.items()))
+    images = total("cost/train_images") if "cost/train_images" in arrays else None
+    out["images_per_second"] = images / train if images is not None and train > 0 else None
+    if "cost/train_flops" in arrays:
+        out["train_flops"] = total("cost/train_flops")
+    if "cost/step_flops" in arrays and "cost/resolutions" in arrays:
+        flops, resolutions = np.asarray(arrays["cost/step_flops"], dtype=float), np.asarray(arrays["cost/resolutions"])
+        firsts = {}
+        for r, res in enumerate(resolutions.reshape(-1)):
+            measured = flops[:, r][np.isfinite(flops[:, r])] if flops.ndim == 2 and r < flops.shape[1] else []
+            firsts[int(res)] = float(measured[0]) if len(measured) else None
+        out["step_flops"] = firsts
+    if "cost/peak_memory_bytes" in arrays:
+        peak = np.asarray(arrays["cost/peak_memory_bytes"])
+        out["peak_memory_bytes"] = int(peak.max()) if peak.size else None
+    return out
+
+
 def linear_cka(x: Any, y: Any) -> float:
     """Linear CKA (Kornblith et al. 2019) between two feature matrices of the same samples, [n, d1] and [n, d2].
 

@@ -6,11 +6,15 @@ One row per run and measured value, with the run's identity in every row::
     metric, when, phase, experience, value
 
 ``when`` is ``summary`` (the numbers of :func:`ssl_bench.results.continual.summarize`, recomputed from the
-file), ``init`` (at random initialisation; ``acc_matrix`` there is ``metrics/acc_init``), ``phase``
-(after training phase ``phase``) or ``end`` (end-of-run evaluators); ``experience`` is the column
-of a per-experience value (the accuracy matrix ``acc_matrix``, ``linear/acc``, ``knn/acc_k20``,
-...), empty for one number per phase (``collapse/auc``). Arrays of other shapes (spectra, CKA
-features) stay in the result files.
+file, and what the run cost, :func:`ssl_bench.results.continual.cost_summary`: ``cost/total_minutes``,
+``cost/eval_minutes_by/<part>``, ``cost/step_flops/<resolution>``, ...), ``init`` (at random initialisation;
+``acc_matrix`` there is ``metrics/acc_init``), ``phase`` (after training phase ``phase``) or ``end`` (end-of-run
+evaluators); ``experience`` is the column of a per-experience value (the accuracy matrix ``acc_matrix``,
+``linear/acc``, ``knn/acc_k20``, ...), empty for one number per phase (``collapse/auc``). A run's ``cost/``
+datasets are rows too: per phase (``cost/train_seconds``, ``cost/images_per_second``, ``cost/train_flops``,
+``cost/peak_memory_bytes``, ...) and per evaluation (``cost/eval_seconds/<part>`` at ``init`` and every
+``phase``, ``cost/end_seconds/<evaluator>`` at the ``end``). Arrays of other shapes (spectra, CKA features)
+stay in the result files.
 Only files that pass :func:`ssl_bench.results.check` are read (the others are skipped with a
 warning, as by the leaderboard).
 
@@ -30,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ssl_bench.errors import UserError
-from ssl_bench.results import Result
+from ssl_bench.results import Result, continual
 
 FORMATS = ("csv", "json", "parquet")
 RUN_COLUMNS = (
@@ -96,7 +100,30 @@ def rows_of(r: Result) -> list[dict[str, Any]]:
             values = np.asarray(r[name])
             if values.dtype.kind in "fiub":
                 add(metric, group, None, values)
+        elif group == "cost":
+            _cost_rows(name, np.asarray(r[name]), n_phases, add)
+    for key, value in continual.cost_summary(r).items():
+        parts = value.items() if isinstance(value, dict) else [("", value)]
+        for part, v in parts:
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                add(f"cost/{key}" + (f"/{part}" if part != "" else ""), "summary", None, np.asarray(v))
     return out
+
+
+def _cost_rows(name: str, values: np.ndarray, n_phases: int, add: Any) -> None:
+    """Rows of a ``cost/`` dataset: per phase (``cost/train_seconds``, ...), per evaluation point (``cost/eval_seconds/
+    <part>``: init, then after every phase) and at the end (``cost/end_seconds/<evaluator>``)."""
+    if values.dtype.kind not in "fiu":
+        return
+    if name.startswith("cost/eval_seconds/") and values.shape == (n_phases + 1,):
+        add(name, "init", None, values[0])
+        for i in range(n_phases):
+            add(name, "phase", i, values[i + 1])
+    elif name.startswith("cost/end_seconds/") and values.shape == ():
+        add(name, "end", None, values)
+    elif values.shape == (n_phases,):
+        for i in range(n_phases):
+            add(name, "phase", i, values[i])
 
 
 def rows(found: list[Result]) -> list[dict[str, Any]]:

@@ -77,10 +77,15 @@ def _variant(r: Result) -> str | None:
     return str(r.attrs.get("run_identity")) if r.attrs.get("variant") else None
 
 
+def _precision_tag(r: Result) -> str | None:
+    """The precision a file's name ends in (a run of another precision than its protocol's), else None."""
+    return str(r.attrs.get("precision_tag") or "") or None
+
+
 def destination(to: Path, r: Result) -> Path:
     a = r.attrs
     label = f"{a['protocol']}-v{a['protocol_version']}"
-    name = result_name(label, a["method"], a["stream"], a["strategy"], int(a["seed"]), _variant(r))
+    name = result_name(label, a["method"], a["stream"], a["strategy"], int(a["seed"]), _variant(r), _precision_tag(r))
     folder = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in str(a["method"]))
     return Path(to) / label / folder / name
 
@@ -377,7 +382,8 @@ def _check_seeds(accepted: list[Accepted], to: Path) -> None:
 def _existing_seed(item: Accepted, to: Path, seed: int) -> bool:
     a = item.result.attrs
     label = f"{a['protocol']}-v{a['protocol_version']}"
-    path = item.destination.with_name(result_name(label, a["method"], a["stream"], a["strategy"], seed, _variant(item.result)))
+    variant, tag = _variant(item.result), _precision_tag(item.result)
+    path = item.destination.with_name(result_name(label, a["method"], a["stream"], a["strategy"], seed, variant, tag))
     if not path.is_file():
         return False
     try:
