@@ -236,6 +236,14 @@ def test_random_init_row_gain_over_init_knn_and_cost(tmp_path):
     )
     assert row["metrics"]["knn_acc"]["mean"] == pytest.approx(np.mean([r["metrics/knn/acc"][-1].mean() for r in runs]))
     assert row["metrics"]["minutes"]["mean"] == pytest.approx(2.0) and row["device"] == "cpu"
+    assert row["cost"] == {"train_minutes": None, "eval_minutes": None}  # written before runs timed their phases
+    with h5py.File(made[0], "r+") as f:  # a file that did (continual.cost_summary reads it)
+        f["cost/train_seconds"] = np.array([30.0, 30.0, 30.0, 30.0])
+        f["cost/eval_seconds/linear"] = np.array([3.0, 3.0, 3.0, 3.0, 3.0])
+    rehash(made[0])
+    [timed] = leaderboard.build(leaderboard.collect(tmp_path))[0]["rows"]
+    assert timed["cost"]["train_minutes"]["mean"] == pytest.approx(2.0) and timed["cost"]["train_minutes"]["n"] == 1
+    assert timed["cost"]["eval_minutes"]["mean"] == pytest.approx(0.25)
     [init] = table["init"]
     assert init["kind"] == "init" and init["stream"] == "instance" and init["seeds"] == [0, 1, 2]
     assert init["metrics"]["final_avg_acc"]["mean"] == pytest.approx(np.mean([r["metrics/acc_init"].mean() for r in runs]))

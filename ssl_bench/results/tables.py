@@ -6,7 +6,8 @@ never ranked against each other), each stream's group opens with a **random-init
 every file stores: the same backbone before any training, averaged over the files of each seed), and every
 row has its **gain over init** (final probe accuracy minus the same file's random-init accuracy, paired by
 seed, shown as a 95% t-interval over seeds), the **kNN** accuracy beside the probe's, and its **cost**
-(minutes per run and the device, from the files' ``seconds`` and ``device``). Every other cell is the mean ±
+(minutes per run and the device, from :func:`ssl_bench.results.continual.cost_summary`; the page adds the
+training and evaluation minutes of files that recorded them). Every other cell is the mean ±
 standard deviation over the row's seeds (n = the seeds column) of a number recomputed from the files
 (``ssl_bench.results.continual``), plus the gap to the joint-training row of the same method and stream.
 Configurations nobody ran are one line under their stream's rows, not rows of "—"; method-stream pairs with
@@ -43,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from ssl_bench.errors import UserError
-from ssl_bench.results import Result, check, crashing
+from ssl_bench.results import Result, check, continual, crashing
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,12 @@ def _numbers(r: Result) -> dict[str, float | None]:
     out: dict[str, float | None] = {m.key: s.get(m.key) for m in METRICS}
     out["gain_over_init"] = s["final_avg_acc"] - s["init_avg_acc"] if "init_avg_acc" in s else None
     out["knn_acc"] = _mean_last(r.get("metrics/knn/acc"))
-    seconds = r.attrs.get("seconds")
-    out["minutes"] = float(seconds) / 60 if isinstance(seconds, (int, float, np.number)) else None
+    cost = continual.cost_summary(r)  # total minutes for every file; training and evaluation where recorded
+    out["minutes"], out["train_minutes"], out["eval_minutes"] = (
+        cost["total_minutes"],
+        cost["train_minutes"],
+        cost["eval_minutes"],
+    )
     return out
 
 
@@ -229,7 +234,7 @@ def _row(method: str, stream: str, strategy: str, runs: list[Result]) -> dict[st
         "files": [str(r.path) for r in runs],
         "per_seed": {},
         "metrics": {},
-        "device": "; ".join(sorted({str(r.attrs.get("device", "?")) for r in runs})),
+        "device": "; ".join(sorted({str(continual.cost_summary(r)["device"] or "?") for r in runs})),
         "created": _dates(runs),
     }
     for m in (*METRICS, MINUTES):
@@ -237,6 +242,8 @@ def _row(method: str, stream: str, strategy: str, runs: list[Result]) -> dict[st
             row["per_seed"][m.key] = {s: n[m.key] for s, n in zip(seeds, numbers)}
             values = list(row["per_seed"][m.key].values())
             row["metrics"][m.key] = _interval(values) if m.interval else _stat(values)
+    # where the run's phases were timed (files written since runs record cost/): training and evaluation minutes
+    row["cost"] = {k: _stat([n[k] for n in numbers]) for k in ("train_minutes", "eval_minutes")}
     matrices = [np.asarray(r.acc_matrix, dtype=float) for r in runs]
     same = bool(matrices) and all(a.shape == matrices[0].shape for a in matrices)
     row["acc_matrix"] = np.mean(matrices, axis=0).round(4).tolist() if same else None
@@ -266,6 +273,7 @@ def _init_row(stream: str, runs: list[Result]) -> dict[str, Any]:
         "variant": False,
         "device": "",
         "created": [],
+        "cost": {"train_minutes": None, "eval_minutes": None},
         "plugin": None,
         "acc_matrix": None,
         "phases": None,
