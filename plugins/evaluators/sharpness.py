@@ -12,8 +12,8 @@ method; across methods they are unlike things (VICReg's loss is about 21, BYOL's
 - ``top_eigenvalue``: the largest (most positive) Hessian eigenvalue (since 0.2.0; 0.1.0 stored the
   largest-*magnitude* one, so a saddle with a large negative eigenvalue read as flat);
   ``dominant_eigenvalue``: the largest-magnitude one, signed (0.1.0's ``top_eigenvalue``). Both from one
-  Krylov (Lanczos) space of ``iters`` Hessian-vector products (:func:`ssl_bench.ops.sharpness.top_positive_eigenvalue`;
-  0.1.0 ran block power iteration with 4 vectors, about 4x the HVPs);
+  Krylov (Lanczos) space of ``iters`` Hessian-vector products (:func:`ssl_bench.ops.sharpness.top_positive_eigenvalue`,
+  since 0.2.1; 0.1.0 and 0.2.0 ran block power iteration with 4 vectors, 4 to 8 times the HVPs);
 - ``hessian_trace``: Hutchinson's estimate of tr(H) with ``n_probes`` Rademacher probes;
 - ``eps_sharpness``: the largest loss increase found in the box ``|delta_i| <= eps (|w_i| + 1)``
   (Keskar et al. 2017) by ``steps`` steps of projected gradient ascent;
@@ -56,7 +56,7 @@ from ssl_bench.blocks import augment, probes
 from ssl_bench.errors import UserError
 from ssl_bench.ops import reference_ops, sharpness
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 __license__ = "Apache-2.0"
 __paper__ = "Hu et al., How Well Does Self-Supervised Pre-Training Perform with Streaming Data?, ICLR 2022"
 
