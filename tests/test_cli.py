@@ -218,17 +218,19 @@ def test_sweep_grid_runs_the_union_of_its_products_seed_by_seed(tiny_protocol, t
     dry = ["-q", "sweep", "--protocol", str(tiny_protocol), "--grid", str(grid), "--seeds", "0,1", "--out", str(out), "--dry-run"]
     assert main(dry) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines[:-1]] == [
+    assert [line.split()[0] for line in lines[:-2]] == [
         f"simclr/instance/{strategy}/seed" for _ in range(2) for strategy in ("sequential", "joint", "replay")
     ]
-    assert [line.split()[1] for line in lines[:-1]] == ["0"] * 3 + ["1"] * 3  # seed by seed
-    assert lines[-1] == "6 of 6 runs to do (0 have result files)" and not out.exists()
+    assert [line.split()[1] for line in lines[:-2]] == ["0"] * 3 + ["1"] * 3  # seed by seed
+    assert lines[-2] == "6 of 6 runs to do (0 have result files)" and not out.exists()
+    assert lines[-1].startswith("time: no estimate (no finished run of these protocols")
     run = ["-q", "run", "--protocol", str(tiny_protocol), "--strategy", "joint", "--seed", "1", "--out", str(out)]
     assert main(run) == 0
     capsys.readouterr()
     assert main(dry) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-1] == "5 of 6 runs to do (1 have result files)"
+    assert lines[-2] == "5 of 6 runs to do (1 have result files)"
+    assert lines[-1].startswith("time: about ") and "for 5 of them" in lines[-1]  # timed by the finished run
     assert "simclr/instance/joint/seed 1" not in "\n".join(lines)
 
 
@@ -244,9 +246,9 @@ def test_sweep_grid_table_may_name_another_protocol(tiny_protocol, tmp_path, cap
     sweep = ["-q", "sweep", "--protocol", str(tiny_protocol), "--grid", str(grid), "--seeds", "0,1", "--out", str(out)]
     assert main([*sweep, "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    names = [Path(line.split()[-1]).name.split("__")[0] for line in lines[:-1]]
+    names = [Path(line.split()[-1]).name.split("__")[0] for line in lines[:-2]]
     assert names == ["tiny-v1", "twin-v1", "tiny-v1", "twin-v1"]  # the same cell under each protocol, seed by seed
-    assert lines[-1] == "4 of 4 runs to do (0 have result files)"
+    assert lines[-2] == "4 of 4 runs to do (0 have result files)"
     assert main([*sweep[:-4], "--seeds", "1", "--out", str(out)]) == 0
     made = {results.Result(p).attrs["protocol"] for p in capsys.readouterr().out.split()}
     assert made == {"tiny", "twin"}
