@@ -61,7 +61,7 @@ def fake_run(precision: str):
     exp = Experience(0, np.arange(N_TRAIN), np.arange(N_TRAIN, N_TRAIN + N_TEST), list(range(100)), [0])
     return SimpleNamespace(
         method=SimpleNamespace(backbone=backbone, feature_dim=backbone.feature_dim),
-        protocol=SimpleNamespace(eval=SimpleNamespace(batch_size=512, precision=precision)),
+        protocol=SimpleNamespace(eval=SimpleNamespace(batch_size=512, precision=precision, channels_last=False)),
         device=torch.device("cpu"),
         dataset=SimpleNamespace(train=split, test=split, resolution=SIDE),
         experiences=[exp],

@@ -94,6 +94,8 @@ def test_precision_keys_hash_only_when_set():
     assert parse(BASE + '[eval]\nprecision = "fp32"\n').hash == plain
     assert parse(BASE + 'precision = "bf16"\n').hash != plain
     assert parse(BASE + '[eval]\nprecision = "bf16"\n').hash != plain
+    assert parse(BASE + "[eval]\nchannels_last = false\n").hash == plain
+    assert parse(BASE + "[eval]\nchannels_last = true\n").hash != plain
     with pytest.raises(UserError, match="train.precision"):
         parse(BASE + 'precision = "fp16"\n')
     assert load_protocol("tinyimagenet-cpu@1").hash.startswith("6e41fdb54ce8")  # its submitted files' hash
@@ -235,6 +237,11 @@ def test_bf16_features_are_close_to_float32_ones_and_ordinary_tensors(tmp_path, 
         x = run.dataset.test.images[torch.from_numpy(np.asarray(run.experiences[0].test_idx))]
         manual = run.method.eval().backbone(evaluation.augment.prepare(x, 16))
     torch.testing.assert_close(exact.test[0], manual, rtol=0, atol=0)
+    run.protocol.eval.channels_last = True  # float32 in NHWC: the same features up to rounding
+    nhwc = evaluation.features(run)
+    for a, b in zip(exact.train + exact.test, nhwc.train + nhwc.test):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5 * float(a.abs().max()))
+    run.protocol.eval.channels_last = False
     run.protocol.eval.precision = "bf16"
     fast = evaluation.features(run)
     for a, b in zip(exact.train + exact.test, fast.train + fast.test):

@@ -37,9 +37,11 @@ def features(run: Run) -> Features:
 
     Under ``torch.inference_mode``, ``eval.batch_size`` images at a time, the training images first (each once,
     however many experiences share it). The protocol's ``eval.precision`` says how: ``"fp32"`` (the default, as
-    every protocol before the key existed) in float32 and the backbone's memory format; ``"bf16"`` under bf16
-    autocast with channels_last inputs, 4-5x faster on a CPU with AVX512-BF16/AMX (benchmark/RESULTS.md,
-    "Evaluation cost"), at bf16's rounding of the features (about 3 significant digits).
+    every protocol before the key existed) in float32, with channels_last inputs when ``eval.channels_last``
+    says so (1.5-1.7x faster on the CPU; the features agree to about 3e-7 of their scale); ``"bf16"`` under bf16
+    autocast with channels_last inputs, 3.4-4x faster on a CPU with AVX512-BF16/AMX, at bf16's rounding of the
+    features (about 3 significant digits, enough to flip the linear probe's L2 choice where two values nearly
+    tie: benchmark/RESULTS.md, "Evaluation cost").
     The features returned are ordinary tensors (copied out of inference mode), so evaluators may use them
     in autograd.
     """
@@ -48,6 +50,7 @@ def features(run: Run) -> Features:
     backbone.eval()
     bs = run.protocol.eval.batch_size
     bf16 = run.protocol.eval.precision == "bf16"
+    nhwc = bf16 or run.protocol.eval.channels_last
 
     def embed(images: torch.Tensor, index: np.ndarray) -> torch.Tensor:
         out = []
@@ -55,7 +58,7 @@ def features(run: Run) -> Features:
             for s in range(0, len(index), bs):
                 x = images[torch.from_numpy(index[s : s + bs])].to(run.device)
                 x = augment.prepare(x, run.dataset.resolution)
-                if bf16 and x.dim() == 4:
+                if nhwc and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 out.append(backbone(x).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, run.method.feature_dim)  # outside inference mode: a normal tensor
