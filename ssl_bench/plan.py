@@ -12,10 +12,18 @@ The effective recipe (:mod:`ssl_bench.recipe`) is the method's shipped recipe fo
 or the protocol's fallback, with the user's ``--recipe`` and ``--method-opt`` on top. It is part of the
 configuration: stored in the result file and, through :attr:`RunConfig.identity`, in the name of a run
 that changes anything on top of the defaults.
+
+One run, one identity. :func:`make_plan` drops every option given (``--recipe``, ``--method-opt``,
+``--strategy-opt``, ``--stream-opt``) that equals what the run would have without it, and holds each number in
+its default's type (:func:`canonical`): ``--recipe lr=0.1`` where the method's recipe has lr 0.1 is the default
+run, and ``temperature=1`` and ``temperature=1.0`` are one run. A file that an option names (a manifest's
+``path``) is part of the run by its content: its sha256 is in :attr:`RunConfig.inputs`, so in the checkpoint's
+fingerprint and in the identity, and a run never resumes, nor takes the name of, a run of other content.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ssl_bench import recipe as recipes
 from ssl_bench.errors import UserError, did_you_mean
 from ssl_bench.names import result_name
-from ssl_bench.options import check
+from ssl_bench.options import EMPTY, check, options_of
 from ssl_bench.protocol import Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,6 +74,9 @@ class RunConfig:
     log: list[str] = field(default_factory=list)
     #: write the final backbone's weights next to the result (``--save-backbone``; :mod:`ssl_bench.engine.weights`)
     save_backbone: bool = False
+    #: sha256 of every file the run reads by path (an option naming a file: a manifest's ``stream.path``), by option;
+    #: set by :func:`make_plan`, part of the checkpoint's fingerprint and of the run's :attr:`identity`
+    inputs: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -97,7 +108,7 @@ class RunConfig:
         if self.recipe is None:
             raise RuntimeError("the run's recipe is not resolved yet: build its plan first (ssl_bench.plan.make_plan)")
         recipe = recipes.Recipe.model_validate(self.recipe)
-        return recipes.run_identity(recipe, self.strategy_options, self.stream_options, self.precision_tag)
+        return recipes.run_identity(recipe, self.strategy_options, self.stream_options, self.precision_tag, self.inputs)
 
     @property
     def result_path(self) -> Path:
@@ -196,6 +207,81 @@ def strategy_parts(spec: str, values: dict[str, Any]) -> list[tuple[str, dict[st
     return parts
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal as configuration values: numbers by value (``1`` is ``1.0``; ``True`` is not ``1``), lists and tables
+    item by item, anything else by type and equality."""
+    if _number(a) and _number(b):
+        return float(a) == float(b)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+def canonical(given: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``given`` options without those equal to their default (:func:`same`), each number in its default's type
+    (a float option given ``1`` holds ``1.0``; an integer option given ``4096.0`` holds ``4096``), so that one run has
+    one identity however its options were spelled."""
+    out = {}
+    for key, value in given.items():
+        default = defaults.get(key, EMPTY)
+        if default is not EMPTY and same(value, default):
+            continue
+        if _number(value) and isinstance(default, float) and not isinstance(default, bool):
+            value = float(value)
+        elif _number(value) and _number(default) and isinstance(default, int) and float(value).is_integer():
+            value = int(value)
+        out[key] = value
+    return out
+
+
+def _defaults(entry: Entry) -> dict[str, Any]:
+    """The defaults of a plugin factory's options (those it has; none when its signature cannot be read)."""
+    found = options_of(entry)
+    return {} if found is None else {k: o.default for k, o in found.options.items() if o.default is not EMPTY}
+
+
+def canonical_overrides(config: RunConfig, found: dict[str, Any], factory: dict[str, Any]) -> None:
+    """``--recipe`` and ``--method-opt`` without what equals what the run would have without them (the method's
+    recipe ``found``, the :class:`~ssl_bench.recipe.Recipe` field defaults, the factory's option defaults), numbers
+    in their defaults' types (:func:`canonical`): ``--recipe lr=0.1`` where the recipe's lr is 0.1 is the default run,
+    not a variant of it."""
+    fields = {k: f.get_default(call_default_factory=True) for k, f in recipes.Recipe.model_fields.items()}
+    base = {**fields, **found}
+    over = dict(config.recipe_overrides)
+    options = dict(over.pop("options", None) or {})
+    for key in config.method_options:  # --method-opt wins over --recipe options.KEY
+        options.pop(key, None)
+    kept = canonical(over, base)
+    base_options = {**factory, **(base.get("options") or {})}
+    options = canonical(options, base_options)
+    if options:
+        kept["options"] = options
+    config.recipe_overrides = kept
+    config.method_options = canonical(config.method_options, {**base_options, **options})
+
+
+def inputs(options: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """sha256 of the content of every file an option names (a string that is the path of a file), keyed
+    ``kind.option``: a run that reads a file by path is a run of that file's content, not of its name."""
+    found = {}
+    for kind, values in options.items():
+        for key, value in values.items():
+            path = Path(value).expanduser() if isinstance(value, str) and value else None
+            if path is not None and path.is_file():
+                digest = hashlib.sha256()
+                with open(path, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(chunk)
+                found[f"{kind}.{key}"] = digest.hexdigest()
+    return found
+
+
 def resolve_recipe(config: RunConfig, method: Entry) -> RunConfig:
     """Fill ``config.recipe`` and ``config.recipe_source`` from the method's entry (see the module docstring)."""
     protocol, family = config.protocol, config.protocol.family
@@ -210,6 +296,7 @@ def resolve_recipe(config: RunConfig, method: Entry) -> RunConfig:
             f"method '{config.method}' ships no recipe for protocol family '{family}' and protocol {protocol.label} has no "
             "[recipe] fallback; give one with --recipe FILE.toml (see CONTRIBUTING, Recipes)"
         )
+    canonical_overrides(config, found, _defaults(method))
     over = config.recipe_overrides
     if config.method_options:
         over = recipes.merge(over, {"options": config.method_options})
@@ -229,11 +316,20 @@ def make_plan(config: RunConfig, registry: Registry) -> Plan:
     method_options = dict(config.recipe.get("options", {}))
     check(method, method_options, "--method-opt, --recipe or the method's recipe")
     strategies = []
-    for name, own in strategy_parts(config.strategy, config.strategy_options):
-        strategies.append(Planned(get("strategy", name), own))
+    parts = strategy_parts(config.strategy, config.strategy_options)
+    given: dict[str, Any] = {}  # the strategy options, each equal to its default dropped (one spelling per option)
+    for name, own in parts:
+        entry = get("strategy", name)
+        own = canonical(own, _defaults(entry))
+        given.update({(f"{name}.{k}" if len(parts) > 1 else k): v for k, v in own.items()})
+        strategies.append(Planned(entry, own))
         check(strategies[-1].entry, own, "--strategy-opt")
-    stream_options = {**protocol.stream.options.get(config.stream, {}), **config.stream_options}
-    stream = Planned(get("stream", config.stream), stream_options)
+    config.strategy_options = given
+    stream_entry = get("stream", config.stream)
+    protocol_stream = protocol.stream.options.get(config.stream, {})
+    config.stream_options = canonical(config.stream_options, {**_defaults(stream_entry), **protocol_stream})
+    stream_options = {**protocol_stream, **config.stream_options}
+    stream = Planned(stream_entry, stream_options)
     check(stream.entry, stream_options, f"protocol [stream.options.{config.stream}] or --stream-opt")
     dataset = Planned(get("dataset", protocol.dataset.name), dict(protocol.dataset.options))
     check(dataset.entry, dataset.options, "protocol [dataset] options")
@@ -245,4 +341,5 @@ def make_plan(config: RunConfig, registry: Registry) -> Plan:
         check(evaluators[-1].entry, evaluators[-1].options, f"protocol [eval.options.{name}]")
     if protocol.eval.primary not in protocol.eval.evaluators:
         raise UserError(f"protocol eval.primary '{protocol.eval.primary}' is not among eval.evaluators")
+    config.inputs = inputs({"method": method_options, "strategy": config.strategy_options, "stream": stream_options})
     return Plan(config, registry, Planned(method, method_options), strategies, stream, dataset, backbone, evaluators)

@@ -210,12 +210,19 @@ def canonical_hash(data: Any, length: int = 12) -> str:
 
 
 def run_identity(
-    recipe: Recipe, strategy_options: dict[str, Any], stream_options: dict[str, Any], precision: str | None = None
+    recipe: Recipe,
+    strategy_options: dict[str, Any],
+    stream_options: dict[str, Any],
+    precision: str | None = None,
+    inputs: dict[str, str] | None = None,
 ) -> str:
     """The hash that, with protocol, method, stream, strategy and seed, names a run: the effective recipe
     (method options included) and the strategy and stream options given on top of the protocol, and the
-    precision when the run's is not its protocol's (None otherwise, which leaves every earlier hash as it was)."""
+    precision when the run's is not its protocol's (None otherwise, which leaves every earlier hash as it was), and
+    the sha256 of every file an option names (``inputs``, e.g. a manifest; none: earlier hashes stay as they were)."""
     content: dict[str, Any] = {"recipe": recipe.to_json(), "strategy_options": strategy_options, "stream_options": stream_options}
     if precision is not None:
         content["precision"] = precision
+    if inputs:  # the content of files read by path (a manifest), when there are any: earlier hashes stay as they were
+        content["inputs"] = inputs
     return canonical_hash(content)

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from ssl_bench import protocol as protocols
+from ssl_bench import results
 from ssl_bench.cli import main
 from ssl_bench.errors import UserError
 from ssl_bench.results import guard
@@ -503,3 +504,129 @@ def test_plot_leaves_out_cka_when_a_file_has_features_but_no_index(tmp_path):
     rehash(path)  # a consistent file no engine writes: it passes the checks
     code, out, err = in_process("plot", path, "--out", tmp_path / "plots")
     assert code == 0 and "no cka plot" in err and not (tmp_path / "plots" / "cka.png").exists()  # KeyError before
+
+
+def test_a_manifest_edited_between_two_runs_is_another_run_not_a_resume(tiny_run, monkeypatch, tmp_path):
+    """Split A, killed after phase 1, then split B (A's experiences reversed) at the same path: it resumed and stored
+    B's split with A's rows and losses. The manifest's content is in the fingerprint and the identity now."""
+    split = tmp_path / "split.json"
+    protocol = tiny_run[tiny_run.index("--protocol") + 1]
+    assert in_process("-q", "stream-export", "--protocol", protocol, "--stream", "class", "-o", split)[0] == 0
+    a = json.loads(split.read_text())
+    run = [*tiny_run, "--stream", "manifest", "--stream-opt", f"path={split}"]
+    ckpt_a = interrupt(run, monkeypatch)
+    b = dict(a, experiences=a["experiences"][::-1])
+    split.write_text(json.dumps(b))
+    code, out, err = in_process(*run)
+    assert code == 0 and "resuming" not in err, err
+    path = Path(out.strip())
+    assert f".{path.name}.ckpt" != ckpt_a.name and ckpt_a.exists()  # another run; A's checkpoint left as it was
+    r = results.Result(path)
+    assert set(r.config["inputs"]) == {"stream.path"}  # the manifest's sha256, stored with the run
+    names = [n.decode() for n in r["stream/class_names"]]
+    first = [names[c] for c in r["stream/experience_0/classes"]]
+    assert sorted(first) == sorted(b["experiences"][0]["classes"]) != sorted(a["experiences"][0]["classes"])
+
+
+def test_the_checkpoint_fingerprint_and_identity_follow_a_manifest_s_content(tiny_protocol, tmp_path):
+    from ssl_bench.engine import checkpoint
+    from ssl_bench.plan import RunConfig, make_plan
+    from ssl_bench.registry import Registry
+
+    split = tmp_path / "split.json"
+    assert in_process("-q", "stream-export", "--protocol", tiny_protocol, "--stream", "class", "-o", split)[0] == 0
+
+    def planned():
+        proto = protocols.load(str(tiny_protocol))
+        config = RunConfig(proto, "simclr", "manifest", "sequential", 0, tmp_path, stream_options={"path": str(split)})
+        make_plan(config, Registry.discover())
+        return checkpoint.fingerprint(config), config.identity, config.result_path
+
+    before = planned()
+    data = json.loads(split.read_text())
+    split.write_text(json.dumps(dict(data, experiences=data["experiences"][::-1])))
+    after = planned()
+    assert all(x != y for x, y in zip(before, after))  # all three equal before: only the path was hashed
+    split.write_text(json.dumps(data, indent=4))  # the same split written differently: another file, another run
+    assert planned()[1] not in (before[1], after[1])
+
+
+# ------------------------------------------------------------------ item 7: one run, one identity, one name
+def planned(strategy="sequential", **chosen):
+    """The smoke protocol's simclr / instance run with ``chosen`` options, planned (no data loaded)."""
+    from ssl_bench.plan import RunConfig, make_plan
+    from ssl_bench.registry import Registry
+
+    config = RunConfig(SMOKE, "simclr", "instance", strategy, 0, Path("runs"), device="cpu", **chosen)
+    make_plan(config, Registry.discover())
+    return config
+
+
+def test_options_equal_to_the_defaults_are_the_default_run():
+    default = planned()
+    same = planned(recipe_overrides={"lr": 0.1})  # SimCLR's smoke recipe has lr 0.1
+    assert not same.variant and same.result_path == default.result_path  # a __v<its own identity> file before
+    assert planned(method_options={"temperature": 0.5}).result_path == default.result_path  # the factory's default
+    assert planned("replay", strategy_options={"size": 500}).result_path == planned("replay").result_path
+    assert planned("replay", strategy_options={"replay.size": 500.0}).result_path == planned("replay").result_path
+
+
+def test_numbers_are_compared_by_value():
+    one = planned(method_options={"temperature": 1})
+    assert one.variant and one.identity == planned(method_options={"temperature": 1.0}).identity  # two before
+    assert one.identity == planned(recipe_overrides={"options": {"temperature": 1}}).identity
+    size = planned("replay", strategy_options={"size": 400})
+    assert size.identity == planned("replay", strategy_options={"size": 400.0}).identity
+    assert size.identity == planned("replay", strategy_options={"replay.size": 400}).identity
+    assert planned(recipe_overrides={"lr": 1}).identity == planned(recipe_overrides={"lr": 1.0}).identity
+
+
+def test_method_opt_wins_over_recipe_options_also_when_it_sets_the_default():
+    config = planned(recipe_overrides={"options": {"temperature": 0.2}}, method_options={"temperature": 0.5})
+    assert config.recipe["options"].get("temperature", 0.5) == 0.5 and not config.variant
+
+
+def test_bf16_on_the_cpu_is_not_the_fp32_run():
+    assert planned(precision="bf16").result_path != planned().result_path == planned(precision="fp32").result_path
+
+
+def test_every_submitted_file_has_the_identity_and_name_its_configuration_gives_today():
+    """Canonical identities leave every run as it was: the identity, the variant mark and the name that the stored
+    configuration gives now are the file's (the repository's own files, read with h5py: attributes and config)."""
+    from ssl_bench.plan import RunConfig, make_plan
+    from ssl_bench.registry import Registry
+
+    registry = Registry.discover()
+    files = sorted((Path(__file__).resolve().parents[1] / "leaderboard" / "results").rglob("*.h5"))
+    assert len(files) > 90
+    for path in files:
+        with h5py.File(path, "r") as f:
+            attrs, c, stored = dict(f.attrs), json.loads(f["config"][()]), json.loads(f["protocol_json"][()])
+        config = RunConfig(
+            protocols.Protocol.model_validate(stored),
+            c["method"],
+            c["stream"],
+            c["strategy"],
+            c["seed"],
+            Path("runs"),
+            method_options=dict(c.get("method_options") or {}),
+            strategy_options=dict(c.get("strategy_options") or {}),
+            stream_options=dict(c.get("stream_options") or {}),
+            recipe_overrides=dict(c.get("recipe_overrides") or {}),
+            device="cpu",
+        )
+        make_plan(config, registry)
+        assert config.identity == attrs["run_identity"] and config.variant == bool(attrs.get("variant")), path
+        assert config.result_path.name == path.name
+
+
+def test_verify_does_not_re_run_a_manifest_that_changed_since(tiny_run, tmp_path):
+    split = tmp_path / "split.json"
+    protocol = tiny_run[tiny_run.index("--protocol") + 1]
+    assert in_process("-q", "stream-export", "--protocol", protocol, "--stream", "class", "-o", split)[0] == 0
+    code, out, err = in_process(*tiny_run, "--stream", "manifest", "--stream-opt", f"path={split}")
+    assert code == 0, err
+    data = json.loads(split.read_text())
+    split.write_text(json.dumps(dict(data, experiences=data["experiences"][::-1])))
+    code, _, err = in_process("-q", "verify", out.strip(), "--any-protocol")
+    assert code == 2 and "stream.path name is not what the run read" in one_error_line(err)  # re-ran split B before

@@ -225,11 +225,14 @@ def verify(
         method_options=dict(c.get("method_options") or {}),
         strategy_options=dict(c.get("strategy_options") or {}),
         stream_options=dict(c.get("stream_options") or {}),
+        recipe_overrides=dict(c.get("recipe_overrides") or {}),
+        precision=str(c.get("precision") or "auto"),
         data_root=c.get("data_root"),
         device="cpu",
         plugins=specs,
         progress=progress,
     )
+    _same_inputs(r, config, registry)
     log.info(
         "verify: re-running %s / %s / %s, seed %d under %s on the CPU",
         config.method,
@@ -244,6 +247,23 @@ def verify(
     finally:
         if not keep:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _same_inputs(r: results.Result, config: Any, registry: Any) -> None:
+    """The files the run read by path (a manifest) must hold what they held then (their sha256, stored in the
+    file's configuration since issue 31): a re-run of other content would compare two different runs."""
+    from ssl_bench.plan import make_plan
+
+    stored = r.config.get("inputs")
+    if not isinstance(stored, dict):
+        return  # a file from before inputs were recorded
+    make_plan(config, registry)
+    changed = sorted(k for k in set(stored) | set(config.inputs) if stored.get(k) != config.inputs.get(k))
+    if changed:
+        raise UserError(
+            f"{r.where}: cannot re-run: what its option(s) {', '.join(changed)} name is not what the run read "
+            "(another sha256, or no such file here); restore that file or give its path"
+        )
 
 
 def compare(
