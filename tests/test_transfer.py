@@ -137,7 +137,11 @@ def test_tinyimagenet_cpu_v2_is_v1_plus_transfer_domain_protocol_and_probe_sharp
     a, b = v1.model_dump(mode="json"), v2.model_dump(mode="json")
     assert b["eval"]["evaluators"] == a["eval"]["evaluators"] + ["downstream"]
     assert b["eval"]["options"]["sharpness"] == {**a["eval"]["options"]["sharpness"], "probe": True, "probe_batch_size": 64}
-    assert b["eval"]["precision"] == b["train"]["precision"] == "bf16" and b["eval"]["options"]["linear"] == {"solver": "lbfgs32"}
+    assert (
+        b["train"]["precision"] == "bf16"
+        and b["eval"]["channels_last"]
+        and b["eval"]["options"]["linear"] == {"solver": "lbfgs32"}
+    )
     for key in ("version", "domain_protocol", "eval"):
         a.pop(key), b.pop(key)
     a["train"].pop("precision"), b["train"].pop("precision")
