@@ -13,10 +13,11 @@ child process has read it whole. Every command must end within :data:`LIMIT` sec
 --strict`` only) or 2, print at most one error line and no traceback.
 
 What is not repeated per copy: a copy that passes ``results.check`` holds the original's content (its content hash
-says so; about half the copies, whose flipped byte is padding or free space), so what a command does after reading
-it is what it does with the original: ``submit --check`` (which then loads every plugin) and ``plot`` (which then
-draws) run on the first such copy only, and ``verify``'s re-run is replaced by its skip on every copy (no CPU
-family: each copy still goes through its reading and checks). Every other copy goes through every command whole.
+says so; about half the copies, whose flipped byte is padding or free space), so once it is read (by the guard's
+child, by ``show``, by the folder commands) what a command does with it is what it does with the original:
+``verify``, ``submit --check`` (which then loads every plugin) and ``plot`` (which then draws) run on the first
+such copy only. Every other copy goes through every command whole. ``verify``'s re-run is replaced by its skip
+(no CPU family): what is fuzzed is its reading and checks, not training.
 
 The checkpoint is one the engine writes (:func:`ssl_bench.engine.checkpoint.write` of a ResNet-18 x0.125 state, its
 SGD state and numpy arrays); each flipped copy must be refused by :func:`ssl_bench.engine.checkpoint.read` with one
@@ -219,12 +220,12 @@ def _fuzz_results(
         if progress and i % 50 == 0:
             print(f"  byte {offset} ({i}/{len(copies)})", file=sys.stderr)
         record("show", command("show", path), (0, 2), offset)
-        record("verify", command("verify", path, "--skip-non-cpu"), (0, 2), offset)
         try:
             intact = path not in crashed and bool(results.check(results.Result(path)))
         except UserError:
             intact = False
-        if not intact or not intact_done:  # an intact copy is the original: submit and plot it once
+        if not intact or not intact_done:  # an intact copy is the original once read: the others run on one
+            record("verify", command("verify", path, "--skip-non-cpu"), (0, 2), offset)
             record("submit --check", command("submit", "--check", path), (0, 2), offset)
             record("plot", command("plot", path, "--out", work / "plots"), (0, 2), offset)
             intact_done = intact_done or intact
