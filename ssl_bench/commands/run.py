@@ -74,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(cores())
     proto = protocol.load(args.protocol)
-    record.check_writable(args.out)  # before the plugins: a file-size limit of 0 breaks their imports, not one line
+    record.check_writable(args.out, keep=False)  # before the plugins: a file-size limit of 0 breaks their imports, not one line
     registry = Registry.discover(args.plugin)
     config = _common.run_config(
         args, registry, proto, method=args.method, stream=args.stream, strategy=args.strategy, seed=args.seed

@@ -126,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
         flag, value = ("--jobs", args.jobs) if args.jobs < 1 else ("--per-gpu", args.per_gpu)
         raise UserError(f"{flag} is how many runs go at the same time: give 1 or more, got {value}")
     if not args.dry_run:
-        check_writable(args.out)  # before the plugins: a file-size limit of 0 breaks their imports, not one line
+        check_writable(args.out, keep=False)  # before the plugins: a file-size limit of 0 breaks their imports, not one line
     registry = Registry.discover(args.plugin)
     split = lambda text: [x for x in (text or "").split(",") if x]  # noqa: E731
     base = _common.run_config(args, registry, proto)

@@ -32,8 +32,11 @@ if TYPE_CHECKING:
     from ssl_bench.engine.build import Run
 
 
-def check_writable(out: Path) -> None:
-    """Fail early, before any training, if results could not be written to ``out``."""
+def check_writable(out: Path, keep: bool = True) -> None:
+    """Fail early, before any training, if results could not be written to ``out`` (created). ``keep=False``
+    leaves no trace: the folders it had to create are removed again, so a command that goes on to stop on bad
+    input creates nothing (the run creates ``out`` when it starts)."""
+    created = [] if keep else [p for p in (out, *out.parents) if not p.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".ssl-bench-write-test-{os.getpid()}"
@@ -41,6 +44,8 @@ def check_writable(out: Path) -> None:
             probe.write_bytes(b"x")  # one byte: a file-size limit of 0 (ulimit -f 0) lets an empty file through
         finally:
             probe.unlink(missing_ok=True)
+            for folder in created:  # deepest first; each empty since the probe is gone
+                folder.rmdir()
     except OSError as err:
         if err.errno == errno.EFBIG:
             raise UserError(
