@@ -46,7 +46,8 @@ def test_run_writes_a_valid_result_file(tiny_protocol, tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "accuracy matrix" in shown and "simclr" in shown
     assert main(["leaderboard", "--results", str(out)]) == 0
-    assert "| simclr | instance | sequential |" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "### stream: instance" in table and "| simclr | sequential |" in table  # rows grouped by stream
 
 
 def test_example_plugin_runs_with_plugin_flag(tiny_protocol, tmp_path, capsys):
