@@ -2,16 +2,20 @@
 
 Old: the features in float32 (NCHW, ``torch.no_grad``), the linear probe's L2 selection and fit in float64 with
 autograd (``solver = "lbfgs64"``, linear <= 0.2.0); the sharpness top eigenvalue by block power iteration (4
-vectors). New: the features under bf16 autocast with channels_last inputs (``eval.precision = "bf16"``), the probe
-in float32 with its gradient written out (``solver = "lbfgs32"``), the top eigenvalue from a Krylov space
-(``ops.sharpness.top_positive_eigenvalue``). The model is the protocol's (ResNet-18 x0.25, small stem) at 32 px
-on random images (the cost does not depend on the weights, up to the probe's iterations), the probe's features
-a fixed synthetic mixture of the protocol's shape (2,500 x 128, 100 classes). Ratios are measured in one process,
-alternating old and new, so a busy machine slows both alike.
+vectors). New, as tinyimagenet-cpu v2 and pacs-cpu evaluate: the features in float32 from channels_last inputs
+under ``torch.inference_mode`` (``eval.channels_last = true``), the probe in float32 with its gradient written
+out (``solver = "lbfgs32"``), the top eigenvalue from a Krylov space (``ops.sharpness.top_positive_eigenvalue``).
+The features under bf16 autocast (``eval.precision = "bf16"``) are timed too, for reference: no shipped protocol
+uses them, because bf16's rounding moved the L2 choice of collapsed backbones' probes by over a point. The model
+is the protocol's (ResNet-18 x0.25, small stem) at 32 px on random images (the cost does not depend on the
+weights, up to the probe's iterations), the probe's features a fixed synthetic mixture of the protocol's shape
+(2,500 x 128, 100 classes). Ratios are measured in one process, alternating old and new, so a busy machine
+slows both alike. A whole run's evaluation, old against new, on real images: benchmark/eval_cost.py and
+benchmark/RESULTS.md, "Evaluation cost and bf16 training".
 
-Goals: the features >= 3x and one evaluation point (features + probe) >= 3x faster on a CPU with AVX512-BF16
-(asserted only there: elsewhere bf16 is emulated and the ratio is reported), the probe >= 2x, and the top
-eigenvalue's Hessian-vector products: 10 instead of 44 (counted, so asserted everywhere).
+Goals: the probe >= 2x (and the same accuracy to 0.3 points), the channels_last features >= 1.3x, and the top
+eigenvalue's Hessian-vector products: 10 instead of 44 (counted, so asserted everywhere). The bf16 features and
+one whole evaluation point (features + probe) are reported.
 Run:  OMP_NUM_THREADS=1 pytest benchmark/test_bench_eval.py -s
 """
 
@@ -99,21 +103,31 @@ def old_features(run):
 
 
 def new_features(run):
-    run.protocol.eval.precision = "bf16"
+    run.protocol.eval.channels_last = True
     return evaluation.features(run)
 
 
-@pytest.mark.parametrize("part", ["features", "probe", "point"])
+def bf16_features(run):
+    run.protocol.eval.precision = "bf16"
+    try:
+        return evaluation.features(run)
+    finally:
+        run.protocol.eval.precision = "fp32"
+
+
+@pytest.mark.parametrize("part", ["features", "features_bf16", "probe", "point"])
 def test_evaluation_point_old_vs_new(benchmark, part):
     torch.manual_seed(0)
     run, problem = fake_run("fp32"), probe_problem()
     old = {
         "features": lambda: old_features(run),
+        "features_bf16": lambda: old_features(run),
         "probe": lambda: probe("lbfgs64", problem),
         "point": lambda: (old_features(run), probe("lbfgs64", problem)),
     }[part]
     new = {
         "features": lambda: new_features(run),
+        "features_bf16": lambda: bf16_features(run),
         "probe": lambda: probe("lbfgs32", problem),
         "point": lambda: (new_features(run), probe("lbfgs32", problem)),
     }[part]
@@ -124,8 +138,8 @@ def test_evaluation_point_old_vs_new(benchmark, part):
     if part == "probe":
         assert ratio >= 2, f"the float32 probe is only {ratio:.2f}x faster (goal >= 2x)"
         assert abs(probe("lbfgs64", problem) - probe("lbfgs32", problem)) <= 0.003
-    elif bf16_native():
-        assert ratio >= 3, f"{part}: only {ratio:.2f}x faster (goal >= 3x on a CPU with AVX512-BF16)"
+    elif part == "features":
+        assert ratio >= 1.3, f"channels_last features only {ratio:.2f}x faster (goal >= 1.3x)"
 
 
 def test_top_eigenvalue_hvps(monkeypatch):

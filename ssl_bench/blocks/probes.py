@@ -180,6 +180,12 @@ def _fit_with(
     return (_fit if solver == "lbfgs64" else _fit32)(x, y, n_classes, l2, max_iter, init)
 
 
+def _lbfgs(params: list[torch.Tensor], max_iter: int) -> torch.optim.LBFGS:
+    """Both solvers' full-batch L-BFGS: strong-Wolfe line search, 20 pairs of history, tight tolerances."""
+    tolerances = {"tolerance_grad": 1e-7, "tolerance_change": 1e-10}
+    return torch.optim.LBFGS(params, lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe", **tolerances)
+
+
 def _fit(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -195,15 +201,7 @@ def _fit(
         else (torch.zeros(x.shape[1], n_classes, dtype=torch.float64), torch.zeros(n_classes, dtype=torch.float64))
     )
     w, b = w0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS(
-        [w, b],
-        lr=1,
-        max_iter=max_iter,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-7,
-        tolerance_change=1e-10,
-    )
+    opt = _lbfgs([w, b], max_iter)
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -239,15 +237,7 @@ def _fit32(
     else:
         W = torch.cat([init[0], init[1].view(1, -1)]).float()
     W.grad = torch.zeros_like(W)
-    opt = torch.optim.LBFGS(
-        [W],
-        lr=1,
-        max_iter=max_iter,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-7,
-        tolerance_change=1e-10,
-    )
+    opt = _lbfgs([W], max_iter)
 
     def closure() -> torch.Tensor:
         z = xa @ W

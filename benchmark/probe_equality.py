@@ -1,0 +1,63 @@
+"""Issue 34's probe-equality check: the linear probe of saved backbones under the old and the new evaluation.
+
+For each ``.safetensors`` (written by ``ssl-bench run --save-backbone``), the final backbone's linear-probe
+accuracy on every experience is computed twice, as ``ssl-bench eval`` computes it: under
+``probe_equality/old.toml`` (float32 features from NCHW inputs, the float64 L-BFGS with autograd) and under
+``probe_equality/new.toml`` (channels_last inputs, the float32 L-BFGS: tinyimagenet-cpu v2 as shipped). Both
+extend tinyimagenet-cpu, so data, probe split and L2 grid are the run's. Prints one markdown row per backbone
+(largest |difference| over its experiences, in points, and whether the chosen L2 moved) and the totals; exit 1
+when any accuracy moved by more than 0.3 points, the issue's bound for keeping the evaluator's version.
+
+    OMP_NUM_THREADS=1 python benchmark/probe_equality.py RUNS/*.safetensors --data-root DIR/tiny-imagenet-100
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ssl_bench.engine import standalone
+
+HERE = Path(__file__).parent / "probe_equality"
+BOUND = 0.003  # 0.3 points
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("weights", nargs="+", type=Path)
+    ap.add_argument("--data-root", required=True)
+    args = ap.parse_args()
+    print("| backbone | old acc % (mean) | new acc % (mean) | max abs diff (points) | L2 moved | old s | new s |")
+    print("|---|---:|---:|---:|---|---:|---:|")
+    worst, seconds = 0.0, [0.0, 0.0]
+    for path in args.weights:
+        got, took = [], [0.0, 0.0]
+        for k, name in enumerate(("old", "new")):
+            start = time.process_time()
+            metrics, meta = standalone.evaluate(path, str(HERE / f"{name}.toml"), stream=None, data_root=args.data_root)
+            took[k] = time.process_time() - start
+            seconds[k] += took[k]
+            got.append((np.asarray(metrics["linear/acc"], dtype=float), np.asarray(metrics["linear/l2"], dtype=float)))
+        (acc_old, l2_old), (acc_new, l2_new) = got
+        diff = float(np.abs(acc_old - acc_new).max())
+        worst = max(worst, diff)
+        moved = "yes" if not np.array_equal(l2_old, l2_new) else "no"
+        print(
+            f"| {path.stem} | {100 * acc_old.mean():.2f} | {100 * acc_new.mean():.2f} | {100 * diff:.2f} | {moved} | "
+            f"{took[0]:.0f} | {took[1]:.0f} |",
+            flush=True,
+        )
+    verdict = "within" if worst <= BOUND else "BEYOND"
+    print(
+        f"\n{len(args.weights)} backbones: largest |difference| {100 * worst:.2f} points ({verdict} the 0.3-point bound); "
+        f"CPU seconds in all: old {seconds[0]:.0f}, new {seconds[1]:.0f}"
+    )
+    return 0 if worst <= BOUND else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
