@@ -182,8 +182,15 @@ def _fit_with(
 
 def _lbfgs(params: list[torch.Tensor], max_iter: int) -> torch.optim.LBFGS:
     """Both solvers' full-batch L-BFGS: strong-Wolfe line search, 20 pairs of history, tight tolerances."""
-    tolerances = {"tolerance_grad": 1e-7, "tolerance_change": 1e-10}
-    return torch.optim.LBFGS(params, lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe", **tolerances)
+    return torch.optim.LBFGS(
+        params,
+        lr=1,
+        max_iter=max_iter,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-10,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
 
 
 def _fit(
