@@ -10,7 +10,7 @@ file, and what the run cost, :func:`ssl_bench.results.continual.cost_summary`: `
 ``cost/eval_minutes_by/<part>``, ``cost/step_flops/<resolution>``, ...), ``init`` (at random initialisation;
 ``acc_matrix`` there is ``metrics/acc_init``), ``phase`` (after training phase ``phase``) or ``end`` (end-of-run
 evaluators); ``experience`` is the column of a per-experience value (the accuracy matrix ``acc_matrix``,
-``linear/acc``, ``knn/acc_k20``, ...), empty for one number per phase (``collapse/auc``). A run's ``cost/``
+``linear/acc``, ``knn/acc_k200``, ...), empty for one number per phase (``collapse/auc``). A run's ``cost/``
 datasets are rows too: per phase (``cost/train_seconds``, ``cost/images_per_second``, ``cost/train_flops``,
 ``cost/peak_memory_bytes``, ...) and per evaluation (``cost/eval_seconds/<part>`` at ``init`` and every
 ``phase``, ``cost/end_seconds/<evaluator>`` at the ``end``). Arrays of other shapes (spectra, CKA features)
