@@ -175,6 +175,7 @@ def test_help_lists_every_command_with_its_help():
     assert all(p.description for p in sub.choices.values())
 
 
+@pytest.mark.slow
 def test_sweep_runs_every_combination_and_skips_finished_ones(tiny_protocol, tmp_path, capsys):
     out = tmp_path / "sweep"
     args = [

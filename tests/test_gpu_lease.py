@@ -64,6 +64,7 @@ def test_a_short_budget_skips_steps_and_never_runs_one_without_time(tmp_path):
     assert proc.returncode == 0 and took < 60
 
 
+@pytest.mark.slow
 def test_dry_run_on_cpu_runs_every_step_within_its_budget(tmp_path):
     budget = 170
     proc, lines, took = _lease(tmp_path, budget=budget, timeout=400)
