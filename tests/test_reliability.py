@@ -614,6 +614,7 @@ def test_every_submitted_file_has_the_identity_and_name_its_configuration_gives_
             stream_options=dict(c.get("stream_options") or {}),
             recipe_overrides=dict(c.get("recipe_overrides") or {}),
             device="cpu",
+            precision=c.get("precision", "auto"),  # a --precision variant (e.g. __fp32) is part of the identity
         )
         make_plan(config, registry)
         assert config.identity == attrs["run_identity"] and config.variant == bool(attrs.get("variant")), path
