@@ -3,7 +3,7 @@
 A run evaluates after initialisation and after every phase (``phase`` evaluators) and once at the end
 (``end`` evaluators, e.g. sharpness), so with these numbers and the training steps' cost one can say
 where a protocol's minutes go. The backbone is at random init (the cost does not depend on the weights,
-up to the linear probe's L-BFGS iterations).
+up to the linear probe's L-BFGS iterations), or a trained one with ``--weights RUN.safetensors``.
 
     OMP_NUM_THREADS=1 python benchmark/eval_cost.py --protocol tinyimagenet-cpu \
         --data-root ../shared/data/tiny-imagenet-100
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ssl_bench import protocol as protocols
-from ssl_bench.engine import RunConfig, evaluation
+from ssl_bench.engine import RunConfig, evaluation, weights
 from ssl_bench.engine.build import Run
 from ssl_bench.plan import make_plan
 from ssl_bench.registry import Registry
@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--data-root")
     ap.add_argument("--method", default="simclr")
     ap.add_argument("--stream")
+    ap.add_argument("--weights", type=Path, help="a saved backbone (--save-backbone) instead of random init")
     args = ap.parse_args()
     proto = protocols.load(args.protocol)
     with tempfile.TemporaryDirectory() as out:
@@ -52,6 +53,8 @@ def main() -> None:
             progress=False,
         )
         run = Run(make_plan(config, Registry.discover([])))
+        if args.weights:
+            weights.load_into(run.method.backbone, weights.read(args.weights)[0], args.weights)
         print(f"{proto.label}, {args.method}: one evaluation point\n\n| part | CPU s | wall s |\n|---|---:|---:|")
         feats = timed("features (backbone pass)", lambda: evaluation.features(run))
         for ev in run.evaluators:

@@ -1,14 +1,22 @@
 """Issue 34's probe-equality check: the linear probe of saved backbones under the old and the new evaluation.
 
 For each ``.safetensors`` (written by ``ssl-bench run --save-backbone``), the final backbone's linear-probe
-accuracy on every experience is computed twice, as ``ssl-bench eval`` computes it: under
-``probe_equality/old.toml`` (float32 features from NCHW inputs, the float64 L-BFGS with autograd) and under
-``probe_equality/new.toml`` (channels_last inputs, the float32 L-BFGS: tinyimagenet-cpu v2 as shipped). Both
-extend tinyimagenet-cpu, so data, probe split and L2 grid are the run's. Prints one markdown row per backbone
-(largest |difference| over its experiences, in points, and whether the chosen L2 moved) and the totals; exit 1
-when any accuracy moved by more than 0.3 points, the issue's bound for keeping the evaluator's version.
+accuracy on every experience is computed twice, as ``ssl-bench eval`` computes it, under two of the configurations
+in ``probe_equality/`` (``--pair A B``):
 
-    OMP_NUM_THREADS=1 python benchmark/probe_equality.py RUNS/*.safetensors --data-root DIR/tiny-imagenet-100
+- ``old``: float32 features from NCHW inputs, the float64 L-BFGS with autograd (v2 before issue 34);
+- ``new``: channels_last inputs, the float32 L-BFGS: tinyimagenet-cpu v2 as shipped;
+- ``v2-bf16``: ``new`` with bf16 features, the L2 still chosen by held-out accuracy;
+- ``v3-fp32``: tinyimagenet-cpu v3's probe (L2 chosen by held-out cross-entropy) on float32 features;
+- ``v3``: tinyimagenet-cpu v3 as shipped (bf16 features).
+
+All extend tinyimagenet-cpu (v2 or v3), so data, probe split and L2 grid are the run's. Prints one markdown row
+per backbone (largest |difference| over its experiences, in points, and whether the chosen L2 moved) and the
+totals; exit 1 when any accuracy moved by more than 0.3 points, the issue's bound for keeping the evaluator's
+version.
+
+    OMP_NUM_THREADS=1 python benchmark/probe_equality.py RUNS/*.safetensors --data-root DIR/tiny-imagenet-100 \
+        [--pair v3-fp32 v3]
 """
 
 from __future__ import annotations
@@ -30,13 +38,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("weights", nargs="+", type=Path)
     ap.add_argument("--data-root", required=True)
+    configs = sorted(p.stem for p in HERE.glob("*.toml"))
+    ap.add_argument("--pair", nargs=2, default=["old", "new"], choices=configs, metavar="CONFIG", help=", ".join(configs))
     args = ap.parse_args()
-    print("| backbone | old acc % (mean) | new acc % (mean) | max abs diff (points) | L2 moved | old s | new s |")
+    a, b = args.pair
+    print(f"| backbone | {a} acc % (mean) | {b} acc % (mean) | max abs diff (points) | L2 moved | {a} s | {b} s |")
     print("|---|---:|---:|---:|---|---:|---:|")
     worst, seconds = 0.0, [0.0, 0.0]
     for path in args.weights:
         got, took = [], [0.0, 0.0]
-        for k, name in enumerate(("old", "new")):
+        for k, name in enumerate(args.pair):
             start = time.process_time()
             metrics, meta = standalone.evaluate(path, str(HERE / f"{name}.toml"), stream=None, data_root=args.data_root)
             took[k] = time.process_time() - start
@@ -54,7 +65,7 @@ def main() -> int:
     verdict = "within" if worst <= BOUND else "BEYOND"
     print(
         f"\n{len(args.weights)} backbones: largest |difference| {100 * worst:.2f} points ({verdict} the 0.3-point bound); "
-        f"CPU seconds in all: old {seconds[0]:.0f}, new {seconds[1]:.0f}"
+        f"CPU seconds in all: {a} {seconds[0]:.0f}, {b} {seconds[1]:.0f}"
     )
     return 0 if worst <= BOUND else 1
 

@@ -5,8 +5,9 @@ autograd (``solver = "lbfgs64"``, linear <= 0.2.0); the sharpness top eigenvalue
 vectors). New, as tinyimagenet-cpu v2 and pacs-cpu evaluate: the features in float32 from channels_last inputs
 under ``torch.inference_mode`` (``eval.channels_last = true``), the probe in float32 with its gradient written
 out (``solver = "lbfgs32"``), the top eigenvalue from a Krylov space (``ops.sharpness.top_positive_eigenvalue``).
-The features under bf16 autocast (``eval.precision = "bf16"``) are timed too, for reference: no shipped protocol
-uses them, because bf16's rounding moved the L2 choice of collapsed backbones' probes by over a point. The model
+The features under bf16 autocast (``eval.precision = "bf16"``) against v2's, and a whole v3 point (bf16 features,
+the probe's L2 chosen by held-out cross-entropy) against the old one: tinyimagenet-cpu v3 evaluates so (bf16's
+rounding flipped L2 choices by held-out accuracy, by a point or two; by loss it does not, benchmark/RESULTS.md). The model
 is the protocol's (ResNet-18 x0.25, small stem) at 32 px on random images (the cost does not depend on the
 weights, up to the probe's iterations), the probe's features a fixed synthetic mixture of the protocol's shape
 (2,500 x 128, 100 classes). Ratios are measured in one process, alternating old and new, so a busy machine
@@ -14,8 +15,9 @@ slows both alike. A whole run's evaluation, old against new, on real images: ben
 benchmark/RESULTS.md, "Evaluation cost and bf16 training".
 
 Goals: the probe >= 2x (and the same accuracy to 0.3 points), the channels_last features >= 1.3x, and the top
-eigenvalue's Hessian-vector products: 10 instead of 44 (counted, so asserted everywhere). The bf16 features and
-one whole evaluation point (features + probe) are reported.
+eigenvalue's Hessian-vector products: 10 instead of 44 (counted, so asserted everywhere); on a CPU with native
+bf16 (AVX512-BF16/AMX), the bf16 features >= 2x v2's and a v3 point >= 3x the old one (elsewhere reported only:
+bf16 is emulated, and slower). v2's point (features + probe) is reported.
 Run:  OMP_NUM_THREADS=1 pytest benchmark/test_bench_eval.py -s
 """
 
@@ -81,9 +83,9 @@ def probe_problem():
     return x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:], y[N_TRAIN:]
 
 
-def probe(solver, problem):
+def probe(solver, problem, by="accuracy"):
     x, y, xt, yt = problem
-    l2, _ = probes.select_l2(x, y, GRID, solver=solver)
+    l2, _ = probes.select_l2(x, y, GRID, solver=solver, by=by)
     return float((probes.fit_predict(x, y, xt, l2, solver=solver) == yt).double().mean())
 
 
@@ -115,21 +117,23 @@ def bf16_features(run):
         run.protocol.eval.precision = "fp32"
 
 
-@pytest.mark.parametrize("part", ["features", "features_bf16", "probe", "point"])
+@pytest.mark.parametrize("part", ["features", "features_bf16", "probe", "point", "point_v3"])
 def test_evaluation_point_old_vs_new(benchmark, part):
     torch.manual_seed(0)
     run, problem = fake_run("fp32"), probe_problem()
     old = {
         "features": lambda: old_features(run),
-        "features_bf16": lambda: old_features(run),
+        "features_bf16": lambda: new_features(run),  # v2's
         "probe": lambda: probe("lbfgs64", problem),
         "point": lambda: (old_features(run), probe("lbfgs64", problem)),
+        "point_v3": lambda: (old_features(run), probe("lbfgs64", problem)),
     }[part]
     new = {
         "features": lambda: new_features(run),
         "features_bf16": lambda: bf16_features(run),
         "probe": lambda: probe("lbfgs32", problem),
         "point": lambda: (new_features(run), probe("lbfgs32", problem)),
+        "point_v3": lambda: (bf16_features(run), probe("lbfgs32", problem, by="loss")),
     }[part]
     t_old, t_new, ratio = best_ratio(old, new, rounds=2 if part == "point" else 3)
     benchmark.pedantic(new, rounds=1, iterations=1)
@@ -140,6 +144,10 @@ def test_evaluation_point_old_vs_new(benchmark, part):
         assert abs(probe("lbfgs64", problem) - probe("lbfgs32", problem)) <= 0.003
     elif part == "features":
         assert ratio >= 1.3, f"channels_last features only {ratio:.2f}x faster (goal >= 1.3x)"
+    elif part == "features_bf16" and bf16_native():
+        assert ratio >= 2, f"bf16 features only {ratio:.2f}x faster than v2's (goal >= 2x)"
+    elif part == "point_v3" and bf16_native():
+        assert ratio >= 3, f"a v3 evaluation point only {ratio:.2f}x cheaper than the old one (goal >= 3x)"
 
 
 def test_top_eigenvalue_hvps(monkeypatch):

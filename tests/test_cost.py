@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ssl_bench import results
-from ssl_bench.blocks import probes
+from ssl_bench.blocks import augment, probes
 from ssl_bench.cli import main
 from ssl_bench.engine import build as build_mod
 from ssl_bench.engine import evaluation
@@ -235,7 +235,7 @@ def test_bf16_features_are_close_to_float32_ones_and_ordinary_tensors(tmp_path, 
     exact = evaluation.features(run)
     with torch.no_grad():  # the fp32 path is the plain forward it always was
         x = run.dataset.test.images[torch.from_numpy(np.asarray(run.experiences[0].test_idx))]
-        manual = run.method.eval().backbone(evaluation.augment.prepare(x, 16))
+        manual = run.method.eval().backbone(augment.prepare(x, 16))
     torch.testing.assert_close(exact.test[0], manual, rtol=0, atol=0)
     run.protocol.eval.channels_last = True  # float32 in NHWC: the same features up to rounding
     nhwc = evaluation.features(run)

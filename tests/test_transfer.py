@@ -52,7 +52,9 @@ def fake_run(data_root=None, resolution=16):
     return SimpleNamespace(
         registry=Registry.discover(),
         dataset=SimpleNamespace(resolution=resolution),
-        protocol=SimpleNamespace(dataset=SimpleNamespace(root=None)),
+        protocol=SimpleNamespace(
+            dataset=SimpleNamespace(root=None), eval=SimpleNamespace(precision="fp32", channels_last=False, batch_size=64)
+        ),
         method=SimpleNamespace(backbone=backbone),
         config=SimpleNamespace(download=False, progress=False, data_root=data_root),
         device=torch.device("cpu"),
@@ -131,7 +133,7 @@ def test_bad_options_are_one_line_errors(kwargs, message):
 
 # ------------------------------------------------------------------ the protocols that use PACS
 def test_tinyimagenet_cpu_v2_is_v1_plus_transfer_domain_protocol_and_probe_sharpness():
-    v1, v2 = protocol.load("tinyimagenet-cpu@1"), protocol.load("tinyimagenet-cpu")
+    v1, v2 = protocol.load("tinyimagenet-cpu@1"), protocol.load("tinyimagenet-cpu@2")
     assert (v1.version, v2.version) == (1, 2) and v2.domain_protocol == "pacs-cpu"
     assert v2.domain_protocol in protocol.shipped() and protocol.load(v2.domain_protocol).defaults.stream == "domain"
     a, b = v1.model_dump(mode="json"), v2.model_dump(mode="json")
@@ -146,6 +148,31 @@ def test_tinyimagenet_cpu_v2_is_v1_plus_transfer_domain_protocol_and_probe_sharp
         a.pop(key), b.pop(key)
     a["train"].pop("precision"), b["train"].pop("precision")
     assert a == b  # data, stream, backbone, budget, seeds: as v1 (bf16 and the float32 probe: the cost issue's)
+
+
+def test_tinyimagenet_cpu_v3_is_v2_with_the_cheaper_evaluation_and_its_twins_follow():
+    v2, v3 = protocol.load("tinyimagenet-cpu@2"), protocol.load("tinyimagenet-cpu")
+    assert v3.version == 3 and v2.hash.startswith("a61382a89ba4")  # the kept version keeps its files' hash
+    a, b = v2.model_dump(mode="json"), v3.model_dump(mode="json")
+    assert b["eval"]["precision"] == "bf16" and a["eval"]["precision"] == "fp32"
+    loss32 = {"solver": "lbfgs32", "select_by": "loss"}
+    assert b["eval"]["options"]["linear"] == loss32
+    assert b["eval"]["options"]["downstream"] == {**a["eval"]["options"]["downstream"], **loss32}
+    assert b["eval"]["options"]["sharpness"] == {**a["eval"]["options"]["sharpness"], **loss32, "n_probes": 2}
+    for d in (a, b):
+        d.pop("version"), d["eval"].pop("precision"), d["eval"].pop("options")
+    assert a == b  # training, data, evaluators and their other options: v2's
+    twins = (
+        "tinyimagenet-cpu-domains",
+        "tinyimagenet-cpu-full",
+        "tinyimagenet-cpu-d10",
+        "tinyimagenet-cpu-d30",
+        "tinyimagenet-cpu-w050",
+    )
+    for name in twins:
+        current = protocol.load(name)
+        kept = protocol.load(f"{name}@{current.version - 1}")
+        assert current.eval == v3.eval and kept.eval == v2.eval, name  # each twin's kept version: v2's evaluation
 
 
 def test_the_v2_downstream_options_find_pacs_next_to_the_data_root(tmp_path):

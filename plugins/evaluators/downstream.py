@@ -25,6 +25,12 @@ Tasks (``tasks``, default ``["linear"]``):
   ``l2``, or with ``l2 = "select"`` chosen as the ``linear`` evaluator chooses it (Kornblith et al. 2019):
   from ``l2_grid`` by accuracy on a seeded ``val_fraction`` of the probe's own training split
   (:func:`ssl_bench.blocks.probes.select_l2`), then refitted on the whole split; stored as ``<label>/l2``.
+  ``select_by`` and ``solver`` are ``linear``'s options of the same names (since 0.3.0; their defaults,
+  accuracy and the float64 L-BFGS, are 0.2.0's numbers).
+
+Under a protocol whose ``eval.precision`` is ``"bf16"`` (since 0.3.0) the images are embedded as the engine
+embeds the pre-training data's (:func:`ssl_bench.blocks.probes.embed`: bf16 autocast, channels_last,
+``inference_mode``); otherwise in float32 as 0.2.0 did, so the float32 protocols' numbers stay.
 - ``fewshot``: N-way K-shot episodes (``fewshot`` options, those of the ``fewshot`` evaluator: ``n_way``,
   ``shots``, ``n_query``, ``episodes``, ``classifier``; :func:`ssl_bench.blocks.probes.episodes`)
   drawn from all the dataset's images (both splits: a downstream set is never trained on), seeded, the
@@ -48,10 +54,10 @@ from tqdm.auto import tqdm
 from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
 from ssl_bench.blocks import augment
-from ssl_bench.blocks.probes import episodes, fit_predict, prototype_predict, select_l2
+from ssl_bench.blocks.probes import SELECT_BY, SOLVERS, embed, episodes, fit_predict, prototype_predict, select_l2
 from ssl_bench.errors import UserError
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __license__ = "Apache-2.0"
 __paper__ = "Kornblith et al., Do Better ImageNet Models Transfer Better?, CVPR 2019"
 
@@ -93,6 +99,8 @@ class Downstream(Evaluator):
         batch_size: int = 256,
         seed: int = 0,
         fewshot: dict | None = None,
+        solver: str = "lbfgs64",
+        select_by: str = "accuracy",
     ):
         if not datasets:
             raise UserError("downstream: give eval.options.downstream.datasets, a list of {name, root, options}")
@@ -127,7 +135,12 @@ class Downstream(Evaluator):
             raise UserError("downstream: fewshot needs n_way >= 2, n_query >= 1, episodes >= 1 and shots >= 1")
         self.max_train, self.max_test, self.l2, self.max_iter = max_train, max_test, l2, max_iter
         self.l2_grid, self.val_fraction = list(l2_grid), val_fraction
-        self.batch_size, self.seed = batch_size, seed
+        if solver not in SOLVERS or select_by not in SELECT_BY:
+            raise UserError(
+                f"downstream: solver must be one of {', '.join(SOLVERS)} and select_by one of {', '.join(SELECT_BY)}; "
+                f"got {solver!r}, {select_by!r}"
+            )
+        self.batch_size, self.seed, self.solver, self.select_by = batch_size, seed, solver, select_by
         self.loaded = []
 
     def setup(self, run):
@@ -168,12 +181,20 @@ class Downstream(Evaluator):
         backbone = run.method.backbone
         was_training = backbone.training
         backbone.eval()
+        if run.protocol.eval.precision == "bf16":  # since 0.3.0: as the engine's features (bf16, channels_last)
+            out = [embed(run, images, idx, self.batch_size)]
+        else:  # 0.2.0's pass, unchanged, so that float32 protocols (v2) keep their numbers
+            out = self._embed_fp32(run, images, idx, desc)
+        backbone.train(was_training)
+        return torch.cat(out)
+
+    def _embed_fp32(self, run, images, idx, desc):
+        backbone = run.method.backbone
         out = []
         for s in tqdm(range(0, len(idx), self.batch_size), desc=desc, disable=not run.config.progress, leave=False):
             x = images[torch.from_numpy(idx[s : s + self.batch_size])].to(run.device)
             out.append(backbone(augment.prepare(x, run.dataset.resolution)).float().cpu())
-        backbone.train(was_training)
-        return torch.cat(out)
+        return out
 
     def _subset(self, n, cap, rng):
         return np.sort(rng.choice(n, cap, replace=False)) if 0 < cap < n else np.arange(n)
@@ -196,9 +217,9 @@ class Downstream(Evaluator):
         out = {}
         l2 = self.l2
         if l2 == "select":
-            l2, _ = select_l2(x_tr, y_tr, self.l2_grid, self.val_fraction, self.seed, self.max_iter)
+            l2, _ = select_l2(x_tr, y_tr, self.l2_grid, self.val_fraction, self.seed, self.max_iter, self.solver, self.select_by)
             out[f"{label}/l2"] = float(l2)
-        pred = fit_predict(x_tr, y_tr, x_te, float(l2), self.max_iter)
+        pred = fit_predict(x_tr, y_tr, x_te, float(l2), self.max_iter, self.solver)
         out[f"{label}/acc"] = float((pred == ds.test.labels[torch.from_numpy(te)]).double().mean())
         return out
 

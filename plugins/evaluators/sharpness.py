@@ -31,7 +31,8 @@ supervised head's or a probe's curvature, as the issue asks; fitting the probe o
 rather than on the batch alone is this project's choice (a batch of 256 images holds ~2.5 images of
 each of 100 classes, which a probe separates perfectly, leaving no curvature to compare). Keys:
 ``probe_top_eigenvalue`` (the largest positive one, as above), ``probe_hessian_trace``, ``probe_loss``,
-``probe_l2``. Cost, measured in one process on one thread (random-init ResNet-18 x0.25 at 32 px, 10,000
+``probe_l2``. The probe's ``solver`` and ``select_by`` are ``linear``'s options (since 0.3.0; the defaults are
+0.2.1's numbers). Cost, measured in one process on one thread (random-init ResNet-18 x0.25 at 32 px, 10,000
 probe-training features, a busy 2-core machine): with tinyimagenet-cpu v2's options (``probe_batch_size`` 64,
 ``iters`` 10, ``n_probes`` 4) the probe's part took 50 CPU s, 0.44x the method loss's part (115 s); its
 L2 selection and fit on the 10,000 features took about 30 s on their own (wall, same machine), and at
@@ -56,7 +57,7 @@ from ssl_bench.blocks import augment, probes
 from ssl_bench.errors import UserError
 from ssl_bench.ops import reference_ops, sharpness
 
-__version__ = "0.2.1"
+__version__ = "0.3.0"
 __license__ = "Apache-2.0"
 __paper__ = "Hu et al., How Well Does Self-Supervised Pre-Training Perform with Streaming Data?, ICLR 2022"
 
@@ -80,6 +81,8 @@ class Sharpness(Evaluator):
         probe: bool = False,
         probe_batch_size: int = 256,
         l2_grid: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2),
+        solver: str = "lbfgs64",
+        select_by: str = "accuracy",
     ):
         if params not in ("all", "backbone") or mode not in ("train", "eval"):
             raise UserError(
@@ -92,6 +95,12 @@ class Sharpness(Evaluator):
             raise UserError("sharpness: the probe's loss needs probe_batch_size >= 2 and an l2_grid of values >= 0")
         self.seed, self.params, self.mode = seed, params, mode
         self.probe, self.probe_batch_size, self.l2_grid = probe, probe_batch_size, list(l2_grid)
+        if solver not in probes.SOLVERS or select_by not in probes.SELECT_BY:
+            raise UserError(
+                f"sharpness: solver must be one of {', '.join(probes.SOLVERS)} and select_by one of "
+                f"{', '.join(probes.SELECT_BY)}; got {solver!r}, {select_by!r}"
+            )
+        self.solver, self.select_by = solver, select_by
 
     def loss_fn(self, run):
         """The deterministic loss on the fixed batch and views, and a function restoring the method's state."""
@@ -127,8 +136,8 @@ class Sharpness(Evaluator):
         """The fixed probe's cross-entropy on the fixed labelled batch, a function of the backbone's parameters;
         and the probe's L2 strength. Needs the last phase's features (``features``)."""
         x, y = torch.cat(features.train), torch.cat(features.train_labels)
-        l2, _ = probes.select_l2(x, y, self.l2_grid, 0.2, self.seed)
-        probe = probes.fit(x, y, l2)
+        l2, _ = probes.select_l2(x, y, self.l2_grid, 0.2, self.seed, solver=self.solver, by=self.select_by)
+        probe = probes.fit(x, y, l2, solver=self.solver)
         pool = np.concatenate([np.asarray(e.train_idx) for e in run.experiences])
         labels = run.dataset.train.labels[torch.from_numpy(pool)]
         pool = pool[torch.isin(labels, probe.classes).numpy()]  # classes the probe knows

@@ -5,6 +5,7 @@ Public, for built-in and outside evaluator plugins alike::
     from ssl_bench.blocks.probes import fit_predict, held_out, select_l2
 
     idx, x, y = held_out(run, features)          # every experience's held-out features, each sample once
+    x = embed(run, images, index)                 # the backbone's features, as the engine takes them
     pred = fit_predict(train_x, train_y, test_x)  # logistic regression (L-BFGS), predicted labels
     probe = fit(train_x, train_y, l2=1e-4)        # the same probe, kept: probe.logits(x) (differentiable)
     l2, accs = select_l2(train_x, train_y, [1e-5, 1e-4, 1e-3])  # the L2 strength, on held-out training data
@@ -42,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ssl_bench.blocks import augment
 from ssl_bench.errors import UserError
 
 if TYPE_CHECKING:
@@ -61,6 +63,10 @@ def _threads(n: int) -> Iterator[None]:
 
 #: the probe solvers (see the module docstring): name -> dtype of the standardised features and weights
 SOLVERS = {"lbfgs64": torch.float64, "lbfgs32": torch.float32}
+#: what :func:`select_l2` chooses the L2 strength by
+SELECT_BY = ("accuracy", "loss")
+#: by loss, :func:`select_l2` stops after this many strengths in a row whose held-out loss is above the best
+PATIENCE = 2
 
 
 def fit_predict(
@@ -101,13 +107,14 @@ class Probe:
         return ((x - p[0]) / p[1]) @ p[2] + p[3]
 
 
-def fit(train_x: torch.Tensor, train_y: torch.Tensor, l2: float = 1e-4, max_iter: int = 200) -> Probe:
+def fit(train_x: torch.Tensor, train_y: torch.Tensor, l2: float = 1e-4, max_iter: int = 200, solver: str = "lbfgs64") -> Probe:
     """The probe :func:`fit_predict` fits (same standardisation, penalty and solver), returned for reuse."""
+    dtype = _dtype(solver)
     with _small_on_one_thread(train_x):
         classes, y = torch.unique(train_y, return_inverse=True)
         mean, std = train_x.mean(0, keepdim=True), train_x.std(0, keepdim=True) + 1e-6
-        x, _ = _standardise(train_x, [])
-        w, b = _fit(x, y, len(classes), l2, max_iter)
+        x, _ = _standardise(train_x, [], dtype)
+        w, b = _fit_with(solver, x, y, len(classes), l2, max_iter)
     return Probe(mean, std, w, b, classes)
 
 
@@ -119,14 +126,26 @@ def select_l2(
     seed: int = 0,
     max_iter: int = 200,
     solver: str = "lbfgs64",
+    by: str = "accuracy",
 ) -> tuple[float, list[float]]:
-    """The L2 strength of ``grid`` whose probe is most accurate on a held-out part of the training split.
+    """The L2 strength of ``grid`` whose probe does best on a held-out part of the training split.
 
     As Kornblith et al. (Do Better ImageNet Models Transfer Better?, CVPR 2019) choose it: a seeded
     ``val_fraction`` of (train_x, train_y) is held out, a probe is fitted on the rest for every value
     (strongest first, each started from the previous solution), and the value with the best held-out
-    accuracy wins (the stronger one on ties). Returns (chosen value, held-out accuracy per grid value).
+    score wins (the stronger one on ties). ``by`` is the score: ``"accuracy"`` (Kornblith et al.'s) or
+    ``"loss"``, the lowest held-out cross-entropy. Accuracy on a few hundred held-out samples moves in steps of
+    one sample, so neighbouring strengths often tie or differ by a sample or two, and a rounding-sized change
+    of the features (bf16 instead of float32) can flip the choice and move the probe's test accuracy by points;
+    the cross-entropy is continuous in the features, so the choice only moves when two strengths' losses are
+    within that change of each other (benchmark/RESULTS.md, "Evaluation cost, v3"). By loss, the walk from strong
+    to weak stops once the held-out loss has been above its best at ``PATIENCE`` (2) strengths in a row: early
+    stopping along the regularisation path, which skips the weakest strengths' fits, the slowest (they run to
+    ``max_iter``), where the loss has clearly turned upwards. Returns (chosen value, held-out accuracy per grid
+    value, NaN for values not fitted).
     """
+    if by not in SELECT_BY:
+        raise UserError(f"L2 selection by '{by}' is not one of {', '.join(SELECT_BY)}")
     dtype = _dtype(solver)
     n = len(train_y)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -135,13 +154,18 @@ def select_l2(
     with _small_on_one_thread(train_x):
         classes, y = torch.unique(train_y, return_inverse=True)
         x, (xv,) = _standardise(train_x[fit], [train_x[val]], dtype)
-        init, accs = None, {}
+        init, accs, losses = None, {}, {}
         for l2 in sorted(grid, reverse=True):
             init = _fit_with(solver, x, y[fit], len(classes), l2, max_iter, init)
             w, b = init
-            accs[l2] = float(((xv @ w + b).argmax(1) == y[val]).double().mean())
-    best = max(sorted(grid, reverse=True), key=lambda v: accs[v])  # max keeps the first (strongest) of equals
-    return best, [accs[v] for v in grid]
+            logits = xv @ w + b
+            accs[l2] = float((logits.argmax(1) == y[val]).double().mean())
+            losses[l2] = float(F.cross_entropy(logits.double(), y[val]))
+            if by == "loss" and sum(loss > min(losses.values()) for loss in list(losses.values())[-PATIENCE:]) == PATIENCE:
+                break  # the loss rose at PATIENCE weaker strengths in a row: the weaker ones are not fitted
+    score = accs if by == "accuracy" else {v: -loss for v, loss in losses.items()}
+    best = max(score, key=lambda v: score[v])  # max keeps the first (strongest) of equals
+    return best, [accs.get(v, float("nan")) for v in grid]
 
 
 @contextlib.contextmanager
@@ -259,6 +283,26 @@ def _fit32(
 
     opt.step(closure)
     return W[:-1].clone(), W[-1].clone()
+
+
+def embed(run: RunContext, images: torch.Tensor, index: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
+    """The backbone's float32 features of ``images[index]`` as :func:`features` takes them (the protocol's
+    ``eval.precision`` and ``eval.channels_last``, ``inference_mode``, ``batch_size`` images at a time, default
+    ``eval.batch_size``), the backbone in whatever mode the caller set. For evaluators that embed data of their own
+    (``downstream``)."""
+    backbone = run.method.backbone
+    bs = batch_size or run.protocol.eval.batch_size
+    bf16 = run.protocol.eval.precision == "bf16"
+    nhwc = bf16 or run.protocol.eval.channels_last
+    out = []
+    with torch.inference_mode(), torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=bf16):
+        for s in range(0, len(index), bs):
+            x = images[torch.from_numpy(index[s : s + bs])].to(run.device)
+            x = augment.prepare(x, run.dataset.resolution)
+            if nhwc and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            out.append(backbone(x).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, run.method.feature_dim)  # outside inference mode: a normal tensor
 
 
 def held_out(run: RunContext, features: Features) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ssl_bench.api import Experience, Features
-from ssl_bench.blocks import augment
+from ssl_bench.blocks import probes
 from ssl_bench.protocol import Protocol
 
 if TYPE_CHECKING:
@@ -39,38 +39,24 @@ def features(run: Run) -> Features:
     however many experiences share it). The protocol's ``eval.precision`` says how: ``"fp32"`` (the default, as
     every protocol before the key existed) in float32, with channels_last inputs when ``eval.channels_last``
     says so (1.5-1.7x faster on the CPU; the features agree to about 3e-7 of their scale); ``"bf16"`` under bf16
-    autocast with channels_last inputs, 3.4-4x faster on a CPU with AVX512-BF16/AMX, at bf16's rounding of the
-    features (about 3 significant digits, enough to flip the linear probe's L2 choice where two values nearly
-    tie: benchmark/RESULTS.md, "Evaluation cost").
+    autocast with channels_last inputs, 2.5-4x faster on a CPU with AVX512-BF16/AMX, at bf16's rounding of the
+    features (about 3 significant digits, enough to flip an L2 choice by held-out accuracy where two values nearly
+    tie, hence v3's choice by loss: benchmark/RESULTS.md, "Evaluation cost, v3"). The pass itself is
+    :func:`ssl_bench.blocks.probes.embed`.
     The features returned are ordinary tensors (copied out of inference mode), so evaluators may use them
     in autograd.
     """
     backbone = run.method.backbone
     was_training = backbone.training
     backbone.eval()
-    bs = run.protocol.eval.batch_size
-    bf16 = run.protocol.eval.precision == "bf16"
-    nhwc = bf16 or run.protocol.eval.channels_last
-
-    def embed(images: torch.Tensor, index: np.ndarray) -> torch.Tensor:
-        out = []
-        with torch.inference_mode(), torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=bf16):
-            for s in range(0, len(index), bs):
-                x = images[torch.from_numpy(index[s : s + bs])].to(run.device)
-                x = augment.prepare(x, run.dataset.resolution)
-                if nhwc and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                out.append(backbone(x).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, run.method.feature_dim)  # outside inference mode: a normal tensor
-
     train_all = np.unique(np.concatenate(run.probe_index))
-    train_feats = embed(run.dataset.train.images, train_all)
+    train_feats = probes.embed(run, run.dataset.train.images, train_all)
     feats = Features([], [], [], [])
     for e, idx in zip(run.experiences, run.probe_index):
         pos = np.searchsorted(train_all, idx)
         feats.train.append(train_feats[torch.from_numpy(pos)])
         feats.train_labels.append(run.dataset.train.labels[torch.from_numpy(idx)])
-        feats.test.append(embed(run.dataset.test.images, e.test_idx))
+        feats.test.append(probes.embed(run, run.dataset.test.images, e.test_idx))
         feats.test_labels.append(run.dataset.test.labels[torch.from_numpy(e.test_idx)])
     backbone.train(was_training)
     return feats
