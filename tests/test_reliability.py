@@ -593,8 +593,9 @@ def test_bf16_on_the_cpu_is_not_the_fp32_run():
 def test_every_submitted_file_has_the_identity_and_name_its_configuration_gives_today():
     """Canonical identities leave every run as it was: the identity, the variant mark and the name that the stored
     configuration gives now are the file's (the repository's own files, read with h5py: attributes and config)."""
-    from ssl_bench.plan import RunConfig, make_plan
+    from ssl_bench.plan import make_plan
     from ssl_bench.registry import Registry
+    from ssl_bench.results import reproduce
 
     registry = Registry.discover()
     files = sorted((Path(__file__).resolve().parents[1] / "leaderboard" / "results").rglob("*.h5"))
@@ -602,20 +603,7 @@ def test_every_submitted_file_has_the_identity_and_name_its_configuration_gives_
     for path in files:
         with h5py.File(path, "r") as f:
             attrs, c, stored = dict(f.attrs), json.loads(f["config"][()]), json.loads(f["protocol_json"][()])
-        config = RunConfig(
-            protocols.Protocol.model_validate(stored),
-            c["method"],
-            c["stream"],
-            c["strategy"],
-            c["seed"],
-            Path("runs"),
-            method_options=dict(c.get("method_options") or {}),
-            strategy_options=dict(c.get("strategy_options") or {}),
-            stream_options=dict(c.get("stream_options") or {}),
-            recipe_overrides=dict(c.get("recipe_overrides") or {}),
-            device="cpu",
-            precision=c.get("precision", "auto"),  # a --precision variant (e.g. __fp32) is part of the identity
-        )
+        config = reproduce.stored_config(protocols.Protocol.model_validate(stored), c, Path("runs"))  # as verify's
         make_plan(config, registry)
         assert config.identity == attrs["run_identity"] and config.variant == bool(attrs.get("variant")), path
         assert config.result_path.name == path.name

@@ -188,7 +188,7 @@ def verify(
     progress: bool = False,
 ) -> Outcome:
     """Re-run the file's seed and compare; a file that cannot be re-run here is a UserError."""
-    from ssl_bench.engine import RunConfig, execute
+    from ssl_bench.engine import execute
     from ssl_bench.registry import Registry
 
     r = results.Result(path)
@@ -215,23 +215,7 @@ def verify(
 
         torch.set_num_threads(int(threads))
     folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="ssl-bench-verify-"))
-    config = RunConfig(
-        protocol=proto,
-        method=c["method"],
-        stream=c["stream"],
-        strategy=c["strategy"],
-        seed=c["seed"],
-        out=folder,
-        method_options=dict(c.get("method_options") or {}),
-        strategy_options=dict(c.get("strategy_options") or {}),
-        stream_options=dict(c.get("stream_options") or {}),
-        recipe_overrides=dict(c.get("recipe_overrides") or {}),
-        precision=str(c.get("precision") or "auto"),
-        data_root=c.get("data_root"),
-        device="cpu",
-        plugins=specs,
-        progress=progress,
-    )
+    config = stored_config(proto, c, folder, data_root=c.get("data_root"), plugins=specs, progress=progress)
     _same_inputs(r, config, registry)
     log.info(
         "verify: re-running %s / %s / %s, seed %d under %s on the CPU",
@@ -247,6 +231,29 @@ def verify(
     finally:
         if not keep:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def stored_config(proto: protocols.Protocol, c: Mapping[str, Any], out: Path, **more: Any) -> Any:
+    """The CPU run configuration that a result file's stored ``config`` (``c``) gives under ``proto``, writing to
+    ``out``: what :func:`verify` re-runs, and what checks of a file's identity rebuild (``more``: further
+    :class:`~ssl_bench.engine.RunConfig` fields)."""
+    from ssl_bench.engine import RunConfig
+
+    return RunConfig(
+        protocol=proto,
+        method=c["method"],
+        stream=c["stream"],
+        strategy=c["strategy"],
+        seed=c["seed"],
+        out=out,
+        method_options=dict(c.get("method_options") or {}),
+        strategy_options=dict(c.get("strategy_options") or {}),
+        stream_options=dict(c.get("stream_options") or {}),
+        recipe_overrides=dict(c.get("recipe_overrides") or {}),
+        precision=str(c.get("precision") or "auto"),  # a --precision variant (e.g. __fp32) is part of the identity
+        device="cpu",
+        **more,
+    )
 
 
 def _same_inputs(r: results.Result, config: Any, registry: Any) -> None:
