@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
 from ssl_bench.blocks import augment
-from ssl_bench.blocks.probes import SELECT_BY, SOLVERS, embed, episodes, fit_predict, prototype_predict, select_l2
+from ssl_bench.blocks.probes import check_options, embed, episodes, fit_predict, prototype_predict, select_l2
 from ssl_bench.errors import UserError
 
 __version__ = "0.3.0"
@@ -135,11 +135,7 @@ class Downstream(Evaluator):
             raise UserError("downstream: fewshot needs n_way >= 2, n_query >= 1, episodes >= 1 and shots >= 1")
         self.max_train, self.max_test, self.l2, self.max_iter = max_train, max_test, l2, max_iter
         self.l2_grid, self.val_fraction = list(l2_grid), val_fraction
-        if solver not in SOLVERS or select_by not in SELECT_BY:
-            raise UserError(
-                f"downstream: solver must be one of {', '.join(SOLVERS)} and select_by one of {', '.join(SELECT_BY)}; "
-                f"got {solver!r}, {select_by!r}"
-            )
+        check_options("downstream", solver, select_by)
         self.batch_size, self.seed, self.solver, self.select_by = batch_size, seed, solver, select_by
         self.loaded = []
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ssl_bench import hookimpl
 from ssl_bench.api import Evaluator
-from ssl_bench.blocks.probes import SELECT_BY, SOLVERS, fit_predict, select_l2
+from ssl_bench.blocks.probes import check_options, fit_predict, select_l2
 from ssl_bench.errors import UserError
 
 __version__ = "0.3.0"  # 0.3.0: select_by (default "accuracy": 0.2.0's numbers)
@@ -44,11 +44,8 @@ class LinearProbe(Evaluator):
             raise UserError(f"linear: l2_grid must list non-negative L2 strengths, got {l2_grid!r}")
         if not 0 < val_fraction < 1:
             raise UserError(f"linear: val_fraction must lie in (0, 1), got {val_fraction!r}")
-        if solver not in SOLVERS:
-            raise UserError(f"linear: solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+        check_options("linear", solver, select_by)
         self.l2, self.l2_grid, self.val_fraction, self.max_iter, self.seed = l2, list(l2_grid), val_fraction, max_iter, seed
-        if select_by not in SELECT_BY:
-            raise UserError(f"linear: select_by must be one of {', '.join(SELECT_BY)}, got {select_by!r}")
         self.solver, self.select_by = solver, select_by
 
     def evaluate(self, run, features, previous):

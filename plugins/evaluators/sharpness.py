@@ -95,11 +95,7 @@ class Sharpness(Evaluator):
             raise UserError("sharpness: the probe's loss needs probe_batch_size >= 2 and an l2_grid of values >= 0")
         self.seed, self.params, self.mode = seed, params, mode
         self.probe, self.probe_batch_size, self.l2_grid = probe, probe_batch_size, list(l2_grid)
-        if solver not in probes.SOLVERS or select_by not in probes.SELECT_BY:
-            raise UserError(
-                f"sharpness: solver must be one of {', '.join(probes.SOLVERS)} and select_by one of "
-                f"{', '.join(probes.SELECT_BY)}; got {solver!r}, {select_by!r}"
-            )
+        probes.check_options("sharpness", solver, select_by)
         self.solver, self.select_by = solver, select_by
 
     def loss_fn(self, run):

@@ -69,6 +69,15 @@ SELECT_BY = ("accuracy", "loss")
 PATIENCE = 2
 
 
+def check_options(evaluator: str, solver: str, select_by: str) -> None:
+    """One line for an evaluator's probe options that are not :data:`SOLVERS` / :data:`SELECT_BY` values."""
+    if solver not in SOLVERS or select_by not in SELECT_BY:
+        raise UserError(
+            f"{evaluator}: solver must be one of {', '.join(SOLVERS)} and select_by one of {', '.join(SELECT_BY)}; "
+            f"got {solver!r}, {select_by!r}"
+        )
+
+
 def fit_predict(
     train_x: torch.Tensor,
     train_y: torch.Tensor,
@@ -161,8 +170,8 @@ def select_l2(
             logits = xv @ w + b
             accs[l2] = float((logits.argmax(1) == y[val]).double().mean())
             losses[l2] = float(F.cross_entropy(logits.double(), y[val]))
-            if by == "loss" and sum(loss > min(losses.values()) for loss in list(losses.values())[-PATIENCE:]) == PATIENCE:
-                break  # the loss rose at PATIENCE weaker strengths in a row: the weaker ones are not fitted
+            if by == "loss" and all(loss > min(losses.values()) for loss in list(losses.values())[-PATIENCE:]):
+                break  # the last PATIENCE strengths' losses are above the best: the weaker ones are not fitted
     score = accs if by == "accuracy" else {v: -loss for v, loss in losses.items()}
     best = max(score, key=lambda v: score[v])  # max keeps the first (strongest) of equals
     return best, [accs.get(v, float("nan")) for v in grid]
