@@ -62,6 +62,7 @@ def make(
     warmup=0.1,
     seconds=60.0,
     device="cpu: test x2",
+    steps=100,
 ):
     """A result file without training. ``auc``: the last phase's collapse AUC; earlier phases get
     ``auc - auc_slope * (row mean - final)`` (``auc_slope`` > 0: a phase that is more accurate is less collapsed).
@@ -100,7 +101,7 @@ def make(
         "seed": seed,
         "device": device,
         "seconds": seconds,
-        "steps": 100,
+        "steps": steps,
         "ssl_bench_version": "0.1.0",
         "torch_version": "test",
         "plugins": {method: "0.1.0"},
@@ -602,6 +603,26 @@ def test_claim_7_collapse_against_data_and_width(tmp_path):
     assert "simclr" not in seven.split("\n\n", 2)[-1].split("Compute:")[0].replace("| simclr", "")  # rows: simsiam only
     alone = report.render(base.collect(tmp_path / ".." / tmp_path.name))
     assert alone == text
+
+
+def test_claim_7_pairs_only_twins_that_train_as_many_steps(tmp_path):
+    """A twin with 4x the steps is another budget, not a data twin: it sorts between smoke-d30 and smoke-d100 and
+    was paired with smoke-d30, its AUC (0.1) contradicting the claim that the data twins reproduce."""
+    d = twin("smoke-d100-w025-steps4", 100, 0.25).model_dump(mode="json")
+    d["train"]["epochs_per_experience"] *= 4
+    longer = protocols.Protocol.model_validate(d)
+    for seed in (0, 1, 2):
+        for (per_class, width), auc in TWINS.items():
+            proto = twin(f"smoke-d{per_class}-w{int(width * 100):03d}", per_class, width)
+            make(tmp_path, "simsiam", "instance", "joint", seed, 0.4 + 0.01 * seed, auc=auc + 0.001 * seed, proto=proto)
+        make(tmp_path, "simsiam", "instance", "joint", seed, 0.4, auc=0.1 + 0.001 * seed, proto=longer, steps=400)
+    text = report.render(base.collect(tmp_path))
+    [(scope, verdict)] = [(s, x) for (c, s), x in verdicts(text).items() if c == "7"]
+    assert "smoke-d100-w025-steps4-v2" in scope and verdict == "reproduced"
+    seven = section(text, "7", scope)
+    assert "AUC smoke-d100-w025-v2 (100 per class, x0.25) - AUC smoke-d30-w025-v2 (30 per class, x0.25): +0.100" in seven
+    assert "- AUC smoke-d30" not in seven.replace("AUC smoke-d100-w025-v2 (100 per class, x0.25) - AUC smoke-d30", "")
+    assert "smoke-d100-w025-steps4-v2 (100 per class, x0.25) - " not in seven
 
 
 def test_missing_runs_make_a_claim_not_testable_and_are_named(tmp_path):
