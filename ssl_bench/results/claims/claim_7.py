@@ -68,13 +68,13 @@ CLAIMS = {
 RULES = {
     "7": (
         "over protocol twins that differ only in dataset.options.train_per_class or backbone.options.width (and the "
-        "epochs and probe samples that follow) and whose runs train as many steps, for every non-contrastive method and stream/strategy run under two "
-        "twins that differ in one of them: the last phase's collapse AUC of the larger-data run minus the "
-        "smaller-data run's (same width), and of the narrower run minus the wider run's (same data), seed by seed, "
-        f"has its 95% interval above {MORE_COLLAPSED:.0f} (reproduced) or below it (contradicted); each pair needs "
-        "the method to learn in at least one of its two configurations (gain over random init at least 2 points, "
-        "interval above 0). Combined over pairs: contradicted if any is, reproduced if all are, otherwise "
-        "inconclusive. The probe accuracy is shown beside each AUC."
+        "epochs and probe samples that follow) and whose runs train as many steps, for every non-contrastive "
+        "method and stream/strategy run under two twins that differ in one of them: the last phase's collapse AUC "
+        "of the larger-data run minus the smaller-data run's (same width), and of the narrower run minus the wider "
+        f"run's (same data), seed by seed, has its 95% interval above {MORE_COLLAPSED:.0f} (reproduced) or below it "
+        "(contradicted); each pair needs the method to learn in at least one of its two configurations (gain over "
+        "random init at least 2 points, interval above 0). Combined over pairs: contradicted if any is, reproduced "
+        "if all are, otherwise inconclusive. The probe accuracy is shown beside each AUC."
     ),
 }
 
