@@ -625,6 +625,19 @@ def test_claim_7_pairs_only_twins_that_train_as_many_steps(tmp_path):
     assert "smoke-d100-w025-steps4-v2 (100 per class, x0.25) - " not in seven
 
 
+def test_the_learning_table_gives_every_configuration_its_gain_and_steps(tmp_path):
+    """The precondition as a table: a budget twin's longer runs show beside the base's (a budget curve)."""
+    longer = variant("smoke-steps4", 4 * SMOKE.train.epochs_per_experience)
+    for seed in (0, 1, 2):
+        make(tmp_path, "byol", "instance", "joint", seed, 0.105 + 0.002 * seed)  # init 0.1: +0.7 points
+        make(tmp_path, "byol", "instance", "joint", seed, 0.14 + 0.01 * seed, proto=longer, steps=400)
+    make(tmp_path, "simclr", "instance", "joint", 0, 0.3)  # one seed: no interval
+    lines = report.render(base.collect(tmp_path)).split("## Does each method learn?")[1].split("\n## ")[0]
+    assert "| smoke-steps4-v2 | byol | instance | joint | 400 | 3 | 15.00 ± 1.00 | +5.00 [+2.52, +7.48] | yes |" in lines
+    assert "| smoke-v2 | byol | instance | joint | 100 | 3 | 10.70 ± 0.20 | +0.70 [+0.20, +1.20] | no |" in lines
+    assert "| smoke-v2 | simclr | instance | joint | 100 | 1 | 30.00 | +20.00 | - |" in lines
+
+
 def test_missing_runs_make_a_claim_not_testable_and_are_named(tmp_path):
     for seed in SEEDS:
         make(tmp_path, "simclr", "instance", "sequential", seed, 0.6, seconds=120.0)
