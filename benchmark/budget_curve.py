@@ -1,7 +1,7 @@
 """Does a longer budget or a wider model make a non-contrastive method learn? The budget curve of issue 33, item 6.
 
 Not a test: it reads result files of joint runs (one experience: the whole training set) made under
-tinyimagenet-cpu (1x the v1 steps), its budget twins tinyimagenet-cpu-steps2 and -steps4 (2x and 4x the
+tinyimagenet-cpu (1x the v1 steps), its budget twins tinyimagenet-cpu-steps2, -steps4 and -steps6 (2x, 4x, 6x the
 steps, the warm-up at the same share) and its width twin ``tinyimagenet-cpu-w050`` (ResNet-18 x0.5),
 and prints one row per run: the linear probe's and the kNN's final accuracy minus the same run's random init
 (``metrics/linear/acc`` and ``metrics/knn/acc`` against ``init/...``, mean over the held-out sets of the four
@@ -15,7 +15,7 @@ plus a v1 evaluation. The two evaluation costs are CPU seconds measured in one s
 (benchmark/RESULTS.md, "Evaluation cost, v3": 121.8 and 397.0); a wider model's evaluation is scaled by its
 run's evaluation seconds over the 1x run's.
 
-    python benchmark/budget_curve.py leaderboard/results/tinyimagenet-cpu-{v3,steps2-v1,steps4-v1,w050-v2}/*/*joint* \\
+    python benchmark/budget_curve.py leaderboard/results/tinyimagenet-cpu-{v3,steps?-v1,w050-v2}/*/*joint* \\
         --json benchmark/budget_curve.json --plot benchmark/budget_curve.png
 """
 

@@ -225,10 +225,10 @@ def test_data_and_width_twins_change_one_thing_and_train_as_many_steps(name, cha
         assert twin.train.warmup_scale == pytest.approx(twin.train.epochs_per_experience / base.train.epochs_per_experience)
 
 
-@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("k", [2, 4, 6])
 def test_budget_twins_train_k_times_the_steps_with_the_same_warmup_share(k):
     base, twin = protocol.load("tinyimagenet-cpu"), protocol.load(f"tinyimagenet-cpu-steps{k}")
-    per_experience = math.ceil(4 * k * 7500 / 128)  # 469, 938: the base ceils 234.4 to 235
+    per_experience = math.ceil(4 * k * 7500 / 128)  # 469, 938, 1407: the base ceils 234.4 to 235
     assert steps_of(twin) == (per_experience, 4 * per_experience)
     assert twin.train.warmup_scale == k and twin.eval == base.eval
     a, b = base.model_dump(mode="json"), twin.model_dump(mode="json")
