@@ -625,6 +625,19 @@ def test_claim_7_pairs_only_twins_that_train_as_many_steps(tmp_path):
     assert "smoke-d100-w025-steps4-v2 (100 per class, x0.25) - " not in seven
 
 
+def test_claim_7_names_each_configuration_that_does_not_learn_once(tmp_path):
+    for seed in (0, 1, 2):
+        for per_class in (10, 30, 100):
+            proto = twin(f"smoke-d{per_class}-w025", per_class, 0.25)
+            make(tmp_path, "simsiam", "instance", "joint", seed, 0.1 + 0.001 * seed, auc=0.5 + per_class / 1000, proto=proto)
+    text = report.render(base.collect(tmp_path))
+    [(scope, verdict)] = [(s, x) for (c, s), x in verdicts(text).items() if c == "7"]
+    assert verdict == "not testable"
+    why = section(text, "7", scope).split("Not testable: ")[1].split("\n")[0]
+    for per_class in (10, 30, 100):  # d30 takes part in two pairs: named once
+        assert why.count(f"simsiam does not learn on smoke-d{per_class}-w025-v2 at this budget") == 1
+
+
 def test_the_learning_table_gives_every_configuration_its_gain_and_steps(tmp_path):
     """The precondition as a table: a budget twin's longer runs show beside the base's (a budget curve)."""
     longer = variant("smoke-steps4", 4 * SMOKE.train.epochs_per_experience)

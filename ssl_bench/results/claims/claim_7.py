@@ -212,8 +212,8 @@ def _check(
     what = f"{method}/{stream}/{strategy}: AUC {_label(ix, more)} - AUC {_label(ix, less)}"
     why_a, why_b = gate(method, less, a), gate(method, more, b)
     why = f"{method} learns in neither: {why_a}; {why_b}" if why_a and why_b else ""
-    if why:
-        f.why.append(why)
+    if why:  # each configuration's reason once in the summary line, though it takes part in two pairs
+        f.why += [w for w in (why_a, why_b) if w not in f.why]
     if len(seeds) < MIN_SEEDS:
         why = why or f"fewer than {MIN_SEEDS} common seeds"
     return Check(what, paired(auc(a) or [], auc(b) or []), MORE_COLLAPSED, above=True, scale=1.0, digits=3, unit="", why=why)
