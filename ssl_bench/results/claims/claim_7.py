@@ -110,9 +110,9 @@ def size(p: dict[str, Any]) -> tuple[float, float]:
 
 
 def claim7(ix: Index) -> list[Finding]:
-    families: dict[str, list[str]] = defaultdict(list)
-    for scope in ix.scopes:
-        families[twin_key(ix.protocols[scope])].append(scope)
+    families: dict[tuple[str, tuple[int, ...]], list[str]] = defaultdict(list)
+    for scope in ix.scopes:  # twins train as many steps: a longer budget (LOOSE's epochs) is another family
+        families[(twin_key(ix.protocols[scope]), steps([r for r in ix.runs if r.scope == scope]))].append(scope)
     groups = [sorted(g) for g in families.values() if len({size(ix.protocols[s]) for s in g}) > 1]
     if not groups:
         return [
@@ -157,12 +157,8 @@ def _group(ix: Index, scopes: list[str]) -> Finding:
                     pm(acc(g)),
                 ]
             )
-        budgets: dict[tuple[int, ...], list[str]] = defaultdict(list)  # twins train as many steps (LOOSE's epochs)
-        for s, g in runs.items():
-            budgets[steps(g)].append(s)
-        for same in budgets.values():
-            for a, b in _pairs(ix, sorted(same)):
-                f.checks.append(_check(ix, method, stream, strategy, a, b, runs[a], runs[b], f))
+        for a, b in _pairs(ix, sorted(runs)):
+            f.checks.append(_check(ix, method, stream, strategy, a, b, runs[a], runs[b], f))
     if rows:
         f.lines += table(
             ["method", "stream", "strategy", "protocol (data, width)", "seeds", "steps", "collapse AUC", "final acc %"],
