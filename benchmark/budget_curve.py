@@ -112,19 +112,12 @@ def plot(rows: list[dict], out: Path) -> None:
         mine = [x for x in rows if x["method"] == method]
         for ax, (key, label, scale) in zip(axes, panels):
             for width, marker, fill in ((0.25, "o", colour), (0.5, "s", "none")):
-                pts = sorted((x["steps"], x[key] * scale) for x in mine if x["width"] == width)
+                pts = [(x["steps"], x[key] * scale) for x in mine if x["width"] == width]
                 if not pts:
                     continue
-                xs, ys = zip(*pts)
-                ax.plot(
-                    xs,
-                    ys,
-                    marker=marker,
-                    color=colour,
-                    mfc=fill,
-                    ls="-" if width == 0.25 else "none",
-                    label=f"{method} x{width:g}",
-                )
+                ax.scatter(*zip(*pts), marker=marker, color=colour, facecolors=fill, label=f"{method} x{width:g}")
+                steps = sorted({s for s, _ in pts})  # the line joins the means over seeds
+                ax.plot(steps, [np.mean([y for s, y in pts if s == t]) for t in steps], color=colour, lw=1)
             ax.set_xscale("log", base=2)
             ax.set_xlabel("training steps (joint, one experience)")
             ax.set_ylabel(label)
