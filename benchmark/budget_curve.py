@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -70,11 +69,8 @@ def row(r: Result) -> dict:
 def add_cost(rows: list[dict]) -> None:
     """``cost_x_v1``: a sequential run's cost under the row's configuration over a v1 run's (module docstring)."""
     base = {(x["method"], x["seed"]): x for x in rows if x["width"] == 0.25 and x["protocol"] == "tinyimagenet-cpu"}
-    by_method = defaultdict(list)
-    for x in base.values():
-        by_method[x["method"]].append(x)
-    for x in rows:
-        ref = base.get((x["method"], x["seed"])) or (by_method[x["method"]] or [None])[0]
+    for x in rows:  # the same seed's 1x run, else any 1x run of the method
+        ref = base.get((x["method"], x["seed"])) or next((b for b in base.values() if b["method"] == x["method"]), None)
         if ref is None:
             continue
         evaluation = EVAL_V3 * x["eval_s"] / ref["eval_s"]

@@ -116,7 +116,7 @@ def _budget(ix: Index, f: Finding) -> str:
 
 def learning_table(ix: Index) -> list[str]:
     """Every configuration's gain over its random init, the precondition of every claim, with its training steps:
-    protocols that differ only in the budget (tinyimagenet-cpu-steps2/-steps4) or the width make it a budget curve."""
+    protocols that differ only in the budget (tinyimagenet-cpu-steps2/-4/-6) or the width make it a budget curve."""
     rows = []
     for (scope, method, stream, strategy), group in sorted(ix.groups.items()):
         if any("init_avg_acc" not in r.numbers for r in group):
